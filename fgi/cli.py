@@ -1,0 +1,35 @@
+"""Command line: ``fgi prepare | describe | tune | train | evaluate | predict | best``.
+
+Each subcommand lives in the module that owns it; that module exposes ``add_arguments(parser)`` and
+``main(args) -> int``. Modules are imported only when their subcommand runs, so ``fgi --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("fgi.data.prepare", "build the cache of gaze heatmaps, CRF maps, descriptions and embeddings"),
+    "describe": ("fgi.text.describe", "print lesion descriptions for a few images"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fgi`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="fgi", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        if argv[:1] == [name]:
+            importlib.import_module(module).add_arguments(p)
+    args = parser.parse_args(argv)
+    return int(importlib.import_module(args._module).main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""TeacherStudentTrainer: the method's training step and evaluation, in plain PyTorch.
+
+The engine takes batches and a ``torch.device``; it never reads files and imports nothing from Ray
+or MLflow. A variant overrides one hook (``build_models``, ``build_losses``, ``build_optimizer``).
+
+Batch keys: "image" (B, C, H, W) float; "tight" and "loose" (B, 1, H, W) bool gaze levels; "mask"
+(B, 1, H, W) bool ground truth (used for training only with ``data.supervision: ground_truth``, and for
+evaluation); "text" (B, D) or (B, L, D) with "text_mask" (B, L) bool, absent when ``text.mode`` is none.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from fgi.config import Config, atomic_write_bytes, dump_yaml, load_yaml_text
+from fgi.method.losses import ConfidenceWeightedConsistency, FeatureAlignment, SegmentationLoss, sigmoid_rampup
+from fgi.method.masking import apply_darm, darm_mask, uncertain_region
+from fgi.method.mixing import apply_mix, cutmix_boxes, uniform_noise
+from fgi.metrics import METRICS, batch_metrics
+from fgi.models import Student, Teacher
+from fgi.seed import derive_seed, make_generator
+
+ModelWrapper = Callable[[nn.Module], nn.Module]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP and ``torch.compile`` wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        else:
+            return model
+
+
+def lr_lambda(warmup: int, total: int, floor: float) -> Callable[[int], float]:
+    """Linear warm-up to 1, then cosine decay to ``floor`` at ``total`` steps."""
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        span = max(total - warmup, 1)
+        progress = min(max(step - warmup, 0) / span, 1.0)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class TeacherStudentTrainer:
+    """Trains the text-conditioned teacher and the image-only student together.
+
+    Args:
+        cfg: resolved run config.
+        device: where models and batches live.
+        rank: data-parallel rank (offsets the masking/mixing seed so ranks draw different blocks).
+        trial: trial index within a sweep (offsets every seed).
+        wrap_model: applied to each model after it is built, e.g. ``ray.train.torch.prepare_model``.
+    """
+
+    def __init__(self, cfg: Config, device: torch.device, rank: int = 0, trial: int = 0,
+                 wrap_model: ModelWrapper | None = None) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.rank = rank
+        self.trial = trial
+        self.step = 0
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        # model init is identical on every rank; masking and mixing differ per rank
+        torch.manual_seed(derive_seed(cfg.train.seed, 0, trial))
+        self.teacher, self.student = self.build_models()
+        self.models: dict[str, nn.Module] = {"student": self.student}
+        if self.teacher is not None:
+            self.models["teacher"] = self.teacher
+        memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
+        for name, model in self.models.items():
+            model.to(self.device, memory_format=memory_format)
+            if wrap_model is not None:
+                model = wrap_model(model)
+            if cfg.train.compile:
+                model = torch.compile(model)
+            self.models[name] = model
+        self.seg_teacher, self.seg_student, self.cwc, self.align = self.build_losses()
+        self.optimizers = {name: self.build_optimizer(_unwrap(m)) for name, m in self.models.items()}
+        factor = lr_lambda(cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.min_lr_ratio)
+        self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, factor) for name, opt in self.optimizers.items()}
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
+        self.generator = make_generator(derive_seed(cfg.train.seed, rank, trial), self.device)
+
+    # hooks a variant overrides
+    def build_models(self) -> tuple[nn.Module | None, nn.Module]:
+        """Teacher (None for the student-only baseline) and student."""
+        teacher = Teacher(self.cfg) if self.cfg.train.method == "teacher_student" else None
+        return teacher, Student(self.cfg)
+
+    def build_losses(self) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+        """Segmentation losses of teacher and student, consistency and alignment."""
+        lc = self.cfg.loss
+        seg = SegmentationLoss(lc.seg, lc.bce_weight, lc.dice_weight)
+        return seg, seg, ConfidenceWeightedConsistency(lc.tau_pos, lc.tau_neg), FeatureAlignment()
+
+    def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """AdamW, or SGD with Nesterov momentum."""
+        oc = self.cfg.optim
+        params = [p for p in model.parameters() if p.requires_grad]
+        if oc.name == "sgd":
+            return torch.optim.SGD(params, lr=oc.lr, momentum=oc.momentum, nesterov=oc.momentum > 0,
+                                   weight_decay=oc.weight_decay)
+        return torch.optim.AdamW(params, lr=oc.lr, betas=(oc.beta1, oc.beta2), weight_decay=oc.weight_decay)
+
+    # helpers
+    def autocast(self):
+        """``torch.autocast`` on this device with the configured dtype, or a no-op."""
+        amp = self.cfg.train.amp
+        if amp == "none":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+    def _to_device(self, batch: Mapping) -> dict:
+        out = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.device, non_blocking=True)
+                if key == "image" and self.cfg.train.channels_last:
+                    value = value.contiguous(memory_format=torch.channels_last)
+            out[key] = value
+        return out
+
+    def _targets(self, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cfg.data.supervision == "ground_truth":
+            if "mask" not in batch:
+                raise KeyError("data.supervision is ground_truth but the batch has no 'mask'")
+            return batch["mask"].bool(), batch["mask"].bool()
+        return batch["tight"].bool(), batch["loose"].bool()
+
+    def _text(self, batch: Mapping) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if self.cfg.text.mode == "none":
+            return None, None
+        if "text" not in batch:
+            raise KeyError(f"text.mode is {self.cfg.text.mode!r} but the batch has no 'text'")
+        return batch["text"], batch.get("text_mask")
+
+    def _check(self, losses: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        out = {}
+        for name, value in losses.items():
+            v = float(value.detach())
+            if not math.isfinite(v):
+                raise FloatingPointError(f"step {self.step}: loss term {name} is {v}")
+            out[name] = v
+        return out
+
+    def _hidden(self, region: torch.Tensor) -> torch.Tensor:
+        mc = self.cfg.masking
+        return darm_mask(region, mc.mask_ratio, mc.block_min, mc.block_max, self.generator)
+
+    def train_step(self, batch: Mapping) -> dict[str, float]:
+        """One optimizer step of both models; returns every loss term, the ramp weight and the lr."""
+        for model in self.models.values():
+            model.train()
+        batch = self._to_device(batch)
+        image = batch["image"]
+        tight, loose = self._targets(batch)
+        if self.teacher is None:
+            losses = self._student_only_losses(image, tight, loose)
+        else:
+            losses = self._teacher_student_losses(image, tight, loose, *self._text(batch))
+        values = self._check(losses)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["loss"]).backward()
+        clip = self.cfg.optim.grad_clip
+        for name, opt in self.optimizers.items():
+            if clip > 0:
+                self.scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(self.models[name].parameters(), clip)
+            self.scaler.step(opt)
+        self.scaler.update()
+        values["lr"] = self.optimizers["student"].param_groups[0]["lr"]
+        for sched in self.schedulers.values():
+            sched.step()
+        self.step += 1
+        return values
+
+    def _student_only_losses(self, image: torch.Tensor, tight: torch.Tensor, loose: torch.Tensor) -> dict:
+        hidden = self._hidden(uncertain_region(tight, loose))
+        masked_image, masked_target = apply_darm(image, loose, hidden)
+        with self.autocast():
+            out = self.models["student"](masked_image)
+        loss = self.seg_student(out["logits"], masked_target)
+        return {"loss": loss, "loss_student_seg": loss}
+
+    def _teacher_student_losses(self, image: torch.Tensor, tight: torch.Tensor, loose: torch.Tensor,
+                                text: torch.Tensor | None, text_mask: torch.Tensor | None) -> dict:
+        cfg, n = self.cfg, image.shape[0]
+        teacher, student = self.models["teacher"], self.models["student"]
+        box, perm = cutmix_boxes(n, image.shape[-2], image.shape[-1], cfg.mix.cutmix_prob, cfg.mix.beta_alpha,
+                                 self.generator, self.device)
+        mixed = uniform_noise(apply_mix(image, box, perm), cfg.mix.noise, self.generator)
+        both_text = None if text is None else torch.cat([text, text])
+        both_mask = None if text_mask is None else torch.cat([text_mask, text_mask])
+        with self.autocast():
+            with torch.no_grad():
+                student_clean = torch.sigmoid(student(image)["logits"].float())
+            t_out = teacher(torch.cat([image, mixed]), both_text, both_mask)
+        t_clean, t_mixed = t_out["logits"].float().split(n)
+        teacher_prob = torch.sigmoid(t_clean.detach())
+        if cfg.masking.source == "gaze":
+            region = uncertain_region(tight, loose)
+        else:
+            region = uncertain_region(teacher_prob > 0.5, student_clean > 0.5)
+        hidden = self._hidden(region)
+        masked_image, masked_target = apply_darm(image, loose, hidden)
+        with self.autocast():
+            s_out = student(torch.cat([masked_image, mixed]))
+        s_masked, s_mixed = s_out["logits"].float().split(n)
+
+        weight = sigmoid_rampup(self.step, cfg.loss.rampup_steps, cfg.loss.rampup_shape)
+        t_seg = self.seg_teacher(t_clean, tight)
+        s_seg = self.seg_student(s_masked, masked_target)
+        cwc = self.cwc(s_mixed, apply_mix(teacher_prob, box, perm)) + self.cwc(t_mixed, apply_mix(student_clean, box, perm))
+        t_feats = {k: v[:n] for k, v in t_out["features"].items()}
+        s_feats = {k: v[:n] for k, v in s_out["features"].items()}
+        align = self.align(t_feats, s_feats).to(t_seg.device)
+        total = t_seg + s_seg + cfg.loss.cwc_weight * weight * cwc + cfg.loss.align_weight * weight * align
+        return {"loss": total, "loss_teacher_seg": t_seg, "loss_student_seg": s_seg, "loss_cwc": cwc,
+                "loss_align": align, "rampup": torch.tensor(weight)}
+
+    @torch.no_grad()
+    def predict(self, image: torch.Tensor, text: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Foreground probabilities from ``model.predictor`` (student, teacher, or their average).
+
+        Shape:
+            image (B, C, H, W). Returns (B, 1, H, W) float32.
+        """
+        predictor = self.cfg.model.predictor
+        if predictor != "student" and self.teacher is None:
+            raise ValueError(f"model.predictor is {predictor!r} but train.method student_only has no teacher")
+        for model in self.models.values():
+            model.eval()
+        image = image.to(self.device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        probs = []
+        with self.autocast():
+            if predictor in ("student", "ensemble"):
+                probs.append(torch.sigmoid(self.models["student"](image)["logits"].float()))
+            if predictor in ("teacher", "ensemble"):
+                if text is not None:
+                    text = text.to(self.device)
+                if text_mask is not None:
+                    text_mask = text_mask.to(self.device)
+                probs.append(torch.sigmoid(self.models["teacher"](image, text, text_mask)["logits"].float()))
+        return torch.stack(probs).mean(0)
+
+    def evaluate_rows(self, loader: Iterable[Mapping]) -> list[dict]:
+        """Per-image metrics (with "id") over a loader whose batches carry "mask"."""
+        rows = []
+        for batch in loader:
+            if "mask" not in batch:
+                raise KeyError("evaluation needs ground-truth 'mask' in every batch")
+            text, text_mask = (None, None) if self.cfg.text.mode == "none" else (batch.get("text"), batch.get("text_mask"))
+            pred = (self.predict(batch["image"], text, text_mask) > 0.5).cpu().numpy()
+            ids = batch.get("id", [None] * len(pred))
+            for row, image_id in zip(batch_metrics(pred, batch["mask"].cpu().numpy()), ids, strict=True):
+                rows.append({"id": image_id, **row})
+        return rows
+
+    def evaluate_sums(self, loader: Iterable[Mapping]) -> dict[str, float]:
+        """Sums of each metric over images and the image count "n" (for all-reducing across ranks)."""
+        rows = self.evaluate_rows(loader)
+        sums = {f"val_{m}": float(sum(r[m] for r in rows)) for m in METRICS}
+        sums["n"] = float(len(rows))
+        return sums
+
+    def evaluate(self, loader: Iterable[Mapping]) -> dict[str, float]:
+        """Mean Dice, IoU, HD95 and ASD over the loader's images, as "val_*", and the count "n"."""
+        sums = self.evaluate_sums(loader)
+        n = max(sums["n"], 1.0)
+        return {k: (v / n if k != "n" else v) for k, v in sums.items()}
+
+    def state_dict(self) -> dict:
+        """Models, optimizers, schedulers, scaler, step, RNG states and the config (YAML text)."""
+        return {
+            "models": {name: _unwrap(m).state_dict() for name, m in self.models.items()},
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "schedulers": {name: s.state_dict() for name, s in self.schedulers.items()},
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "config": dump_yaml(self.cfg),
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore everything ``state_dict`` saved; the saved config must match this trainer's."""
+        saved = load_yaml_text(state["config"], "checkpoint config")
+        if saved.model != self.cfg.model or saved.train.method != self.cfg.train.method:
+            raise ValueError("checkpoint was saved with a different model config; build the trainer from its config")
+        for name, model in self.models.items():
+            _unwrap(model).load_state_dict(state["models"][name])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, sched in self.schedulers.items():
+            sched.load_state_dict(state["schedulers"][name])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+
+def save_checkpoint(trainer: TeacherStudentTrainer, path: str | os.PathLike) -> None:
+    """Write the trainer state to ``path`` atomically (temporary file and rename)."""
+    buffer = io.BytesIO()
+    torch.save(trainer.state_dict(), buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint file onto the CPU with a clear error when it is missing or unreadable."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises several unrelated types for a corrupt file
+        raise ValueError(f"{path}: not a readable fgi checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> TeacherStudentTrainer:
+    """Rebuild a trainer from a checkpoint file, with the config stored inside it."""
+    state = read_checkpoint(path)
+    cfg = load_yaml_text(state["config"], f"{path} (config)")
+    trainer = TeacherStudentTrainer(cfg, torch.device(device))
+    trainer.load_state_dict(state)
+    return trainer

@@ -1,0 +1,1 @@
+"""Losses, DARM masking and CutMix mixing of the teacher-student method."""

@@ -1,0 +1,7 @@
+"""Teacher and student networks."""
+
+from fgi.models.student import Student
+from fgi.models.teacher import Teacher
+from fgi.models.unet import UNet
+
+__all__ = ["Student", "Teacher", "UNet"]
