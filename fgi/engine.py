@@ -10,6 +10,7 @@ evaluation); "text" (B, D) or (B, L, D) with "text_mask" (B, L) bool, absent whe
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import os
@@ -308,7 +309,8 @@ class TeacherStudentTrainer:
         for name, model in self.models.items():
             _unwrap(model).load_state_dict(state["models"][name])
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
+            # the optimizer would otherwise share moment tensors with the source of ``state``
+            opt.load_state_dict(copy.deepcopy(state["optimizers"][name]))
         for name, sched in self.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
         self.scaler.load_state_dict(state["scaler"])

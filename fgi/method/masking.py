@@ -6,8 +6,6 @@ import math
 
 import torch
 
-_CHUNK = 32  # blocks rasterized at once: bounds memory at B * 32 * H * W booleans
-
 
 def uncertain_region(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pixels where two binary maps disagree (tight vs loose gaze, or teacher vs student).
@@ -18,25 +16,32 @@ def uncertain_region(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a.bool() ^ b.bool()
 
 
-def _first_cover(top: torch.Tensor, left: torch.Tensor, side: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def _first_cover(top: torch.Tensor, left: torch.Tensor, side: torch.Tensor, max_side: int,
+                 height: int, width: int) -> torch.Tensor:
     """Index of the first block covering each pixel (K where none does).
 
+    Each block's pixels are scattered with a min-reduction, so the cost follows the total block area,
+    not blocks times image pixels.
+
     Shape:
-        top, left, side (B, K) long. Returns (B, H, W) long.
+        top, left, side (B, K) long. Returns (B, H, W) int32.
     """
     b, k = top.shape
-    ys = torch.arange(height, device=top.device)
-    xs = torch.arange(width, device=top.device)
-    first = torch.full((b, height, width), k, dtype=torch.long, device=top.device)
-    for start in range(0, k, _CHUNK):
-        sl = slice(start, start + _CHUNK)
-        in_y = (ys[None, None] >= top[:, sl, None]) & (ys[None, None] < (top + side)[:, sl, None])
-        in_x = (xs[None, None] >= left[:, sl, None]) & (xs[None, None] < (left + side)[:, sl, None])
-        cover = in_y[:, :, :, None] & in_x[:, :, None, :]
-        hit = cover.any(dim=1)
-        idx = start + torch.argmax(cover.to(torch.uint8), dim=1)
-        first = torch.where(hit & (first == k), idx, first)
-    return first
+    device = top.device
+    offsets = torch.arange(max_side, device=device)
+    dy = offsets.view(1, 1, -1, 1)
+    dx = offsets.view(1, 1, 1, -1)
+    ys = top[:, :, None, None] + dy
+    xs = left[:, :, None, None] + dx
+    size = side[:, :, None, None]
+    valid = (dy < size) & (dx < size) & (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+    image = torch.arange(b, device=device).view(b, 1, 1, 1)
+    dump = b * height * width  # pixels of blocks outside the image land in one extra slot
+    flat = torch.where(valid, (image * height + ys) * width + xs, dump).flatten()
+    index = torch.arange(k, device=device, dtype=torch.int32).view(1, k, 1, 1).expand_as(valid).flatten()
+    first = torch.full((dump + 1,), k, dtype=torch.int32, device=device)
+    first.scatter_reduce_(0, flat, index, reduce="amin")
+    return first[:dump].view(b, height, width)
 
 
 def darm_mask(uncertain: torch.Tensor, ratio: float, block_min: float, block_max: float,
@@ -78,13 +83,16 @@ def darm_mask(uncertain: torch.Tensor, ratio: float, block_min: float, block_max
         side = torch.randint(smin, smax + 1, (b, k), generator=generator, device=device)
         top = centre // w - side // 2
         left = centre % w - side // 2
-        first = _first_cover(top, left, side, h, w)
-        ranks = torch.where(region, first, torch.full_like(first, k + 1)).flatten(1).sort(dim=1).values
-        kth = ranks.gather(1, (need - 1).clamp_min(0)[:, None]).squeeze(1)
-        if bool((kth < k).all()):
+        first = _first_cover(top, left, side, smax, h, w)
+        # covered uncertain pixels after the first j blocks, via a histogram of first-cover indices
+        slot = torch.where(region, first, k).long().flatten(1)
+        hist = torch.zeros(b, k + 1, dtype=torch.long, device=device).scatter_add_(1, slot, torch.ones_like(slot))
+        covered = hist[:, :k].cumsum(1)
+        used = torch.searchsorted(covered, need[:, None]).squeeze(1) + 1
+        if bool((used <= k).all()):
             break
         k *= 2
-    used = torch.where(need > 0, kth + 1, torch.zeros_like(kth)).clamp_max(k)
+    used = torch.where(need > 0, used, torch.zeros_like(used)).clamp_max(k)
     return ((first < used[:, None, None]) & region)[:, None]
 
 

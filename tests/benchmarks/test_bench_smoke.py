@@ -1,0 +1,21 @@
+"""Smoke runs of the benchmark scripts, so they keep working. Figures come from full runs by hand."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(name: str, *args: str, timeout: float = 600) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_bench_masking_smoke():
+    out = run_script("bench_masking.py", "--smoke")
+    assert "speed-up" in out
