@@ -19,3 +19,8 @@ def run_script(name: str, *args: str, timeout: float = 600) -> str:
 def test_bench_masking_smoke():
     out = run_script("bench_masking.py", "--smoke")
     assert "speed-up" in out
+
+
+def test_bench_step_smoke():
+    out = run_script("bench_step.py", "--smoke")
+    assert "fp32 eager" in out and "speed-up vs fp32 eager" in out
