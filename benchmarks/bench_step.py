@@ -33,9 +33,10 @@ SETTINGS = {
 }
 
 
-def measure(preset: dict, setting: dict, steps: int, warmup: int, threads: int) -> dict:
-    """Run in a child process: median step time and peak RSS of one setting."""
+def measure(preset: dict, setting: dict, steps: int, warmup: int, threads: int, device_name: str = "cpu") -> dict:
+    """Run in a child process: median step time, peak memory and FLOPs of one setting."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from fgi.config import from_dict
     from fgi.engine import TeacherStudentTrainer
@@ -59,16 +60,27 @@ def measure(preset: dict, setting: dict, steps: int, warmup: int, threads: int) 
         "loose": (r < s * 0.3).expand(b, 1, s, s).clone(),
         "text": torch.randn(b, cfg.text.dim, generator=gen),
     }
-    trainer = TeacherStudentTrainer(cfg, torch.device("cpu"))
+    device = torch.device(device_name)
+    trainer = TeacherStudentTrainer(cfg, device)
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in trainer.models.items()}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(batch)
     times = []
     for i in range(warmup + steps):
+        sync()
         t0 = time.perf_counter()
         trainer.train_step(batch)
+        sync()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"median_s": statistics.median(times), "peak_rss_gib": peak_kib / 2**20, "params": params}
+    median = statistics.median(times)
+    out = {"median_s": median, "peak_rss_gib": peak_kib / 2**20, "params": params,
+           "flops": counter.get_total_flops(), "images_per_s": b / median}
+    if device.type == "cuda":
+        out["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
 
 
 def main() -> None:
@@ -79,26 +91,39 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--batch", type=int, help="override the preset's batch size")
+    parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.child)
-        print(json.dumps(measure(spec["preset"], spec["setting"], spec["steps"], spec["warmup"], spec["threads"])))
+        print(json.dumps(measure(spec["preset"], spec["setting"], spec["steps"], spec["warmup"], spec["threads"],
+                                 spec["device"])))
         return
     preset_name = "smoke" if args.smoke else args.preset
     steps, warmup = (2, 1) if args.smoke else (args.steps, args.warmup)
-    preset = PRESETS[preset_name]
+    preset = dict(PRESETS[preset_name])
+    if args.batch:
+        preset["batch"] = args.batch
     print(f"preset {preset_name}: {preset['size']} px, batch {preset['batch']}, teacher {preset['teacher']}, "
           f"student {preset['student']}, {args.threads} threads, median of {steps} after {warmup} warm-up")
     results = {}
     for name in args.settings:
-        spec = {"preset": preset, "setting": SETTINGS[name], "steps": steps, "warmup": warmup, "threads": args.threads}
+        spec = {"preset": preset, "setting": SETTINGS[name], "steps": steps, "warmup": warmup, "threads": args.threads,
+                "device": args.device}
         proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(f"setting {name!r} failed:\n{proc.stderr}")
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
         r = results[name]
-        print(f"{name:22s} median {r['median_s']:8.3f} s/step   peak RSS {r['peak_rss_gib']:6.2f} GiB   params {r['params']}")
+        gpu = f"   peak GPU {r['peak_gpu_gib']:6.2f} GiB" if "peak_gpu_gib" in r else ""
+        print(f"{name:22s} median {r['median_s']:8.3f} s/step   {r['images_per_s']:8.1f} img/s   "
+              f"peak RSS {r['peak_rss_gib']:6.2f} GiB{gpu}   {r['flops'] / r['median_s'] / 1e12:7.3f} TFLOP/s   "
+              f"params {r['params']}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"preset": preset_name, **preset, "device": args.device, "results": results}, fh, indent=1)
     base = results.get("fp32 eager")
     if base:
         for name, r in results.items():

@@ -40,6 +40,8 @@ class DataConfig:
     dataset: str = "synthetic"  # registry name: synthetic, kvasir, nci-isbi, isic
     root: str = ""  # raw dataset folder; empty for the built-in synthetic set
     cache_dir: str = ""  # prepared cache; empty means <root>/.fgi-cache or a temp cache for synthetic
+    fixations: str = ""  # eye-tracking CSV (GazeMedSeg format) for kvasir and nci-isbi; isic and synthetic simulate gaze
+    split_dir: str = ""  # folder holding train.txt / val.txt / test.txt id lists; empty looks in root
     image_size: int = _f(128, lo=16, hi=2048)  # training and evaluation side length in pixels
     in_channels: int = _f(3, lo=1, hi=4)  # 3 for RGB photographs, 1 for MRI slices
     tight_level: float = _f(0.5, lo=0.01, hi=0.99)  # soft-map threshold of the tight gaze mask (teacher)

@@ -43,6 +43,7 @@ EMBEDDINGS_DIR = "embeddings"
 LOCK_FILE = ".text-cache.lock"
 PREPARE_HINT = "fgi prepare ... (it describes and embeds every template the search space can choose)"
 _FLUSH_SECONDS = 30.0  # rewrite descriptions.jsonl at most this often during long VLM runs, so a crash loses little
+_PENDING_PAIRS = 256  # (item, template) pairs held before describing them: bounds the images kept in memory
 
 
 class TextCacheError(FileNotFoundError):
@@ -147,7 +148,7 @@ def build_text_cache(cache_dir: Path, items: Iterable[TextItem], text_cfg: TextC
             from tqdm import tqdm
 
             iterator = tqdm(items, desc=f"describe ({text_cfg.describer})", unit="img")
-        batch = max(1, text_cfg.vlm_batch_size) if text_cfg.describer == "vlm" else 256
+        batch = max(1, text_cfg.vlm_batch_size) if text_cfg.describer == "vlm" else _PENDING_PAIRS
         seen: set[str] = set()
         for item in iterator:
             if not isinstance(item, TextItem):
