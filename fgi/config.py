@@ -39,7 +39,7 @@ class DataConfig:
 
     dataset: str = "synthetic"  # registry name: synthetic, kvasir, nci-isbi, isic
     root: str = ""  # raw dataset folder; empty for the built-in synthetic set
-    cache_dir: str = ""  # prepared cache; empty means <root>/.fgi-cache or a temp cache for synthetic
+    cache_dir: str = ""  # prepared cache; empty means $XDG_CACHE_HOME/fgi/<dataset>-<hash>
     fixations: str = ""  # eye-tracking CSV (GazeMedSeg format) for kvasir and nci-isbi; isic and synthetic simulate gaze
     split_dir: str = ""  # folder holding train.txt / val.txt / test.txt id lists; empty looks in root
     image_size: int = _f(128, lo=16, hi=2048)  # training and evaluation side length in pixels
@@ -103,7 +103,7 @@ class CRFConfig:
     srgb: float = _f(13.0, lo=0.1, hi=255.0)  # bilateral colour std
     compat: float = _f(1.0, lo=0.0, hi=100.0)  # bilateral compatibility weight
     gaussian_sxy: float = _f(3.0, lo=0.1, hi=100.0)  # smoothness kernel std
-    gaussian_compat: float = _f(3.0, lo=0.0, hi=100.0)  # smoothness compatibility weight
+    gaussian_compat: float = _f(0.0, lo=0.0, hi=100.0)  # smoothness weight; 0 keeps the soft map soft (measured Dice gate)
     iterations: int = _f(10, lo=1, hi=100)  # mean-field iterations
     work_size: int = _f(0, lo=0, hi=4096)  # longest side the CRF runs at; 0 runs at the prepared image size
 

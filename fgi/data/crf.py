@@ -3,7 +3,9 @@
 The CRF map is stored soft (the foreground marginal), so gaze levels can be searched at load time.
 ``CRFConfig.sxy`` is in pixels of the working size: the reference values (sxy 80) were tuned at the
 original Kvasir resolution (about 620x530), so ``CRFConfig.work_size`` sets the longest side the CRF
-runs at, and 0 runs it at the resolution it is given.
+runs at, and 0 runs it at the resolution it is given (``fgi prepare`` gives it the original image).
+The smoothness (Gaussian) kernel is added only when ``gaussian_compat`` > 0; the reference Dice table
+was measured with the bilateral kernel alone (see docs/RESULTS.md, Preparation).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def crf_refine(image: np.ndarray, heatmap: np.ndarray, cfg: CRFConfig) -> np.nda
     unary = np.ascontiguousarray(-np.log(probs).astype(np.float32))
     d = dcrf.DenseCRF2D(ws, hs, 2)
     d.setUnaryEnergy(unary)
-    d.addPairwiseGaussian(sxy=cfg.gaussian_sxy, compat=cfg.gaussian_compat)
+    if cfg.gaussian_compat > 0:
+        d.addPairwiseGaussian(sxy=cfg.gaussian_sxy, compat=cfg.gaussian_compat)
     d.addPairwiseBilateral(sxy=cfg.sxy, srgb=cfg.srgb, rgbim=np.ascontiguousarray(img, dtype=np.uint8),
                            compat=cfg.compat)
     q = np.asarray(d.inference(cfg.iterations), dtype=np.float32).reshape(2, hs, ws)[1]

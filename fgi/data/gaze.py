@@ -49,7 +49,7 @@ def gaze_heatmap(fixations: np.ndarray, height: int, width: int, cfg: GazeConfig
     """
     canvas = fixation_canvas(fixations, cfg)
     sigma = cfg.sigma_fraction * cfg.canvas
-    blurred = cv2.GaussianBlur(canvas, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_CONSTANT)
+    blurred = cv2.GaussianBlur(canvas, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
     lo, hi = float(blurred.min()), float(blurred.max())
     if hi - lo <= 0:
         return np.zeros((height, width), dtype=np.float32)

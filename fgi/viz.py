@@ -1,0 +1,98 @@
+"""Overlay figures of weak labels and predictions (matplotlib, Agg backend; returns PNG bytes)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    return img
+
+
+def overlay_figure(image: np.ndarray, panels: list[tuple[str, np.ndarray | None, str]], title: str = "") -> bytes:
+    """One row of panels: the image, then each map drawn over it.
+
+    Args:
+        image: (H, W, C) uint8 image, C = 1 or 3.
+        panels: (label, map, kind) per panel; kind "soft" draws a heat colormap, "mask" a filled contour,
+            "levels" an integer map (0 none, 1 loose only, 2 tight). A None map is drawn as "n/a".
+        title: figure title (an image id).
+
+    Returns:
+        PNG bytes.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img = _rgb(image)
+    cmap_img = "gray" if img.ndim == 2 else None
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(2.6 * (1 + len(panels)), 2.9))
+    axes[0].imshow(img, cmap=cmap_img)
+    axes[0].set_title("image", fontsize=9)
+    for ax, (label, m, kind) in zip(axes[1:], panels, strict=True):
+        ax.imshow(img, cmap=cmap_img)
+        if m is None:
+            ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center", color="white")
+        elif kind == "soft":
+            ax.imshow(m, cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
+        elif kind == "levels":
+            ax.imshow(np.ma.masked_equal(m, 0), cmap="autumn_r", alpha=0.55, vmin=1, vmax=2)
+        else:
+            ax.imshow(np.ma.masked_equal(m.astype(np.uint8), 0), cmap="summer", alpha=0.5, vmin=0, vmax=1)
+            if m.any():
+                ax.contour(m.astype(float), levels=[0.5], colors="lime", linewidths=0.8)
+        ax.set_title(label, fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def weak_label_figure(image: np.ndarray, heatmap: np.ndarray, crf: np.ndarray, tight_level: float,
+                      loose_level: float, mask: np.ndarray | None, title: str = "", level_source: str = "crf") -> bytes:
+    """Image | gaze heatmap | CRF map | gaze levels | ground truth.
+
+    Args:
+        image: (H, W, C) uint8.
+        heatmap: (H, W) soft gaze heatmap in [0, 1].
+        crf: (H, W) soft CRF map in [0, 1].
+        tight_level: threshold of the tight level.
+        loose_level: threshold of the loose level.
+        mask: (H, W) bool ground truth, or None.
+        title: figure title.
+        level_source: "crf" or "heatmap", the map the levels threshold.
+    """
+    soft = crf if level_source == "crf" else heatmap
+    levels = (soft >= loose_level).astype(np.uint8) + (soft >= tight_level).astype(np.uint8)
+    return overlay_figure(image, [
+        ("gaze heatmap", heatmap, "soft"),
+        ("CRF map", crf, "soft"),
+        (f"levels {tight_level:g}/{loose_level:g}", levels, "levels"),
+        ("ground truth", mask, "mask"),
+    ], title)
+
+
+def prediction_figure(image: np.ndarray, heatmap: np.ndarray | None, tight: np.ndarray | None,
+                      prediction: np.ndarray, mask: np.ndarray | None, title: str = "") -> bytes:
+    """Image | gaze heatmap | tight pseudo-mask | prediction | ground truth (for tracking)."""
+    return overlay_figure(image, [
+        ("gaze heatmap", heatmap, "soft"),
+        ("pseudo-mask", tight, "mask"),
+        ("prediction", prediction, "mask"),
+        ("ground truth", mask, "mask"),
+    ], title)
+
+
+__all__ = ["overlay_figure", "prediction_figure", "weak_label_figure"]
