@@ -14,6 +14,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("fgi.data.prepare", "build the cache of gaze heatmaps, CRF maps, descriptions and embeddings"),
     "describe": ("fgi.text.describe", "print lesion descriptions for a few images"),
+    "tune": ("fgi.search", "hyperparameter sweep: Ray Tune + Optuna TPE + ASHA over Ray Train trials, logged to MLflow"),
+    "train": ("fgi.search", "train a config (best_configs/<dataset>.yaml or an MLflow run) and register the model"),
+    "best": ("fgi.search", "fetch a sweep's best_config.yaml from MLflow"),
+    "predict": ("fgi.tracking", "write PNG masks and overlays for a folder of images with a registered model"),
+    "evaluate": ("fgi.tracking", "Dice, IoU, HD95 and ASD of a model or checkpoint on a split"),
 }
 
 

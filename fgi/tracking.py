@@ -1,0 +1,567 @@
+"""MLflow integration: sweeps as parent runs, trials as nested child runs, the final model in the registry.
+
+This is the only module that imports mlflow.
+
+- ``SweepTracker`` owns the sweep's parent run (found again by its ``fgi.sweep`` tag, so a resumed sweep
+  continues it) and writes the summary: best metrics, ``best_config.yaml`` and Optuna importances.
+- ``TrialCallback`` is a Ray Tune callback that keeps one child run per trial (found again by its
+  ``fgi.trial_id`` tag, so retries and resumes never duplicate runs), logs params and metric curves
+  against the training step, uploads the trial's best checkpoint and its overlay picture, and sets a
+  status that says how the trial ended.
+- ``TrainCallback`` is a Ray Train callback that logs the final training's curves live.
+- ``register_model`` logs a checkpoint as an MLflow pyfunc model and registers it as ``fgi-<dataset>``;
+  ``load_trainer`` turns a ``models:/`` URI, a run artifact or a checkpoint path back into an engine.
+- ``fgi predict`` and ``fgi evaluate`` live here because they resolve MLflow model URIs.
+
+Without ``--mlflow-uri`` or ``MLFLOW_TRACKING_URI`` the store is ``sqlite:///$FGI_HOME/mlflow.db`` with
+artifacts in ``$FGI_HOME/mlartifacts`` (``FGI_HOME`` defaults to ``~/.fgi``): an absolute path, because
+``ray job submit`` runs the driver in a temporary copy of the working directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from ray.train import UserCallback
+from ray.tune import Callback
+
+import fgi
+from fgi.config import Config, atomic_write_text, dump_yaml, flatten
+
+SWEEP_TAG = "fgi.sweep"  # marks a sweep's parent run and its children
+TRIAL_TAG = "fgi.trial_id"  # Tune trial id of a child run
+KIND_TAG = "fgi.kind"  # sweep | trial | final
+OUTCOME_TAG = "fgi.outcome"  # finished | stopped_early | failed
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag
+LOGGED_PREFIXES = ("val_", "loss", "test_")  # reported keys logged as metric curves
+LOGGED_KEYS = ("lr", "rampup", "epoch")
+BEST_CONFIG_ARTIFACT = "best_config.yaml"
+_MAX_BATCH = 100  # params per log_batch request (MLflow's limit)
+
+
+def fgi_home() -> Path:
+    """``$FGI_HOME`` or ``~/.fgi``: the default home of the MLflow store, Ray results and caches."""
+    return Path(os.environ.get("FGI_HOME") or Path.home() / ".fgi").expanduser().resolve()
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """The tracking URI: ``uri``, else ``MLFLOW_TRACKING_URI``, else the absolute default SQLite store."""
+    if uri:
+        return uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    home = fgi_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def _client(uri: str) -> MlflowClient:
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(uri: str, name: str) -> str:
+    """Id of experiment ``name``, created if missing (local stores keep artifacts under ``$FGI_HOME``)."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
+        location = (fgi_home() / "mlartifacts" / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        exp = client.get_experiment_by_name(name)  # created concurrently
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_commit() -> str:
+    """The project's git commit, or "unknown" outside a checkout (e.g. a ``ray job`` working-dir copy)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else os.environ.get("FGI_GIT_COMMIT", "unknown")
+
+
+def _find_run(client: MlflowClient, exp_id: str, tags: Mapping[str, str]) -> str | None:
+    clause = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([exp_id], filter_string=clause, max_results=2, order_by=["attributes.start_time ASC"])
+    return runs[0].info.run_id if runs else None
+
+
+def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    existing = client.get_run(run_id).data.params
+    items = [Param(k, json.dumps(v) if isinstance(v, (list, tuple)) else str(v)) for k, v in params.items()
+             if k not in existing]
+    for i in range(0, len(items), _MAX_BATCH):
+        client.log_batch(run_id, params=items[i:i + _MAX_BATCH])
+
+
+def _metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in result.items():
+        if (k.startswith(LOGGED_PREFIXES) or k in LOGGED_KEYS) and isinstance(v, (int, float)) and not isinstance(v, bool):
+            if math.isfinite(float(v)):
+                out[k] = float(v)
+    return out
+
+
+def _log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+
+
+class SweepTracker:
+    """The sweep's parent run.
+
+    Args:
+        uri: tracking URI.
+        experiment: MLflow experiment name.
+        sweep: sweep name (Tune experiment name); tags the parent and its children.
+        dataset: dataset name (tag).
+    """
+
+    def __init__(self, uri: str, experiment: str, sweep: str, dataset: str) -> None:
+        self.uri, self.experiment, self.sweep, self.dataset = uri, experiment, sweep, dataset
+        self.experiment_id = ""
+        self.parent_run_id = ""
+
+    def start(self, space_text: str, base_config: Config, settings: Mapping[str, Any]) -> str:
+        """Create the parent run, or find it again when the sweep resumes; returns its id."""
+        client = _client(self.uri)
+        self.experiment_id = experiment_id(self.uri, self.experiment)
+        run_id = _find_run(client, self.experiment_id, {SWEEP_TAG: self.sweep, KIND_TAG: "sweep"})
+        if run_id is None:
+            run = client.create_run(self.experiment_id, run_name=self.sweep, tags={
+                SWEEP_TAG: self.sweep, KIND_TAG: "sweep", "dataset": self.dataset, "git_commit": git_commit(),
+                "fgi_version": fgi.__version__})
+            run_id = run.info.run_id
+            client.log_text(run_id, space_text, "search_space.yaml")
+            client.log_text(run_id, dump_yaml(base_config), "base_config.yaml")
+            _log_params(client, run_id, {f"sweep.{k}": v for k, v in settings.items()})
+        else:
+            client.update_run(run_id, status="RUNNING")
+        self.parent_run_id = run_id
+        return run_id
+
+    def finish(self, best_metrics: Mapping[str, float] | None, best_config: Config | None,
+               importances: Mapping[str, float] | None, failed: bool = False) -> None:
+        """Log the best trial's metrics, ``best_config.yaml`` and the parameter importances; close the run."""
+        client = _client(self.uri)
+        run_id = self.parent_run_id
+        if best_metrics:
+            _log_metrics(client, run_id, {f"best_{k}": v for k, v in _metrics_of(best_metrics).items()},
+                         int(best_metrics.get("step", 0)))
+        if best_config is not None:
+            client.log_text(run_id, dump_yaml(best_config), BEST_CONFIG_ARTIFACT)
+        if importances:
+            client.log_dict(run_id, dict(importances), "param_importances.json")
+            client.log_figure(run_id, _importance_figure(importances), "param_importances.png")
+        client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def _importance_figure(importances: Mapping[str, float]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(names) + 1.2))
+    ax.barh(names, [importances[n] for n in names], color="#3b75af")
+    ax.set_xlabel("importance (fANOVA)")
+    ax.set_title("Optuna parameter importances")
+    fig.tight_layout()
+    return fig
+
+
+class TrialCallback(Callback):
+    """Ray Tune callback: one nested MLflow run per trial.
+
+    Args:
+        uri: tracking URI.
+        experiment_id: MLflow experiment id.
+        parent_run_id: the sweep's parent run.
+        sweep: sweep name (tag).
+        params_of: maps a Tune trial config to the flattened params to log (picklable).
+        max_steps: the run length; a trial that ends before it was stopped early.
+        metric: the metric whose best step picks the uploaded checkpoint.
+        mode: "max" or "min".
+    """
+
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, sweep: str,
+                 params_of: Callable[[Mapping[str, Any]], Mapping[str, Any]], max_steps: int,
+                 metric: str = "val_dice", mode: str = "max") -> None:
+        self.uri, self.experiment_id, self.parent_run_id, self.sweep = uri, experiment_id, parent_run_id, sweep
+        self.params_of, self.max_steps, self.metric, self.mode = params_of, max_steps, metric, mode
+        self.runs: dict[str, str] = {}
+        self.best: dict[str, dict[str, Any]] = {}
+        self.last_step: dict[str, int] = {}  # newest logged step per trial: a replayed report is not logged twice
+        self._client: MlflowClient | None = None
+        self._synced: set[str] = set()  # trials whose last_step this process has read back from MLflow
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_client", "_synced")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._client = None
+        self._synced = set()
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = _client(self.uri)
+        return self._client
+
+    def get_state(self) -> dict:
+        return {"runs": dict(self.runs), "best": dict(self.best), "last_step": dict(self.last_step)}
+
+    def set_state(self, state: dict) -> None:
+        self.runs.update(state.get("runs", {}))
+        self.best.update(state.get("best", {}))
+        self.last_step.update(state.get("last_step", {}))
+
+    def run_of(self, trial: Any) -> str:
+        """The child run of a trial: cached, found by tag, or created with the trial's params."""
+        tid = trial.trial_id
+        if tid in self._synced:
+            return self.runs[tid]
+        # first sight of this trial in this process: a resumed sweep's saved state may lag behind MLflow
+        run_id = self.runs.get(tid) or _find_run(self.client, self.experiment_id, {SWEEP_TAG: self.sweep, TRIAL_TAG: tid})
+        if run_id is None:
+            run_id = self.client.create_run(self.experiment_id, run_name=f"trial-{tid}", tags={
+                SWEEP_TAG: self.sweep, TRIAL_TAG: tid, KIND_TAG: "trial", PARENT_TAG: self.parent_run_id}).info.run_id
+            _log_params(self.client, run_id, self.params_of(trial.config))
+        else:
+            history = self.client.get_metric_history(run_id, self.metric)
+            self.last_step[tid] = max([m.step for m in history] + [self.last_step.get(tid, -1)])
+        self.runs[tid] = run_id
+        self._synced.add(tid)
+        return run_id
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.client.update_run(self.run_of(trial), status="RUNNING")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.client.set_tag(self.run_of(trial), "fgi.retries", str(trial.num_failures))
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        run_id = self.run_of(trial)
+        step = int(result.get("step", result.get("training_iteration", 0)))
+        if step > self.last_step.get(trial.trial_id, -1):
+            _log_metrics(self.client, run_id, _metrics_of(result), step)
+            self.last_step[trial.trial_id] = step
+        value = result.get(self.metric)
+        if value is None:
+            return
+        best = self.best.get(trial.trial_id)
+        if best is None or (value > best["value"] if self.mode == "max" else value < best["value"]):
+            self.best[trial.trial_id] = {"value": float(value), "step": step,
+                                         "checkpoint": result.get("checkpoint_path") or (best or {}).get("checkpoint")}
+
+    def _upload_best(self, trial: Any, run_id: str) -> None:
+        best = self.best.get(trial.trial_id)
+        if not best or not best.get("checkpoint"):
+            return
+        from ray.train import Checkpoint
+
+        path = best["checkpoint"]
+        if "://" not in path and not Path(path).is_dir():
+            self.client.set_tag(run_id, "fgi.checkpoint_missing", path)
+            return
+        with Checkpoint(path).as_directory() as folder:
+            self.client.log_artifacts(run_id, folder, "checkpoint")
+            overlay = Path(folder) / "overlay.png"
+            if overlay.is_file():
+                self.client.log_artifact(run_id, str(overlay), "overlay")
+        self.client.set_tag(run_id, "fgi.best_step", str(best["step"]))
+        _log_metrics(self.client, run_id, {f"best_{self.metric}": best["value"]}, best["step"])
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self.run_of(trial)
+        self._upload_best(trial, run_id)
+        early = int((trial.last_result or {}).get("step", 0)) < self.max_steps
+        self.client.set_tag(run_id, OUTCOME_TAG, "stopped_early" if early else "finished")
+        self.client.set_terminated(run_id, "KILLED" if early else "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self.run_of(trial)
+        self._upload_best(trial, run_id)
+        self.client.set_tag(run_id, OUTCOME_TAG, "failed")
+        if trial.error_file and Path(trial.error_file).is_file():
+            self.client.log_artifact(run_id, trial.error_file, "error")
+        self.client.set_terminated(run_id, "FAILED")
+
+
+class TrainCallback(UserCallback):
+    """Ray Train callback that logs every report of a run to MLflow run ``run_id``, live."""
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        self.uri, self.run_id = uri, run_id
+
+    def after_report(self, run_context: Any, metrics: list, checkpoint: Any) -> None:
+        m = metrics[0]
+        _log_metrics(_client(self.uri), self.run_id, _metrics_of(m), int(m.get("step", 0)))
+
+
+# ---- final training runs and the model registry ----------------------------------------------------
+
+
+def start_final_run(uri: str, experiment: str, cfg: Config, run_name: str, source: str) -> str:
+    """Create the final-training run with the flattened config as params; returns its id."""
+    client = _client(uri)
+    exp_id = experiment_id(uri, experiment)
+    run = client.create_run(exp_id, run_name=run_name, tags={
+        KIND_TAG: "final", "dataset": cfg.data.dataset, "git_commit": git_commit(), "fgi_version": fgi.__version__,
+        "fgi.config_source": source})
+    _log_params(client, run.info.run_id, flatten(cfg))
+    client.log_text(run.info.run_id, dump_yaml(cfg), "config.yaml")
+    return run.info.run_id
+
+
+def log_final_metrics(uri: str, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    """Log test metrics (or any final numbers) on a run."""
+    _log_metrics(_client(uri), run_id, _metrics_of(metrics), step)
+
+
+def end_run(uri: str, run_id: str, failed: bool = False) -> None:
+    """Close a run as FINISHED or FAILED."""
+    _client(uri).set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+@functools.cache
+def model_class() -> type:
+    """The MLflow pyfunc class of fgi models (``predict``: images (B, C, H, W) to probabilities).
+
+    Built on first use: MLflow warns at class creation that ``predict`` has no type hints (inputs are plain
+    arrays on purpose), and only registering or loading a model should pay for that. cloudpickle stores
+    the class by value with the logged model.
+    """
+
+    class FgiModel(mlflow.pyfunc.PythonModel):
+        """MLflow pyfunc wrapper of an fgi checkpoint: ``predict`` maps images (B, C, H, W) to probabilities."""
+
+        def load_context(self, context: Any) -> None:
+            import torch
+
+            from fgi.engine import load_checkpoint
+
+            self.trainer = load_checkpoint(context.artifacts["checkpoint"], "cuda" if torch.cuda.is_available() else "cpu")
+            self.normalization = json.loads(Path(context.artifacts["normalization"]).read_text())
+
+        def predict(self, context, model_input, params=None):
+            import numpy as np
+            import torch
+
+            probs = self.trainer.predict(torch.as_tensor(np.asarray(model_input, dtype=np.float32)))
+            return probs.cpu().numpy()
+
+    return FgiModel
+
+
+def register_model(uri: str, run_id: str, checkpoint_dir: str | os.PathLike, name: str) -> str:
+    """Log a checkpoint folder on ``run_id`` as a pyfunc model and register it as ``name``; returns the version."""
+    _client(uri)
+    folder = Path(checkpoint_dir)
+    artifacts = {"checkpoint": str(folder / "trainer.pt"), "normalization": str(folder / "normalization.json")}
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=model_class()(), artifacts=artifacts,
+            registered_model_name=name, pip_requirements=[f"fgi=={fgi.__version__}"])
+    mlflow.end_run()
+    version = info.registered_model_version
+    return str(version)
+
+
+def load_trainer(model: str, uri: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """An engine and its image normalization from ``models:/<name>/<version>``, ``runs:/<id>/<path>``, or a
+    local checkpoint folder (``trainer.pt`` + ``normalization.json``)."""
+    import torch
+
+    from fgi.engine import load_checkpoint
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    p = Path(model)
+    if p.exists():
+        folder = p if p.is_dir() else p.parent
+        norm = folder / "normalization.json"
+        if not norm.is_file():
+            raise ValueError(f"--model: {norm} not found; a checkpoint folder written by fgi has it")
+        return load_checkpoint(folder / "trainer.pt", device), json.loads(norm.read_text())
+    _client(resolve_uri(uri))
+    try:
+        loaded = mlflow.pyfunc.load_model(model)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ValueError(f"--model: cannot load {model!r} from {resolve_uri(uri)} ({exc.message})") from None
+    wrapper = loaded.unwrap_python_model()
+    return wrapper.trainer, wrapper.normalization
+
+
+def image_tensor(path: str | os.PathLike, normalization: Mapping[str, Any]) -> Any:
+    """A model input from an image file: resized to the training size and normalized like the cache.
+
+    Shape:
+        returns (C, S, S) float32 with S = ``normalization["image_size"]``.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    size = int(normalization["image_size"])
+    mode = "L" if int(normalization["channels"]) == 1 else "RGB"
+    img = Image.open(path).convert(mode).resize((size, size), Image.Resampling.BILINEAR)
+    x = np.asarray(img, dtype=np.float32)
+    x = x[:, :, None] if x.ndim == 2 else x
+    x = (x / 255.0 - np.asarray(normalization["mean"], dtype=np.float32)) / np.asarray(normalization["std"], dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+# ---- best configs -----------------------------------------------------------------------------------
+
+
+def fetch_best_config(uri: str, experiment: str, sweep: str | None = None) -> tuple[str, str]:
+    """``best_config.yaml`` text of the latest finished sweep in ``experiment`` (or of sweep ``sweep``).
+
+    Returns:
+        (YAML text, parent run id).
+
+    Raises:
+        LookupError: when no sweep run there has a best config.
+    """
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise LookupError(f"--experiment: no experiment {experiment!r} at {uri}; experiments there: {names}")
+    clause = f"tags.`{KIND_TAG}` = 'sweep'" + (f" and tags.`{SWEEP_TAG}` = '{sweep}'" if sweep else "")
+    for run in client.search_runs([exp.experiment_id], filter_string=clause, order_by=["attributes.start_time DESC"]):
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        if BEST_CONFIG_ARTIFACT in names:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = client.download_artifacts(run.info.run_id, BEST_CONFIG_ARTIFACT, tmp)
+                return Path(local).read_text(), run.info.run_id
+    raise LookupError(f"--experiment: no sweep in {experiment!r} has a {BEST_CONFIG_ARTIFACT} yet")
+
+
+def config_of_run(uri: str, run_id: str) -> str:
+    """The config YAML stored on a run: ``best_config.yaml`` of a sweep, or ``config.yaml`` / the best
+    checkpoint's config of a trial or final run."""
+    client = _client(uri)
+    for path in (BEST_CONFIG_ARTIFACT, "config.yaml", "checkpoint/config.yaml"):
+        folder = str(Path(path).parent) if "/" in path else None
+        names = {a.path for a in client.list_artifacts(run_id, folder)}
+        if path in names:
+            with tempfile.TemporaryDirectory() as tmp:
+                return Path(client.download_artifacts(run_id, path, tmp)).read_text()
+    raise LookupError(f"--from-mlflow: run {run_id} has no {BEST_CONFIG_ARTIFACT}, config.yaml or checkpoint/config.yaml")
+
+
+# ---- fgi predict / fgi evaluate ---------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``fgi predict`` and ``fgi evaluate`` (one parser serves both)."""
+    parser.add_argument("--model", required=True,
+                        help="models:/fgi-<dataset>/<version>, runs:/<run>/model, or a checkpoint file/folder")
+    parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or $FGI_HOME)")
+    if parser.prog.endswith("predict"):
+        parser.add_argument("--images", required=True, type=Path, help="folder of images to segment")
+        parser.add_argument("--out", required=True, type=Path, help="folder for <name>_mask.png and <name>_overlay.png")
+        parser.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is lesion")
+    else:
+        parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score")
+        parser.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here too")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    if not args.images.is_dir():
+        raise SystemExit(f"--images: {args.images} is not a folder")
+    if not 0.0 < args.threshold < 1.0:
+        raise SystemExit(f"--threshold: {args.threshold} must lie in (0, 1)")
+    files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SystemExit(f"--images: no images ({', '.join(IMAGE_SUFFIXES)}) in {args.images}")
+    trainer, normalization = load_trainer(args.model, args.mlflow_uri)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        original = Image.open(f)
+        size = original.size
+        image = image_tensor(f, normalization)
+        probs = trainer.predict(image[None].float())[0, 0].cpu()
+        probs = torch.nn.functional.interpolate(probs[None, None], size=(size[1], size[0]), mode="bilinear",
+                                                align_corners=False)[0, 0]
+        mask = (probs.numpy() > args.threshold)
+        _save_png(Image.fromarray((mask * 255).astype(np.uint8)), args.out / f"{f.stem}_mask.png")
+        rgb = np.asarray(original.convert("RGB"), dtype=np.float32)
+        red = rgb.copy()
+        red[mask] = 0.5 * red[mask] + 0.5 * np.array([255.0, 0.0, 0.0])
+        _save_png(Image.fromarray(red.clip(0, 255).astype(np.uint8)), args.out / f"{f.stem}_overlay.png")
+    print(f"wrote {len(files)} masks and overlays to {args.out.resolve()}")
+    return 0
+
+
+def _save_png(image: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    from fgi.config import atomic_write_bytes
+
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from torch.utils.data import DataLoader
+
+    from fgi.data.dataset import build_datasets, ensure_prepared
+
+    trainer, _ = load_trainer(args.model, args.mlflow_uri)
+    ensure_prepared(trainer.cfg)
+    datasets = build_datasets(trainer.cfg, trainer.cfg.train.seed)
+    if args.split not in datasets:
+        raise SystemExit(f"--split: {args.split!r} is not in the prepared data; splits there: {sorted(datasets)}")
+    loader = DataLoader(datasets[args.split], batch_size=trainer.cfg.train.batch_size)
+    means = trainer.evaluate(loader)
+    out = {k.replace("val_", f"{args.split}_") if k != "n" else f"{args.split}_n": v for k, v in means.items()}
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text + "\n")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """``fgi predict`` or ``fgi evaluate``."""
+    return _predict(args) if args.command == "predict" else _evaluate(args)
+
+
+__all__ = [
+    "BEST_CONFIG_ARTIFACT", "SweepTracker", "TrialCallback", "config_of_run", "end_run", "experiment_id",
+    "fetch_best_config", "fgi_home", "git_commit", "image_tensor", "load_trainer", "log_final_metrics", "model_class", "TrainCallback",
+    "register_model", "resolve_uri", "start_final_run",
+]

@@ -1,0 +1,192 @@
+"""The product path against real servers: `ray job submit -- python tune.py`, MLflow, `train.py`, `fgi predict`.
+
+Also the headless-Chromium check of the MLflow UI, which reuses the sweep this test makes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from fgi_platform import BIN, REPO, run_cli
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+JOB_TIMEOUT_S = 900
+
+
+def _submit_and_wait(head, entrypoint: list[str], timeout: float = JOB_TIMEOUT_S) -> str:
+    out = run_cli([str(BIN / "ray"), "job", "submit", "--address", head.dashboard, "--no-wait",
+                   "--working-dir", str(REPO), "--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--",
+                   *entrypoint], head.env, 120)
+    job_id = next(line.split("'")[1] for line in (out.stdout + out.stderr).splitlines() if "submitted successfully" in line)
+    deadline = time.time() + timeout
+    status = ""
+    while time.time() < deadline:
+        done = run_cli([str(BIN / "ray"), "job", "status", "--address", head.dashboard, job_id], head.env, 60)
+        status = (done.stdout + done.stderr).lower()  # e.g. "Job 'raysubmit_...' succeeded", coloured
+        if any(f"{s}" in status for s in ("succeeded", "failed", "stopped")):
+            break
+        time.sleep(5)
+    logs = run_cli([str(BIN / "ray"), "job", "logs", "--address", head.dashboard, job_id], head.env, 60).stdout
+    if "succeeded" not in status:
+        subprocess.run([str(BIN / "ray"), "job", "stop", "--address", head.dashboard, job_id], env=head.env,
+                       capture_output=True, timeout=60)
+        pytest.fail(f"job {job_id} did not succeed: {status}\n{logs[-8000:]}")
+    return logs
+
+
+@pytest.fixture(scope="module")
+def sweep(ray_head, mlflow_server, tmp_path_factory):
+    """One smoke sweep of 3 trials submitted as a Ray job, logged to the MLflow server."""
+    work = tmp_path_factory.mktemp("sweep")
+    logs = _submit_and_wait(ray_head, [
+        "python", "tune.py", "--dataset", "synthetic", "--budget", "smoke", "--num-samples", "3",
+        "--mlflow-uri", mlflow_server.uri, "--storage", str(work / "storage"), "--best-dir", str(work / "best_configs"),
+        "--name", "job-sweep", "--experiment", "fgi-synthetic-job"])
+    return {"work": work, "logs": logs, "experiment": "fgi-synthetic-job"}
+
+
+def test_job_sweep_is_tracked_in_mlflow(sweep, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name(sweep["experiment"])
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("fgi.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("fgi.kind") == "trial"]
+    assert len(parents) == 1, [r.info.run_name for r in runs]
+    parent = parents[0]
+    assert len(children) == 3
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert len({c.data.tags["fgi.trial_id"] for c in children}) == 3
+    assert parent.data.tags["dataset"] == "synthetic" and parent.data.tags["fgi_version"]
+    space = yaml.safe_load((REPO / "search_spaces" / "synthetic.yaml").read_text())
+    published = {"loss.tau_pos": "0.8", "loss.tau_neg": "0.2", "masking.mask_ratio": "0.3",
+                 "loss.align_scales": "[1, 2, 3, 4]", "data.tight_level": "0.5", "data.loose_level": "0.3"}
+    first_trial_seen = False
+    for child in children:
+        params = client.get_run(child.info.run_id).data.params
+        assert set(space["params"]) <= set(params), "every searched key is a param of the trial"
+        first_trial_seen |= all(params[k] == v for k, v in published.items())
+        outcome = child.data.tags["fgi.outcome"]
+        assert child.info.status == {"finished": "FINISHED", "stopped_early": "KILLED"}[outcome]
+        history = client.get_metric_history(child.info.run_id, "val_dice")
+        steps = [m.step for m in history]
+        assert steps == sorted(set(steps)), "one continuous history per trial"
+        if outcome == "finished":
+            assert len(history) >= 2
+            assert steps[-1] == 12  # smoke budget: train.max_steps
+        for key in ("val_iou", "loss", "loss_cwc", "loss_align", "lr"):
+            assert client.get_metric_history(child.info.run_id, key), key
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")}
+        assert "checkpoint/trainer.pt" in artifacts and "checkpoint/config.yaml" in artifacts
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "overlay")] == ["overlay/overlay.png"]
+    assert first_trial_seen, "the published configuration is one of the trials"
+    parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"best_config.yaml", "search_space.yaml", "param_importances.json", "param_importances.png"} <= parent_artifacts
+    assert client.get_run(parent.info.run_id).data.metrics["best_val_dice"] > 0
+    local = sweep["work"] / "best_configs" / "synthetic.yaml"
+    best = yaml.safe_load(local.read_text())
+    remote = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "best_config.yaml", str(sweep["work"]))).read_text())
+    assert best == remote
+    assert best["data"]["loose_level"] < best["data"]["tight_level"]
+
+
+def test_best_train_register_predict(sweep, ray_head, mlflow_server, tmp_path):
+    env = dict(ray_head.env, RAY_ADDRESS=ray_head.gcs)
+    fetched = tmp_path / "best.yaml"
+    run_cli([str(BIN / "python"), "-m", "fgi.cli", "best", "--experiment", sweep["experiment"],
+             "--mlflow-uri", mlflow_server.uri, "--out", str(fetched)], env, 120)
+    assert yaml.safe_load(fetched.read_text()) == yaml.safe_load((sweep["work"] / "best_configs" / "synthetic.yaml").read_text())
+
+    out = run_cli([str(BIN / "python"), "train.py", "--config", str(sweep["work"] / "best_configs" / "synthetic.yaml"),
+                   "--budget", "smoke", "--mlflow-uri", mlflow_server.uri, "--storage", str(tmp_path / "storage"),
+                   "--experiment", sweep["experiment"], "--name", "final"], env, JOB_TIMEOUT_S)
+    assert "registered models:/fgi-synthetic/" in out.stdout
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri)
+    versions = client.search_model_versions("name = 'fgi-synthetic'")
+    assert versions
+    run = client.get_run(versions[0].run_id)
+    for key in ("test_dice", "test_iou", "test_hd95", "test_asd"):
+        assert key in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "val_dice")) >= 2
+
+    images = tmp_path / "images"
+    images.mkdir()
+    from fgi.data.synthetic import make_sample
+
+    for i in range(2):
+        Image.fromarray(make_sample(i, 40, 7, "test").image).save(images / f"img{i}.png")
+    masks = tmp_path / "masks"
+    run_cli([str(BIN / "python"), "-m", "fgi.cli", "predict", "--model", f"models:/fgi-synthetic/{versions[0].version}",
+             "--images", str(images), "--out", str(masks), "--mlflow-uri", mlflow_server.uri], env, 300)
+    for i in range(2):
+        mask = np.asarray(Image.open(masks / f"img{i}_mask.png"))
+        assert mask.shape == (40, 40) and set(np.unique(mask)) <= {0, 255}
+        assert (masks / f"img{i}_overlay.png").is_file()
+
+    scored = run_cli([str(BIN / "python"), "-m", "fgi.cli", "evaluate", "--model",
+                      f"models:/fgi-synthetic/{versions[0].version}", "--mlflow-uri", mlflow_server.uri], env, 300)
+    metrics = json.loads(scored.stdout[scored.stdout.index("{"):])
+    assert metrics["test_dice"] == pytest.approx(run.data.metrics["test_dice"], abs=1e-6)
+
+
+def test_mlflow_ui_shows_trials(sweep, mlflow_server, tmp_path):
+    """Headless Chromium opens the experiment's runs page; the trial runs are listed; a screenshot is saved."""
+    from mlflow.tracking import MlflowClient
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium, driver_bin = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+    if not chromium.exists() or not driver_bin.exists():
+        pytest.fail("Debian chromium and chromium-driver are required (apt-get install chromium chromium-driver)")
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name(sweep["experiment"])
+    trial_names = sorted(r.info.run_name for r in client.search_runs([exp.experiment_id])
+                         if r.data.tags.get("fgi.kind") == "trial")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(chromium)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                 "--window-size=1600,1000", f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(flag)
+    service = Service(str(driver_bin), log_output=str(tmp_path / "chromedriver.log"))
+    browser = webdriver.Chrome(service=service, options=opts)
+    try:
+        browser.get(f"{mlflow_server.uri}/#/experiments/{exp.experiment_id}/runs")
+
+        parent = next(r.info.run_name for r in client.search_runs([exp.experiment_id])
+                      if r.data.tags.get("fgi.kind") == "sweep")
+
+        def body(drv) -> str:
+            return drv.find_element(By.TAG_NAME, "body").text
+
+        WebDriverWait(browser, 90).until(lambda drv: parent in body(drv))
+        # trial runs are nested under the sweep run, collapsed: expand the parent's row
+        for button in browser.find_elements(By.CSS_SELECTOR, "button[data-component-id*='runnamecellrenderer']"):
+            button.click()
+        for button in browser.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):
+            button.click()  # the assistant side panel, so the table gets the width
+        WebDriverWait(browser, 60).until(lambda drv: all(name in body(drv) for name in trial_names))
+        time.sleep(1)
+        out = REPO / "docs" / "img" / "mlflow_ui.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        png = browser.get_screenshot_as_png()
+        from fgi.config import atomic_write_bytes
+
+        atomic_write_bytes(out, png)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    finally:
+        browser.quit()
+        service.stop()
