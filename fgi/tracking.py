@@ -419,22 +419,15 @@ def load_trainer(model: str, uri: str | None = None) -> tuple[Any, dict[str, Any
 
 
 def image_tensor(path: str | os.PathLike, normalization: Mapping[str, Any]) -> Any:
-    """A model input from an image file: resized to the training size and normalized like the cache.
+    """A model input from an image file, resized and normalized exactly like the training cache.
 
     Shape:
         returns (C, S, S) float32 with S = ``normalization["image_size"]``.
     """
-    import numpy as np
-    import torch
-    from PIL import Image
+    from fgi.data.sources import load_image
+    from fgi.evaluation import model_input
 
-    size = int(normalization["image_size"])
-    mode = "L" if int(normalization["channels"]) == 1 else "RGB"
-    img = Image.open(path).convert(mode).resize((size, size), Image.Resampling.BILINEAR)
-    x = np.asarray(img, dtype=np.float32)
-    x = x[:, :, None] if x.ndim == 2 else x
-    x = (x / 255.0 - np.asarray(normalization["mean"], dtype=np.float32)) / np.asarray(normalization["std"], dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    return model_input(load_image(str(path), int(normalization["channels"])), normalization)
 
 
 # ---- best configs -----------------------------------------------------------------------------------
@@ -492,8 +485,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--out", required=True, type=Path, help="folder for <name>_mask.png and <name>_overlay.png")
         parser.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is lesion")
     else:
-        parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score")
-        parser.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here too")
+        parser.add_argument("--split", default="test", choices=("train", "val", "test"),
+                            help="split of the model's prepared dataset to score (without --root)")
+        parser.add_argument("--dataset", default="kvasir", choices=("kvasir",),
+                            help="layout of --root (Kvasir-SEG: images/<id>.jpg, masks/<id>.jpg)")
+        parser.add_argument("--root", type=Path, default=None,
+                            help="score a raw dataset folder at original resolution instead of a prepared split")
+        parser.add_argument("--split-file", type=Path, default=None,
+                            help="ids to score under --root, one per line (default: every image in images/)")
+        parser.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is lesion")
+        parser.add_argument("--csv", type=Path, default=None,
+                            help="per-image metrics CSV (default with --root: evaluate_<split-file stem>.csv)")
+        parser.add_argument("--out", type=Path, default=None, help="write the mean metrics as JSON here too")
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -535,11 +538,44 @@ def _save_png(image: Any, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _evaluate_folder(args: argparse.Namespace) -> int:
+    from fgi.data.sources import DataError
+    from fgi.evaluation import IMAGE_SUFFIXES as SUFFIXES
+    from fgi.evaluation import evaluate_folder, format_summary, read_ids, write_rows_csv
+    from fgi.metrics import summarize
+
+    if not 0.0 < args.threshold < 1.0:
+        raise SystemExit(f"--threshold: {args.threshold} must lie in (0, 1)")
+    try:
+        if args.split_file is not None:
+            ids = read_ids(args.split_file)
+        else:
+            images = args.root / "images"
+            ids = sorted(p.stem for p in images.iterdir() if p.suffix.lower() in SUFFIXES) if images.is_dir() else []
+            if not ids:
+                raise DataError(f"{images}: no images found")
+        trainer, normalization = load_trainer(args.model, args.mlflow_uri)
+        rows = evaluate_folder(trainer, normalization, args.root, ids, args.threshold)
+    except (DataError, ValueError) as exc:
+        raise SystemExit(f"fgi evaluate: {exc}") from None
+    csv_path = args.csv or Path(f"evaluate_{args.split_file.stem if args.split_file else 'all'}.csv")
+    write_rows_csv(rows, csv_path)
+    print(format_summary(rows))
+    print(f"per-image metrics: {csv_path.resolve()}")
+    if args.out:
+        stats = summarize(rows)
+        atomic_write_text(args.out, json.dumps({"n": len(rows), **{f"{k}_mean": m for k, (m, _) in stats.items()},
+                                                **{f"{k}_sd": sd for k, (_, sd) in stats.items()}}, indent=1) + "\n")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from fgi.data.dataset import build_datasets, ensure_prepared
 
+    if args.root is not None:
+        return _evaluate_folder(args)
     trainer, _ = load_trainer(args.model, args.mlflow_uri)
     ensure_prepared(trainer.cfg)
     datasets = build_datasets(trainer.cfg, trainer.cfg.train.seed)

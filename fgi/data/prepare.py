@@ -154,6 +154,17 @@ def dice_at(hist_all: list[int], hist_fg: list[int], mask_sum: int, level: float
     return 1.0 if denom == 0 else 2.0 * inter / denom
 
 
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an image to the square working size the way the cache does (area when shrinking).
+
+    Shape:
+        image (H, W, C) or (H, W) uint8; returns (size, size, C) uint8.
+    """
+    h, w = image.shape[:2]
+    out = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if max(h, w) > size else cv2.INTER_LINEAR)
+    return (out[:, :, None] if out.ndim == 2 else out).astype(np.uint8)
+
+
 def process_item(item: SourceItem, cfg: Config, channels: int, path: str) -> dict[str, Any]:
     """Compute and write one cache entry (heatmap and CRF at the original resolution, stored at image_size).
 
@@ -173,10 +184,8 @@ def process_item(item: SourceItem, cfg: Config, channels: int, path: str) -> dic
     size = cfg.data.image_size
     stats: dict[str, Any] = {"id": s.id, "split": s.split, "height": h, "width": w, "has_mask": s.mask is not None}
     arrays: dict[str, np.ndarray] = {}
-    img_small = cv2.resize(s.image, (size, size), interpolation=cv2.INTER_AREA if max(h, w) > size else cv2.INTER_LINEAR)
-    if img_small.ndim == 2:
-        img_small = img_small[:, :, None]
-    arrays["image"] = img_small.astype(np.uint8)
+    img_small = resize_image(s.image, size)
+    arrays["image"] = img_small
     has_maps = s.fixations is not None and len(s.fixations) > 0
     stats["has_maps"] = has_maps
     stats["n_fixations"] = 0 if s.fixations is None else len(s.fixations)

@@ -402,7 +402,8 @@ def normalize_slice(arr: np.ndarray) -> np.ndarray:
     return (np.clip((a - lo) / (hi - lo), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _load_image(path: str, channels: int) -> np.ndarray:
+def load_image(path: str, channels: int) -> np.ndarray:
+    """Decode an image file to (H, W, C) uint8 with C = ``channels``; clear errors name the file."""
     img = _decode(path, cv2.IMREAD_UNCHANGED)
     if channels == 1:
         if img.ndim == 3:
@@ -419,7 +420,8 @@ def _load_image(path: str, channels: int) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _load_mask(path: str, hw: tuple[int, int]) -> np.ndarray:
+def load_mask(path: str, hw: tuple[int, int]) -> np.ndarray:
+    """Decode a mask file to (H, W) bool and check it matches its image size ``hw``."""
     m = _decode(path, cv2.IMREAD_GRAYSCALE)
     if m.ndim == 3:
         m = m.max(axis=2)
@@ -451,14 +453,14 @@ def load_sample(item: SourceItem, cfg: Config, channels: int) -> Sample:
 
         s = make_sample(item.synthetic_index, cfg.data.image_size, cfg.data.synthetic_seed, item.split, cfg.gaze)
         return Sample(id=item.id, split=item.split, image=s.image, mask=s.mask, fixations=s.fixations)
-    image = _load_image(item.image_path, channels)
+    image = load_image(item.image_path, channels)
     hw = image.shape[:2]
     if item.expected_hw is not None and tuple(item.expected_hw) != hw:
         raise DataError(
             f"{item.image_path}: image is {hw[1]}x{hw[0]} (WxH) but {item.gaze_file} gives "
             f"IMAGE_WIDTH={item.expected_hw[1]}, IMAGE_HEIGHT={item.expected_hw[0]}"
         )
-    mask = _load_mask(item.mask_path, hw) if item.mask_path else None
+    mask = load_mask(item.mask_path, hw) if item.mask_path else None
     fixations = item.fixations
     if item.simulate:
         from fgi.data.scanpath import simulate_fixations
