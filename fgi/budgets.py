@@ -41,8 +41,18 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "optim.warmup_steps": 5,
         "loss.rampup_steps": 30,
     },
-    # The configuration defaults of fgi/config.py: the paper-scale run, for GPUs.
-    "full": {},
+    # Paper scale, for GPUs: 224 px, the published widths (teacher 64..1024, student 32..512), and about
+    # 90 epochs of a 900-image training set at batch 8.
+    "full": {
+        "data.image_size": 224,
+        "model.teacher_widths": (64, 128, 256, 512, 1024),
+        "model.student_widths": (32, 64, 128, 256, 512),
+        "train.max_steps": 10000,
+        "train.eval_every": 250,
+        "train.batch_size": 8,
+        "optim.warmup_steps": 250,
+        "loss.rampup_steps": 2000,
+    },
 }
 
 

@@ -101,7 +101,10 @@ def test_tune_conversion_samples_valid_points():
 
 
 def test_budgets():
-    assert budget_overrides("full") == {}
+    full = budget_overrides("full")
+    assert full["model.teacher_widths"] == (64, 128, 256, 512, 1024) and full["data.image_size"] == 224
+    for name in ("smoke", "cpu", "full"):
+        assert not any(key.startswith(("loss.tau", "masking.", "text.")) for key in budget_overrides(name))
     with pytest.raises(ConfigError, match="smoke"):
         budget_overrides("tiny")
     smoke = apply_budget(Config(), "smoke")
