@@ -1,4 +1,4 @@
-"""Command line: ``fgi prepare | describe | tune | train | evaluate | predict | best``.
+"""fgi: prepare gaze data, describe lesions, search hyperparameters, train, evaluate and predict.
 
 Each subcommand lives in the module that owns it; that module exposes ``add_arguments(parser)`` and
 ``main(args) -> int``. Modules are imported only when their subcommand runs, so ``fgi --help`` is fast.

@@ -14,7 +14,8 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return img
 
 
-def overlay_figure(image: np.ndarray, panels: list[tuple[str, np.ndarray | None, str]], title: str = "") -> bytes:
+def overlay_figure(image: np.ndarray, panels: list[tuple[str, np.ndarray | None, str]], title: str = "",
+                   caption: str = "") -> bytes:
     """One row of panels: the image, then each map drawn over it.
 
     Args:
@@ -22,6 +23,7 @@ def overlay_figure(image: np.ndarray, panels: list[tuple[str, np.ndarray | None,
         panels: (label, map, kind) per panel; kind "soft" draws a heat colormap, "mask" a filled contour,
             "levels" an integer map (0 none, 1 loose only, 2 tight). A None map is drawn as "n/a".
         title: figure title (an image id).
+        caption: text under the panels (the lesion description), wrapped to the figure width.
 
     Returns:
         PNG bytes.
@@ -53,7 +55,16 @@ def overlay_figure(image: np.ndarray, panels: list[tuple[str, np.ndarray | None,
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    if caption:
+        import textwrap
+
+        wrapped = textwrap.fill(caption, width=int(32 * (1 + len(panels))))
+        lines = wrapped.count("\n") + 1
+        fig.set_figheight(2.9 + 0.18 * lines)
+        fig.text(0.5, 0.01, wrapped, ha="center", va="bottom", fontsize=7, wrap=True)
+        fig.tight_layout(rect=(0, 0.18 * lines / fig.get_figheight() + 0.02, 1, 1))
+    else:
+        fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
@@ -61,7 +72,8 @@ def overlay_figure(image: np.ndarray, panels: list[tuple[str, np.ndarray | None,
 
 
 def weak_label_figure(image: np.ndarray, heatmap: np.ndarray, crf: np.ndarray, tight_level: float,
-                      loose_level: float, mask: np.ndarray | None, title: str = "", level_source: str = "crf") -> bytes:
+                      loose_level: float, mask: np.ndarray | None, title: str = "", level_source: str = "crf",
+                      caption: str = "") -> bytes:
     """Image | gaze heatmap | CRF map | gaze levels | ground truth.
 
     Args:
@@ -73,6 +85,7 @@ def weak_label_figure(image: np.ndarray, heatmap: np.ndarray, crf: np.ndarray, t
         mask: (H, W) bool ground truth, or None.
         title: figure title.
         level_source: "crf" or "heatmap", the map the levels threshold.
+        caption: the lesion description shown under the panels.
     """
     soft = crf if level_source == "crf" else heatmap
     levels = (soft >= loose_level).astype(np.uint8) + (soft >= tight_level).astype(np.uint8)
@@ -81,7 +94,7 @@ def weak_label_figure(image: np.ndarray, heatmap: np.ndarray, crf: np.ndarray, t
         ("CRF map", crf, "soft"),
         (f"levels {tight_level:g}/{loose_level:g}", levels, "levels"),
         ("ground truth", mask, "mask"),
-    ], title)
+    ], title, caption)
 
 
 def prediction_figure(image: np.ndarray, heatmap: np.ndarray | None, tight: np.ndarray | None,

@@ -404,7 +404,7 @@ def prepare_cache(cfg: Config, cache_dir: Path | None = None, workers: int = 1, 
                                                 cfg.text, cfg.data.dataset, progress=progress)
             manifest["text_spec"] = text_spec(cfg)
         if overlays:
-            write_overlays(cache_dir, records, cfg, overlays)
+            write_overlays(cache_dir, records, cfg, overlays, with_text=text)
         manifest["seconds"] = round(time.perf_counter() - t0, 2)
         atomic_write_text(cache_dir / MANIFEST, json.dumps(manifest, indent=1))
     c = manifest["counts"]
@@ -422,17 +422,25 @@ def text_spec(cfg: Config) -> dict[str, Any]:
     return {"describer": cfg.text.describer, "encoder": cfg.text.encoder, "vlm_path": cfg.text.vlm_path}
 
 
-def write_overlays(cache_dir: Path, records: dict[str, dict], cfg: Config, n: int) -> list[Path]:
-    """Write ``n`` overlay figures (first items with maps, in id order) under ``overlays/``."""
+def write_overlays(cache_dir: Path, records: dict[str, dict], cfg: Config, n: int,
+                   with_text: bool = True) -> list[Path]:
+    """Write ``n`` overlay figures (first items with maps, in id order) under ``overlays/``, captioned
+    with the lesion description of ``text.template`` when the text cache was built."""
     from fgi.viz import weak_label_figure
 
+    captions: dict[str, str] = {}
+    if with_text:
+        from fgi.text.pipeline import load_descriptions
+
+        captions = load_descriptions(cache_dir, cfg.text.template, cfg.text)
     out = []
     for i in sorted(i for i, r in records.items() if r["has_maps"])[:n]:
         with np.load(cache_dir / ITEMS_DIR / records[i]["file"]) as z:
             mask = z["mask"] if "mask" in z.files else None
             png = weak_label_figure(z["image"], z["heatmap"].astype(np.float32), z["crf"].astype(np.float32),
                                     cfg.data.tight_level, cfg.data.loose_level, mask, title=i,
-                                    level_source=cfg.data.level_source)
+                                    level_source=cfg.data.level_source,
+                                    caption=f"{cfg.text.template}: {captions[i]}" if i in captions else "")
         p = cache_dir / "overlays" / f"{Path(records[i]['file']).stem}.png"
         atomic_write_bytes(p, png)
         out.append(p)

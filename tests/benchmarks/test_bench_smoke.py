@@ -24,3 +24,8 @@ def test_bench_masking_smoke():
 def test_bench_step_smoke():
     out = run_script("bench_step.py", "--smoke")
     assert "fp32 eager" in out and "speed-up vs fp32 eager" in out
+
+
+def test_bench_overhead_smoke():
+    out = run_script("bench_overhead.py", "--smoke")
+    assert "ratio platform / bare" in out

@@ -1,0 +1,89 @@
+"""Platform overhead: K identical trials through tune.py (Ray Tune + Ray Train + MLflow) against the same
+K configs through the bare engine in one process, side by side in one run.
+
+The bare path uses the same data loaders (``fgi.distributed.build_loaders``), the same evaluation
+interval and writes the same checkpoints; only Ray and MLflow are missing. The sweep has one
+single-choice parameter, so all K trials train the same config; no early stopping; one trial at a time.
+
+    python benchmarks/bench_overhead.py            # K = 4, smoke budget
+    python benchmarks/bench_overhead.py --smoke    # K = 2, for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bare_trials(k: int, budget: str, workdir: Path) -> list[float]:
+    """Seconds of each of ``k`` bare-engine trials (data prepared once beforehand)."""
+    import torch
+
+    from fgi.budgets import apply_budget
+    from fgi.config import Config
+    from fgi.distributed import build_loaders, prepare
+    from fgi.engine import TeacherStudentTrainer, save_checkpoint
+
+    cfg = prepare(apply_budget(Config(), budget))
+    times = []
+    for trial in range(k):
+        t0 = time.perf_counter()
+        loaders = build_loaders(cfg, 0, 1, 0)
+        trainer = TeacherStudentTrainer(cfg, torch.device("cpu"))
+        stream = itertools.chain.from_iterable(itertools.repeat(loaders["train"]))
+        while trainer.step < cfg.train.max_steps:
+            trainer.train_step(next(stream))
+            if trainer.step % cfg.train.eval_every == 0 or trainer.step == cfg.train.max_steps:
+                trainer.evaluate(loaders["val"])
+                save_checkpoint(trainer, workdir / f"bare-{trial}" / f"step_{trainer.step:07d}.pt")
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def platform_sweep(k: int, budget: str, workdir: Path) -> float:
+    """Wall seconds of ``tune.py`` running ``k`` identical trials, Ray start-up included."""
+    space = workdir / "space.yaml"
+    space.write_text("params:\n  train.seed: {distribution: categorical, choices: [0]}\n")
+    cmd = [sys.executable, str(REPO / "tune.py"), "--dataset", "synthetic", "--budget", budget,
+           "--num-samples", str(k), "--space", str(space), "--scheduler", "none", "--max-concurrent", "1",
+           "--workers-per-trial", "1", "--cpus-per-worker", str(os.cpu_count() or 1),
+           "--storage", str(workdir / "ray"), "--mlflow-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+           "--best-dir", str(workdir / "best"), "--name", "overhead"]
+    env = {k_: v for k_, v in os.environ.items() if k_ != "RAY_ADDRESS"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"tune.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--k", type=int, default=4, help="identical trials on each path")
+    parser.add_argument("--budget", default="smoke", choices=("smoke", "cpu"))
+    parser.add_argument("--smoke", action="store_true", help="K = 2: checks the script runs")
+    args = parser.parse_args()
+    k = 2 if args.smoke else args.k
+    with tempfile.TemporaryDirectory(prefix="fgi-overhead-") as tmp:
+        workdir = Path(tmp)
+        bare = bare_trials(k, args.budget, workdir)
+        platform = platform_sweep(k, args.budget, workdir)
+    total = sum(bare)
+    print(f"{k} identical trials, budget {args.budget}, one at a time, {os.cpu_count()} CPUs")
+    print(f"bare engine, one process : {total:7.1f} s  ({', '.join(f'{t:.1f}' for t in bare)} s per trial)")
+    print(f"tune.py (Ray + MLflow)   : {platform:7.1f} s  (Ray start-up, driver and MLflow included)")
+    print(f"ratio platform / bare    : {platform / total:.2f}")
+    print(f"overhead per trial       : {(platform - total) / k:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
