@@ -29,3 +29,8 @@ def test_bench_step_smoke():
 def test_bench_overhead_smoke():
     out = run_script("bench_overhead.py", "--smoke")
     assert "ratio platform / bare" in out
+
+
+def test_bench_search_smoke():
+    out = run_script("bench_search.py", "--smoke")
+    assert "asha+tpe" in out and "random, no stopping" in out and "steps to reach target" in out
