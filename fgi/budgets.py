@@ -51,7 +51,6 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "train.eval_every": 250,
         "train.batch_size": 8,
         "optim.warmup_steps": 250,
-        "loss.rampup_steps": 2000,
     },
 }
 
