@@ -418,18 +418,6 @@ def load_trainer(model: str, uri: str | None = None) -> tuple[Any, dict[str, Any
     return wrapper.trainer, wrapper.normalization
 
 
-def image_tensor(path: str | os.PathLike, normalization: Mapping[str, Any]) -> Any:
-    """A model input from an image file, resized and normalized exactly like the training cache.
-
-    Shape:
-        returns (C, S, S) float32 with S = ``normalization["image_size"]``.
-    """
-    from fgi.data.sources import load_image
-    from fgi.evaluation import model_input
-
-    return model_input(load_image(str(path), int(normalization["channels"])), normalization)
-
-
 # ---- best configs -----------------------------------------------------------------------------------
 
 
@@ -501,8 +489,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
     from PIL import Image
+
+    from fgi.data.sources import load_image
+    from fgi.evaluation import predict_full_size
 
     if not args.images.is_dir():
         raise SystemExit(f"--images: {args.images} is not a folder")
@@ -515,12 +505,8 @@ def _predict(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for f in files:
         original = Image.open(f)
-        size = original.size
-        image = image_tensor(f, normalization)
-        probs = trainer.predict(image[None].float())[0, 0].cpu()
-        probs = torch.nn.functional.interpolate(probs[None, None], size=(size[1], size[0]), mode="bilinear",
-                                                align_corners=False)[0, 0]
-        mask = (probs.numpy() > args.threshold)
+        image = load_image(str(f), int(normalization["channels"]))
+        mask = predict_full_size(trainer, image, normalization) > args.threshold
         _save_png(Image.fromarray((mask * 255).astype(np.uint8)), args.out / f"{f.stem}_mask.png")
         rgb = np.asarray(original.convert("RGB"), dtype=np.float32)
         red = rgb.copy()
@@ -598,6 +584,6 @@ def main(args: argparse.Namespace) -> int:
 
 __all__ = [
     "BEST_CONFIG_ARTIFACT", "SweepTracker", "TrialCallback", "config_of_run", "end_run", "experiment_id",
-    "fetch_best_config", "fgi_home", "git_commit", "image_tensor", "load_trainer", "log_final_metrics", "model_class", "TrainCallback",
+    "fetch_best_config", "fgi_home", "git_commit", "load_trainer", "log_final_metrics", "model_class", "TrainCallback",
     "register_model", "resolve_uri", "start_final_run",
 ]
