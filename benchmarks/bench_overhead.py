@@ -5,6 +5,12 @@ The bare path uses the same data loaders (``fgi.distributed.build_loaders``), th
 interval and writes the same checkpoints; only Ray and MLflow are missing. The sweep has one
 single-choice parameter, so all K trials train the same config; no early stopping; one trial at a time.
 
+The sweep runs twice: as shipped (Ray workers preload ``fgi.distributed.PRELOAD_MODULES``), and with
+``RAY_preload_python_modules`` set empty, which is what a Ray started without it does. Each sweep's time
+splits into its fixed part (process start, data preparation, Ray start-up and shutdown, MLflow parent
+run) and its trials: each trial's span is its MLflow child run, from Tune starting the trial to its
+completion (Train controller and worker start, training, checkpoints, MLflow logging).
+
     python benchmarks/bench_overhead.py            # K = 4, smoke budget
     python benchmarks/bench_overhead.py --smoke    # K = 2, for CI
 """
@@ -48,8 +54,13 @@ def bare_trials(k: int, budget: str, workdir: Path) -> list[float]:
     return times
 
 
-def platform_sweep(k: int, budget: str, workdir: Path) -> float:
-    """Wall seconds of ``tune.py`` running ``k`` identical trials, Ray start-up included."""
+def platform_sweep(k: int, budget: str, workdir: Path, preload: bool) -> tuple[float, list[float]]:
+    """Wall seconds of ``tune.py`` running ``k`` identical trials (Ray start-up included), and each trial's span."""
+    import mlflow
+
+    from fgi.distributed import PRELOAD_ENV_VAR
+
+    workdir.mkdir(parents=True)
     space = workdir / "space.yaml"
     space.write_text("params:\n  train.seed: {distribution: categorical, choices: [0]}\n")
     cmd = [sys.executable, str(REPO / "tune.py"), "--dataset", "synthetic", "--budget", budget,
@@ -57,13 +68,20 @@ def platform_sweep(k: int, budget: str, workdir: Path) -> float:
            "--workers-per-trial", "1", "--cpus-per-worker", str(os.cpu_count() or 1),
            "--storage", str(workdir / "ray"), "--mlflow-uri", f"sqlite:///{workdir / 'mlflow.db'}",
            "--best-dir", str(workdir / "best"), "--name", "overhead"]
-    env = {k_: v for k_, v in os.environ.items() if k_ != "RAY_ADDRESS"}
+    env = {k_: v for k_, v in os.environ.items() if k_ not in ("RAY_ADDRESS", PRELOAD_ENV_VAR)}
+    if not preload:
+        env[PRELOAD_ENV_VAR] = ""
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"tune.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return wall
+    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`fgi.kind` = 'trial'")
+    spans = sorted((r.info.start_time, (r.info.end_time - r.info.start_time) / 1000) for r in runs)
+    if len(spans) != k:
+        raise SystemExit(f"expected {k} trial runs in MLflow, found {len(spans)}")
+    return wall, [span for _, span in spans]
 
 
 def main() -> None:
@@ -76,13 +94,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fgi-overhead-") as tmp:
         workdir = Path(tmp)
         bare = bare_trials(k, args.budget, workdir)
-        platform = platform_sweep(k, args.budget, workdir)
+        sweeps = {preload: platform_sweep(k, args.budget, workdir / f"preload-{preload}", preload)
+                  for preload in (True, False)}
     total = sum(bare)
     print(f"{k} identical trials, budget {args.budget}, one at a time, {os.cpu_count()} CPUs")
     print(f"bare engine, one process : {total:7.1f} s  ({', '.join(f'{t:.1f}' for t in bare)} s per trial)")
-    print(f"tune.py (Ray + MLflow)   : {platform:7.1f} s  (Ray start-up, driver and MLflow included)")
-    print(f"ratio platform / bare    : {platform / total:.2f}")
-    print(f"overhead per trial       : {(platform - total) / k:.1f} s")
+    for preload, label in ((True, "tune.py, as shipped"), (False, "tune.py, no preload")):
+        wall, spans = sweeps[preload]
+        print(f"{label:25s}: {wall:7.1f} s  ratio platform / bare {wall / total:.2f}; fixed {wall - sum(spans):.1f} s; "
+              f"trial spans {', '.join(f'{t:.1f}' for t in spans)} s; start-up per trial "
+              f"{(sum(spans) - total) / k:.1f} s")
+    print(f"ratio platform / bare    : {sweeps[True][0] / total:.2f}")
+    print(f"preload saves per trial  : {(sum(sweeps[False][1]) - sum(sweeps[True][1])) / k:.1f} s")
 
 
 if __name__ == "__main__":

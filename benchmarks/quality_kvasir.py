@@ -89,6 +89,7 @@ from fgi.config import (  # noqa: E402
     config_hash,
     dump_yaml,
     load_yaml,
+    load_yaml_text,
     override,
     to_dict,
 )
@@ -516,6 +517,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=2, help="processes of the one-time data preparation")
     ap.add_argument("--cache-dir", default=None, help="prepared cache (default: where fgi prepare puts it)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="report, JSON and checkpoints go here")
+    ap.add_argument("--register-as", default=None,
+                    help="also register the hand-over model in MLflow under this name (e.g. fgi-kvasir)")
+    ap.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI of --register-as (default: MLFLOW_TRACKING_URI "
+                                                       "or $FGI_HOME)")
+    ap.add_argument("--experiment", default="fgi-kvasir-quality", help="MLflow experiment of --register-as")
     args = ap.parse_args(argv)
     if args.seeds is None:
         args.seeds = [0] if args.smoke else [0, 1, 2]
@@ -631,6 +637,8 @@ def protocol(args: argparse.Namespace, argv: list[str], root: Path, fixations: P
     if final_arm is not None:
         final_dir = save_final(runs[final_arm], out / f"final-{final_arm}")
         print(f"hand-over model ({ARM_LABELS[final_arm]}): {final_dir}")
+        if args.register_as:
+            print(register_final(final_dir, final_arm, args, command.strip()))
     record = {
         "protocol": "quality_kvasir",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -667,6 +675,27 @@ def save_final(arm_runs: list[dict[str, Any]], folder: Path) -> Path:
     atomic_write_text(folder / METRICS_FILE, json.dumps({**best["best"], "seed": best["seed"]}, indent=1))
     atomic_write_text(folder / NORMALIZATION_FILE, (src / NORMALIZATION_FILE).read_text())
     return folder
+
+
+def register_final(folder: Path, arm: str, args: argparse.Namespace, command: str) -> str:
+    """Log the hand-over folder as an MLflow run of ``--experiment`` (config, val metrics) and register it."""
+    from fgi import tracking
+    from fgi.engine import read_checkpoint
+
+    uri = tracking.resolve_uri(args.mlflow_uri)
+    cfg = load_yaml_text((folder / "config.yaml").read_text(), str(folder / "config.yaml"))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    run_id = tracking.start_final_run(uri, args.experiment, cfg, f"quality-{arm}", command)
+    try:
+        step = int(read_checkpoint(folder / "trainer.pt")["step"])
+        tracking.log_final_metrics(uri, run_id, {f"best_{k}": v for k, v in metrics.items() if k.startswith("val_")},
+                                   step)
+        version = tracking.register_model(uri, run_id, folder, args.register_as)
+    except BaseException:
+        tracking.end_run(uri, run_id, failed=True)
+        raise
+    tracking.end_run(uri, run_id)
+    return f"registered models:/{args.register_as}/{version} (MLflow {uri}, run {run_id})"
 
 
 def main(argv: list[str] | None = None) -> int:

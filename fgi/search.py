@@ -694,7 +694,6 @@ def importances(space: SearchSpace, points: list[tuple[Mapping[str, Any], float]
 
 def run_sweep(args: argparse.Namespace) -> int:
     """``fgi tune`` / ``tune.py``: validate everything, prepare data once, run the sweep, export the best config."""
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -742,7 +741,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
                                     {"cpu": 0, "memory": 64 * 1024**2})
 
-    ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True, configure_logging=False)
+    distributed.init_ray(log_to_driver=True)
     tracker = tracking.SweepTracker(uri, rec["experiment"], name, rec["dataset"])
     tracker.start(rec["space_text"], base, {k: rec[k] for k in (
         "budget", "num_samples", "workers", "cpus_per_worker", "gpus_per_worker", "search", "scheduler",
@@ -781,7 +780,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             tune_config=tune.TuneConfig(metric=rec["metric"], mode=rec["mode"], search_alg=searcher,
                                         scheduler=scheduler, num_samples=rec["num_samples"],
                                         time_budget_s=rec["time_budget"], max_concurrent_trials=concurrent,
-                                        trial_dirname_creator=_trial_dirname),
+                                        trial_dirname_creator=_trial_dirname, reuse_actors=True),
             run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[callback],
                                       failure_config=tune.FailureConfig(max_failures=rec["max_failures"]),
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
@@ -886,7 +885,7 @@ def run_final(args: argparse.Namespace) -> int:
     print(f"final training {name}: storage {storage}/{name}, MLflow {uri} (experiment {experiment})", flush=True)
 
     prepared = distributed.prepare(cfg)
-    ray.init(address=os.environ.get("RAY_ADDRESS"), configure_logging=False)
+    distributed.init_ray()
     run_id = tracking.start_final_run(uri, experiment, cfg, name, source)
     try:
         result = distributed.fit(prepared, storage_path=storage, name=name, workers=args.workers,

@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
+import pytest
+
 from fgi.config import Config, override, save_yaml
 from fgi.distributed import CHECKPOINT_FILE, METRICS_FILE, NORMALIZATION_FILE
 from fgi.engine import load_checkpoint
+from fgi.tracking import load_trainer
 from tests.data.conftest import make_kvasir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,9 +32,10 @@ def test_quality_kvasir_smoke(tmp_path):
     save_yaml(override(Config(), {"data.dataset": "kvasir", "data.image_size": 48, "data.cache_dir": str(tmp_path / "x"),
                                   "loss.tau_pos": 0.9, "masking.mask_ratio": 0.4, "text.template": "clinical"}), tuned)
     out = tmp_path / "out"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = run_script("--smoke", "--root", str(root), "--fixations", str(csv_path), "--cache-dir",
                       str(tmp_path / "cache"), "--out", str(out), "--tuned-config", str(tuned), "--threads", "1",
-                      "--workers", "1")
+                      "--workers", "1", "--register-as", "fgi-kvasir-smoke", "--mlflow-uri", uri)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = proc.stdout
     for label in ("(a) full supervision", "(b) gaze only", "(c) teacher-student, no text",
@@ -63,6 +68,13 @@ def test_quality_kvasir_smoke(tmp_path):
     assert trainer.cfg.loss.tau_pos == 0.9 and trainer.cfg.train.method == "teacher_student"
     best_tuned = max(by_arm["tuned"]["best"]["val_dice"], 0.0)
     assert json.loads((final / METRICS_FILE).read_text())["val_dice"] == best_tuned
+
+    # the hand-over model is registered too, with its val metrics, and loads back from the registry
+    assert "registered models:/fgi-kvasir-smoke/1" in text
+    registered, _ = load_trainer("models:/fgi-kvasir-smoke/1", uri)
+    assert registered.cfg == trainer.cfg
+    run = mlflow.MlflowClient(uri).get_run(mlflow.MlflowClient(uri).get_model_version("fgi-kvasir-smoke", "1").run_id)
+    assert run.data.metrics["best_val_dice"] == pytest.approx(best_tuned)
 
 
 def test_quality_kvasir_skips_absent_tuned_config_and_resumes(tmp_path):

@@ -6,7 +6,9 @@ import json
 import textwrap
 
 import pytest
-from fgi_platform import BIN, REPO, run_cli
+from fgi_platform import BIN, REPO, base_env, run_cli
+
+from fgi.distributed import PRELOAD_ENV_VAR, PRELOAD_MODULES
 
 pytestmark = pytest.mark.slow
 
@@ -52,3 +54,35 @@ def test_two_workers_match_one_worker(ray_head, tmp_path):
     assert res["steps"] == [3, 3]
     assert res["moved"] > 1e-3, "training changed the parameters"
     assert res["max_abs_diff"] < 1e-3 * res["moved"], res
+
+
+
+PRELOAD = textwrap.dedent('''
+    import json, sys
+    import ray
+    from fgi import distributed
+
+    MODULES = sys.argv[1].split(",")
+    distributed.init_ray(num_cpus=1, include_dashboard=False)
+    try:
+        @ray.remote(num_cpus=1)
+        class Probe:
+            def __init__(self):
+                # what the worker process had imported before it ran any of this actor's code
+                self.loaded = [m for m in MODULES if m in sys.modules]
+
+            def loaded_modules(self):
+                return self.loaded
+
+        print(json.dumps(ray.get(Probe.remote().loaded_modules.remote())))
+    finally:
+        ray.shutdown()
+''')
+
+
+def test_local_ray_workers_preload_torch_and_the_engine(tmp_path):
+    """``init_ray`` starts a local Ray whose worker processes import ``PRELOAD_MODULES`` before their actor."""
+    env = base_env(tmp_path / "home")
+    env.pop(PRELOAD_ENV_VAR, None)
+    out = run_cli([str(BIN / "python"), "-c", PRELOAD, ",".join(PRELOAD_MODULES)], env, 300)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == list(PRELOAD_MODULES)

@@ -116,8 +116,9 @@ def test_best_train_register_predict(sweep, ray_head, mlflow_server, tmp_path):
     versions = client.search_model_versions("name = 'fgi-synthetic'")
     assert versions
     run = client.get_run(versions[0].run_id)
-    for key in ("test_dice", "test_iou", "test_hd95", "test_asd"):
+    for key in ("test_dice", "test_iou", "test_hd95", "test_asd", "best_val_dice", "best_val_hd95"):
         assert key in run.data.metrics
+    assert run.data.metrics["best_val_dice"] == max(m.value for m in client.get_metric_history(run.info.run_id, "val_dice"))
     assert len(client.get_metric_history(run.info.run_id, "val_dice")) >= 2
 
     images = tmp_path / "images"
