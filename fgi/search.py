@@ -780,7 +780,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             tune_config=tune.TuneConfig(metric=rec["metric"], mode=rec["mode"], search_alg=searcher,
                                         scheduler=scheduler, num_samples=rec["num_samples"],
                                         time_budget_s=rec["time_budget"], max_concurrent_trials=concurrent,
-                                        trial_dirname_creator=_trial_dirname, reuse_actors=True),
+                                        trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[callback],
                                       failure_config=tune.FailureConfig(max_failures=rec["max_failures"]),
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
