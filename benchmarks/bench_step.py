@@ -30,6 +30,7 @@ SETTINGS = {
     "bf16 autocast": {"amp": "bf16", "channels_last": False, "compile": False},
     "bf16 + channels_last": {"amp": "bf16", "channels_last": True, "compile": False},
     "fp32 + channels_last": {"amp": "none", "channels_last": True, "compile": False},
+    "bf16 + channels_last + compile": {"amp": "bf16", "channels_last": True, "compile": True},
 }
 
 
@@ -118,7 +119,7 @@ def main() -> None:
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
         r = results[name]
         gpu = f"   peak GPU {r['peak_gpu_gib']:6.2f} GiB" if "peak_gpu_gib" in r else ""
-        print(f"{name:22s} median {r['median_s']:8.3f} s/step   {r['images_per_s']:8.1f} img/s   "
+        print(f"{name:30s} median {r['median_s']:8.3f} s/step   {r['images_per_s']:8.1f} img/s   "
               f"peak RSS {r['peak_rss_gib']:6.2f} GiB{gpu}   {r['flops'] / r['median_s'] / 1e12:7.3f} TFLOP/s   "
               f"params {r['params']}")
     if args.json:
@@ -128,7 +129,7 @@ def main() -> None:
     if base:
         for name, r in results.items():
             if name != "fp32 eager":
-                print(f"{name:22s} speed-up vs fp32 eager {base['median_s'] / r['median_s']:.2f}x, "
+                print(f"{name:30s} speed-up vs fp32 eager {base['median_s'] / r['median_s']:.2f}x, "
                       f"memory ratio {r['peak_rss_gib'] / base['peak_rss_gib']:.2f}")
 
 

@@ -173,6 +173,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    if not cfg.train.threads:
+        torch.set_num_threads(worker_threads())
 
     trainer = TeacherStudentTrainer(cfg, device, rank=rank, trial=trial, wrap_model=ray.train.torch.prepare_model)
     checkpoint = ray.train.get_checkpoint()
@@ -235,6 +237,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
     if rank == 0 and staging.is_dir() and not any(staging.iterdir()):
         staging.rmdir()
+
+
+def worker_threads() -> int:
+    """Torch intra-op threads of this Ray worker: the whole CPUs Ray assigned it (at least 1).
+
+    Ray exports ``OMP_NUM_THREADS`` for each actor only when the actor starts, but a worker that imported
+    torch ahead of time (``PRELOAD_MODULES``) has sized its thread pool already, to every core of the
+    node. Two trials on two cores then run four spinning threads, several times slower than two.
+    """
+    import ray
+
+    return max(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)), 1)
 
 
 def staging_dir(storage_path: str, name: str) -> str:
@@ -363,6 +377,6 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", device: st
 __all__ = [
     "CHECKPOINT_FILE", "CONFIG_FILE", "METRICS_FILE", "NORMALIZATION_FILE", "OVERLAY_FILE", "PRELOAD_ENV_VAR",
     "PRELOAD_MODULES", "VAL_METRICS", "best_checkpoint", "build_loaders", "build_trainer", "evaluate_checkpoint", "fit",
-    "init_ray", "local_batch_size", "prepare", "staging_dir",
+    "init_ray", "local_batch_size", "prepare", "staging_dir", "worker_threads",
     "train_loop_per_worker",
 ]

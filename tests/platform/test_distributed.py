@@ -63,7 +63,7 @@ PRELOAD = textwrap.dedent('''
     from fgi import distributed
 
     MODULES = sys.argv[1].split(",")
-    distributed.init_ray(num_cpus=1, include_dashboard=False)
+    distributed.init_ray(num_cpus=2, include_dashboard=False)
     try:
         @ray.remote(num_cpus=1)
         class Probe:
@@ -71,18 +71,20 @@ PRELOAD = textwrap.dedent('''
                 # what the worker process had imported before it ran any of this actor's code
                 self.loaded = [m for m in MODULES if m in sys.modules]
 
-            def loaded_modules(self):
-                return self.loaded
+            def report(self):
+                return {"loaded": self.loaded, "threads": distributed.worker_threads()}
 
-        print(json.dumps(ray.get(Probe.remote().loaded_modules.remote())))
+        print(json.dumps(ray.get(Probe.remote().report.remote())))
     finally:
         ray.shutdown()
 ''')
 
 
 def test_local_ray_workers_preload_torch_and_the_engine(tmp_path):
-    """``init_ray`` starts a local Ray whose worker processes import ``PRELOAD_MODULES`` before their actor."""
+    """``init_ray`` starts a local Ray whose worker processes import ``PRELOAD_MODULES`` before their actor,
+    and a 1-CPU worker sizes torch's threads to its 1 CPU, not to the node's cores."""
     env = base_env(tmp_path / "home")
     env.pop(PRELOAD_ENV_VAR, None)
     out = run_cli([str(BIN / "python"), "-c", PRELOAD, ",".join(PRELOAD_MODULES)], env, 300)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == list(PRELOAD_MODULES)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report == {"loaded": list(PRELOAD_MODULES), "threads": 1}
