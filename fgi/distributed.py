@@ -39,11 +39,11 @@ OVERLAY_FILE = "overlay.png"  # validation predictions at the checkpoint's step
 METRICS_FILE = "metrics.json"  # the metrics reported with the checkpoint
 NORMALIZATION_FILE = "normalization.json"  # image mean/std of the prepared cache, for prediction on new images
 VAL_METRICS = ("val_dice", "val_iou", "val_hd95", "val_asd")
-# Imported by every Ray worker process as it starts, before it is given an actor: the Tune trial, the Train
-# controller and the Train workers of each trial then find torch, Ray Train and the engine already loaded
-# (seconds per process on a small machine). Set the same variable on `ray start` of a cluster.
-PRELOAD_MODULES = ("torch", "ray.train.torch", "ray.tune", "fgi.engine", "fgi.distributed", "fgi.data.dataset")
-PRELOAD_ENV_VAR = "RAY_preload_python_modules"
+# Ray Train's controller collects each worker's `ray.train.report` at its health-check poll (default every
+# 2 s), and a worker's next report blocks until then (a queue of one). Evaluations closer together than the
+# poll stall training; polling more often is one cheap actor call per worker. A value the user exported wins.
+REPORT_POLL_ENV_VAR = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+REPORT_POLL_S = 0.1
 
 
 class _ResumableSampler(Sampler[int]):
@@ -242,9 +242,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 def worker_threads() -> int:
     """Torch intra-op threads of this Ray worker: the whole CPUs Ray assigned it (at least 1).
 
-    Ray exports ``OMP_NUM_THREADS`` for each actor only when the actor starts, but a worker that imported
-    torch ahead of time (``PRELOAD_MODULES``) has sized its thread pool already, to every core of the
-    node. Two trials on two cores then run four spinning threads, several times slower than two.
+    Ray exports ``OMP_NUM_THREADS`` for an actor only as the actor starts; a worker process that imported
+    torch before that (``RAY_preload_python_modules``) has sized its pool to every core of the node, and
+    two trials on two cores then run four spinning threads, measured 10x slower than two.
     """
     import ray
 
@@ -286,6 +286,8 @@ def build_trainer(cfg: Config, *, storage_path: str, name: str, workers: int = 1
     if workers < 1:
         raise ConfigError(f"--workers: needs at least 1 worker, got {workers}")
     local_batch_size(cfg, workers)
+    # read by TorchTrainer.fit in this process and passed on to the controller it starts
+    os.environ.setdefault(REPORT_POLL_ENV_VAR, str(REPORT_POLL_S))
     resources = {"CPU": cpus_per_worker}
     if gpus_per_worker:
         resources["GPU"] = gpus_per_worker
@@ -309,18 +311,6 @@ def build_trainer(cfg: Config, *, storage_path: str, name: str, workers: int = 1
 def fit(cfg: Config, **kwargs: Any) -> Any:
     """Build the ``TorchTrainer`` of ``build_trainer`` and run it; returns its ``ray.train.Result``."""
     return build_trainer(cfg, **kwargs).fit()
-
-
-def init_ray(**kwargs: Any) -> None:
-    """``ray.init`` at ``RAY_ADDRESS`` (or a local Ray), with ``PRELOAD_MODULES`` preloaded by a local Ray's workers.
-
-    The preload list only reaches a Ray that this call starts; a running cluster keeps the setting of its
-    own ``ray start`` (see ``cluster/README.md``). A user's own ``RAY_preload_python_modules`` wins.
-    """
-    import ray
-
-    os.environ.setdefault(PRELOAD_ENV_VAR, ",".join(PRELOAD_MODULES))
-    ray.init(address=os.environ.get("RAY_ADDRESS"), configure_logging=False, **kwargs)
 
 
 def prepare(cfg: Config) -> Config:
@@ -375,8 +365,8 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", device: st
 
 
 __all__ = [
-    "CHECKPOINT_FILE", "CONFIG_FILE", "METRICS_FILE", "NORMALIZATION_FILE", "OVERLAY_FILE", "PRELOAD_ENV_VAR",
-    "PRELOAD_MODULES", "VAL_METRICS", "best_checkpoint", "build_loaders", "build_trainer", "evaluate_checkpoint", "fit",
-    "init_ray", "local_batch_size", "prepare", "staging_dir", "worker_threads",
+    "CHECKPOINT_FILE", "CONFIG_FILE", "METRICS_FILE", "NORMALIZATION_FILE", "OVERLAY_FILE", "REPORT_POLL_ENV_VAR",
+    "REPORT_POLL_S", "VAL_METRICS", "best_checkpoint", "build_loaders", "build_trainer", "evaluate_checkpoint", "fit",
+    "local_batch_size", "prepare", "staging_dir", "worker_threads",
     "train_loop_per_worker",
 ]

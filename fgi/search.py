@@ -694,6 +694,7 @@ def importances(space: SearchSpace, points: list[tuple[Mapping[str, Any], float]
 
 def run_sweep(args: argparse.Namespace) -> int:
     """``fgi tune`` / ``tune.py``: validate everything, prepare data once, run the sweep, export the best config."""
+    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -741,7 +742,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
                                     {"cpu": 0, "memory": 64 * 1024**2})
 
-    distributed.init_ray(log_to_driver=True)
+    ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True, configure_logging=False)
     tracker = tracking.SweepTracker(uri, rec["experiment"], name, rec["dataset"])
     tracker.start(rec["space_text"], base, {k: rec[k] for k in (
         "budget", "num_samples", "workers", "cpus_per_worker", "gpus_per_worker", "search", "scheduler",
@@ -885,7 +886,7 @@ def run_final(args: argparse.Namespace) -> int:
     print(f"final training {name}: storage {storage}/{name}, MLflow {uri} (experiment {experiment})", flush=True)
 
     prepared = distributed.prepare(cfg)
-    distributed.init_ray()
+    ray.init(address=os.environ.get("RAY_ADDRESS"), configure_logging=False)
     run_id = tracking.start_final_run(uri, experiment, cfg, name, source)
     try:
         result = distributed.fit(prepared, storage_path=storage, name=name, workers=args.workers,

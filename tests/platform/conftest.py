@@ -20,8 +20,6 @@ from pathlib import Path
 import pytest
 from fgi_platform import BIN, REPO, STARTUP_TIMEOUT_S, MlflowServer, RayHead, _stop_group, base_env, free_port
 
-from fgi.distributed import PRELOAD_ENV_VAR, PRELOAD_MODULES
-
 
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
@@ -29,8 +27,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
     # a short temp dir: Ray's unix sockets live under it and have a ~100 character path limit
     temp_dir = Path(tempfile.mkdtemp(prefix="fgi-ray-", dir="/tmp"))
     env = base_env(tmp_path_factory.mktemp("fgi_home"))
-    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-                PRELOAD_ENV_VAR: ",".join(PRELOAD_MODULES)})
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)})
     env.pop("RAY_AUTH_TOKEN_PATH", None)
     gcs_port, dash_port = free_port(), free_port()
     ports = {name: free_port() for name in (

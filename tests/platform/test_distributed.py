@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 
 import pytest
 from fgi_platform import BIN, REPO, base_env, run_cli
-
-from fgi.distributed import PRELOAD_ENV_VAR, PRELOAD_MODULES
 
 pytestmark = pytest.mark.slow
 
@@ -57,22 +56,21 @@ def test_two_workers_match_one_worker(ray_head, tmp_path):
 
 
 
-PRELOAD = textwrap.dedent('''
-    import json, sys
+
+THREADS = textwrap.dedent('''
+    import json, os
     import ray
     from fgi import distributed
 
-    MODULES = sys.argv[1].split(",")
-    distributed.init_ray(num_cpus=2, include_dashboard=False)
+    # workers that import torch before their actor starts (the raylet of this local Ray inherits the variable)
+    os.environ["RAY_preload_python_modules"] = "torch"
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
         @ray.remote(num_cpus=1)
         class Probe:
-            def __init__(self):
-                # what the worker process had imported before it ran any of this actor's code
-                self.loaded = [m for m in MODULES if m in sys.modules]
-
             def report(self):
-                return {"loaded": self.loaded, "threads": distributed.worker_threads()}
+                import torch
+                return {"torch_default": torch.get_num_threads(), "threads": distributed.worker_threads()}
 
         print(json.dumps(ray.get(Probe.remote().report.remote())))
     finally:
@@ -80,11 +78,26 @@ PRELOAD = textwrap.dedent('''
 ''')
 
 
-def test_local_ray_workers_preload_torch_and_the_engine(tmp_path):
-    """``init_ray`` starts a local Ray whose worker processes import ``PRELOAD_MODULES`` before their actor,
-    and a 1-CPU worker sizes torch's threads to its 1 CPU, not to the node's cores."""
-    env = base_env(tmp_path / "home")
-    env.pop(PRELOAD_ENV_VAR, None)
-    out = run_cli([str(BIN / "python"), "-c", PRELOAD, ",".join(PRELOAD_MODULES)], env, 300)
+def test_worker_threads_follow_the_cpus_ray_assigned(tmp_path):
+    """A 1-CPU Ray worker trains with 1 torch thread on a 2-CPU node (Ray's OMP_NUM_THREADS comes too late
+    for a worker that imported torch early)."""
+    out = run_cli([str(BIN / "python"), "-c", THREADS], base_env(tmp_path / "home"), 300)
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report == {"loaded": list(PRELOAD_MODULES), "threads": 1}
+    assert report["threads"] == 1
+    if (os.cpu_count() or 1) > 1:
+        assert report["torch_default"] > 1, "the probe reproduces a torch pool sized before Ray's OMP_NUM_THREADS"
+
+
+def test_trainer_polls_reports_often_unless_the_user_chose(monkeypatch, tmp_path):
+    """``build_trainer`` lowers Ray Train's 2 s report poll for the controller it starts; an exported value wins."""
+    from fgi.budgets import apply_budget
+    from fgi.config import Config
+    from fgi.distributed import REPORT_POLL_ENV_VAR, REPORT_POLL_S, build_trainer
+
+    cfg = apply_budget(Config(), "smoke")
+    monkeypatch.delenv(REPORT_POLL_ENV_VAR, raising=False)
+    build_trainer(cfg, storage_path=str(tmp_path), name="a")
+    assert float(os.environ[REPORT_POLL_ENV_VAR]) == REPORT_POLL_S < 2.0
+    monkeypatch.setenv(REPORT_POLL_ENV_VAR, "1.5")
+    build_trainer(cfg, storage_path=str(tmp_path), name="b")
+    assert os.environ[REPORT_POLL_ENV_VAR] == "1.5"
