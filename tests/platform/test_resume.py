@@ -82,7 +82,7 @@ def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path)
     client = MlflowClient(mlflow_server.uri)
     env = dict(ray_head.env, RAY_ADDRESS=ray_head.gcs)
     experiment = "fgi-fault"
-    max_steps, every = 24, 4
+    max_steps, every = 120, 4  # long enough to find a worker alive after the first report
     cmd = _tune(mlflow_server, tmp_path, experiment, "--num-samples", "1", "--scheduler", "none",
                 "--max-steps", str(max_steps), "--name", "fault-sweep")
     driver = _start(cmd, env, tmp_path / "driver.log")
@@ -97,7 +97,8 @@ def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path)
                 listing = run_cli([str(BIN / "ray"), "list", "actors", "--address", ray_head.dashboard, "--format",
                                    "json", "--filter", "class_name=RayTrainWorker", "--filter", "state=ALIVE"],
                                   ray_head.env, 60)
-                pids = [a["pid"] for a in json.loads(listing.stdout)]
+                text = listing.stdout.strip()
+                pids = [] if text.startswith("No resource") else [a["pid"] for a in json.loads(text)]
                 if pids:
                     before = [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_dice")]
                     killed = pids[0]
