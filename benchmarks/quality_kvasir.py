@@ -89,7 +89,6 @@ from fgi.config import (  # noqa: E402
     config_hash,
     dump_yaml,
     load_yaml,
-    load_yaml_text,
     override,
     to_dict,
 )
@@ -680,16 +679,14 @@ def save_final(arm_runs: list[dict[str, Any]], folder: Path) -> Path:
 def register_final(folder: Path, arm: str, args: argparse.Namespace, command: str) -> str:
     """Log the hand-over folder as an MLflow run of ``--experiment`` (config, val metrics) and register it."""
     from fgi import tracking
-    from fgi.engine import read_checkpoint
+    from fgi.distributed import CONFIG_FILE, METRICS_FILE
 
     uri = tracking.resolve_uri(args.mlflow_uri)
-    cfg = load_yaml_text((folder / "config.yaml").read_text(), str(folder / "config.yaml"))
-    metrics = json.loads((folder / "metrics.json").read_text())
-    run_id = tracking.start_final_run(uri, args.experiment, cfg, f"quality-{arm}", command)
+    metrics = json.loads((folder / METRICS_FILE).read_text())
+    run_id = tracking.start_final_run(uri, args.experiment, load_yaml(folder / CONFIG_FILE), f"quality-{arm}", command)
     try:
-        step = int(read_checkpoint(folder / "trainer.pt")["step"])
         tracking.log_final_metrics(uri, run_id, {f"best_{k}": v for k, v in metrics.items() if k.startswith("val_")},
-                                   step)
+                                   int(metrics["step"]))
         version = tracking.register_model(uri, run_id, folder, args.register_as)
     except BaseException:
         tracking.end_run(uri, run_id, failed=True)

@@ -55,8 +55,6 @@ def test_two_workers_match_one_worker(ray_head, tmp_path):
     assert res["max_abs_diff"] < 1e-3 * res["moved"], res
 
 
-
-
 THREADS = textwrap.dedent('''
     import json, os
     import ray
