@@ -39,11 +39,6 @@ OVERLAY_FILE = "overlay.png"  # validation predictions at the checkpoint's step
 METRICS_FILE = "metrics.json"  # the metrics reported with the checkpoint
 NORMALIZATION_FILE = "normalization.json"  # image mean/std of the prepared cache, for prediction on new images
 VAL_METRICS = ("val_dice", "val_iou", "val_hd95", "val_asd")
-# Ray Train's controller collects each worker's `ray.train.report` at its health-check poll (default every
-# 2 s), and a worker's next report blocks until then (a queue of one). Evaluations closer together than the
-# poll stall training; polling more often is one cheap actor call per worker. A value the user exported wins.
-REPORT_POLL_ENV_VAR = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-REPORT_POLL_S = 0.1
 
 
 class _ResumableSampler(Sampler[int]):
@@ -286,8 +281,6 @@ def build_trainer(cfg: Config, *, storage_path: str, name: str, workers: int = 1
     if workers < 1:
         raise ConfigError(f"--workers: needs at least 1 worker, got {workers}")
     local_batch_size(cfg, workers)
-    # read by TorchTrainer.fit in this process and passed on to the controller it starts
-    os.environ.setdefault(REPORT_POLL_ENV_VAR, str(REPORT_POLL_S))
     resources = {"CPU": cpus_per_worker}
     if gpus_per_worker:
         resources["GPU"] = gpus_per_worker
@@ -365,8 +358,7 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", device: st
 
 
 __all__ = [
-    "CHECKPOINT_FILE", "CONFIG_FILE", "METRICS_FILE", "NORMALIZATION_FILE", "OVERLAY_FILE", "REPORT_POLL_ENV_VAR",
-    "REPORT_POLL_S", "VAL_METRICS", "best_checkpoint", "build_loaders", "build_trainer", "evaluate_checkpoint", "fit",
+    "CHECKPOINT_FILE", "CONFIG_FILE", "METRICS_FILE", "NORMALIZATION_FILE", "OVERLAY_FILE", "VAL_METRICS", "best_checkpoint", "build_loaders", "build_trainer", "evaluate_checkpoint", "fit",
     "local_batch_size", "prepare", "staging_dir", "worker_threads",
     "train_loop_per_worker",
 ]

@@ -85,17 +85,3 @@ def test_worker_threads_follow_the_cpus_ray_assigned(tmp_path):
     if (os.cpu_count() or 1) > 1:
         assert report["torch_default"] > 1, "the probe reproduces a torch pool sized before Ray's OMP_NUM_THREADS"
 
-
-def test_trainer_polls_reports_often_unless_the_user_chose(monkeypatch, tmp_path):
-    """``build_trainer`` lowers Ray Train's 2 s report poll for the controller it starts; an exported value wins."""
-    from fgi.budgets import apply_budget
-    from fgi.config import Config
-    from fgi.distributed import REPORT_POLL_ENV_VAR, REPORT_POLL_S, build_trainer
-
-    cfg = apply_budget(Config(), "smoke")
-    monkeypatch.delenv(REPORT_POLL_ENV_VAR, raising=False)
-    build_trainer(cfg, storage_path=str(tmp_path), name="a")
-    assert float(os.environ[REPORT_POLL_ENV_VAR]) == REPORT_POLL_S < 2.0
-    monkeypatch.setenv(REPORT_POLL_ENV_VAR, "1.5")
-    build_trainer(cfg, storage_path=str(tmp_path), name="b")
-    assert os.environ[REPORT_POLL_ENV_VAR] == "1.5"

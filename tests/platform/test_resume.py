@@ -82,7 +82,7 @@ def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path)
     client = MlflowClient(mlflow_server.uri)
     env = dict(ray_head.env, RAY_ADDRESS=ray_head.gcs)
     experiment = "fgi-fault"
-    max_steps, every = 120, 4  # long enough to find a worker alive after the first report
+    max_steps, every = 24, 4
     cmd = _tune(mlflow_server, tmp_path, experiment, "--num-samples", "1", "--scheduler", "none",
                 "--max-steps", str(max_steps), "--name", "fault-sweep")
     driver = _start(cmd, env, tmp_path / "driver.log")
