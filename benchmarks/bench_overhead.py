@@ -1,8 +1,8 @@
 """Platform overhead: K identical trials through tune.py (Ray Tune + Ray Train + MLflow) against the same
 K configs through the bare engine in one process, side by side in one run.
 
-The bare path uses the same data loaders (``fgi.distributed.build_loaders``), the same evaluation
-interval and writes the same checkpoints; only Ray and MLflow are missing. The sweep has one
+The bare path uses the same data loaders (``fgi.distributed.build_loaders``), the same training loop
+(``fgi.loop.run_loop``) and writes the same checkpoint folders; only Ray and MLflow are missing. The sweep has one
 single-choice parameter, so all K trials train the same config; no early stopping; one trial at a time.
 
 The sweep runs twice: as shipped (Ray Train's controller collects reports at its health-check poll,
@@ -19,40 +19,56 @@ processes, training, checkpoints, MLflow logging).
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 POLL_ENV_VAR = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # Ray Train's controller poll, which also collects reports
 FAST_POLL_S = "0.1"
 
 
-def bare_trials(k: int, budget: str, workdir: Path) -> list[float]:
-    """Seconds of each of ``k`` bare-engine trials (data prepared once beforehand)."""
+def bare_trial(cfg: Any, trial: int, workdir: Path) -> None:
+    """One bare-engine trial: ``fgi.loop.run_loop`` over the Ray worker's loaders, writing at every evaluation
+    the checkpoint folder a Ray Train worker writes (``fgi.checkpoint.write_checkpoint`` with the overlay)."""
+    import numpy as np
     import torch
 
+    from fgi.checkpoint import checkpoint_name, write_checkpoint
+    from fgi.distributed import build_loaders, epoch_batches
+    from fgi.engine import TeacherStudentTrainer
+    from fgi.loop import run_loop
+    from fgi.viz import validation_overlay
+
+    loaders = build_loaders(cfg, 0, 1, 0)
+    norm = loaders["normalization"]
+    trainer = TeacherStudentTrainer(cfg, torch.device("cpu"))
+
+    def on_eval(step: int, val: Mapping[str, float], losses: Mapping[str, float]) -> None:
+        overlay = validation_overlay(trainer, next(iter(loaders["val"])), np.asarray(norm["mean"]),
+                                     np.asarray(norm["std"]), step)
+        write_checkpoint(workdir / f"bare-{trial}" / checkpoint_name(step), trainer, {**losses, **val}, norm, overlay)
+
+    run_loop(trainer, epoch_batches(loaders), max_steps=cfg.train.max_steps, eval_every=cfg.train.eval_every,
+             evaluate=lambda: trainer.evaluate(loaders["val"]), on_eval=on_eval)
+
+
+def bare_trials(k: int, budget: str, workdir: Path) -> list[float]:
+    """Seconds of each of ``k`` bare-engine trials (data prepared once beforehand)."""
     from fgi.budgets import apply_budget
     from fgi.config import Config
-    from fgi.distributed import build_loaders, prepare
-    from fgi.engine import TeacherStudentTrainer, save_checkpoint
+    from fgi.distributed import prepare
 
     cfg = prepare(apply_budget(Config(), budget))
     times = []
     for trial in range(k):
         t0 = time.perf_counter()
-        loaders = build_loaders(cfg, 0, 1, 0)
-        trainer = TeacherStudentTrainer(cfg, torch.device("cpu"))
-        stream = itertools.chain.from_iterable(itertools.repeat(loaders["train"]))
-        while trainer.step < cfg.train.max_steps:
-            trainer.train_step(next(stream))
-            if trainer.step % cfg.train.eval_every == 0 or trainer.step == cfg.train.max_steps:
-                trainer.evaluate(loaders["val"])
-                save_checkpoint(trainer, workdir / f"bare-{trial}" / f"step_{trainer.step:07d}.pt")
+        bare_trial(cfg, trial, workdir)
         times.append(time.perf_counter() - t0)
     return times
 

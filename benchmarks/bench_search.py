@@ -1,9 +1,9 @@
 """Search efficiency: ASHA + TPE against random search without early stopping, same number of trials.
 
-Both sweeps run through ``tune.py`` on the synthetic set, one trial at a time so that trial order is
-the order the searcher chose. From each sweep's MLflow child runs (validation Dice against step) it
-reports the total training steps spent until a trial first reaches within ``--tolerance`` of the best
-validation Dice that either sweep finds.
+Both sweeps run through ``fgi.search.run_sweep`` on the synthetic set, in this process on a local Ray,
+one trial at a time so that trial order is the order the searcher chose. From each sweep's MLflow child
+runs (validation Dice against step) it reports the total training steps spent until a trial first
+reaches within ``--tolerance`` of the best validation Dice that either sweep finds.
 
     python benchmarks/bench_search.py                 # 10 trials each, cpu budget
     python benchmarks/bench_search.py --smoke         # 3 trials each, smoke budget (CI)
@@ -12,25 +12,26 @@ validation Dice that either sweep finds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def run_sweep(name: str, search: str, scheduler: str, trials: int, budget: str, workdir: Path, uri: str) -> None:
-    """One ``tune.py`` sweep into the shared MLflow store."""
-    cmd = [sys.executable, str(REPO / "tune.py"), "--dataset", "synthetic", "--budget", budget,
-           "--num-samples", str(trials), "--search", search, "--scheduler", scheduler, "--max-concurrent", "1",
-           "--workers-per-trial", "1", "--cpus-per-worker", str(os.cpu_count() or 1), "--storage", str(workdir / "ray"),
-           "--mlflow-uri", uri, "--experiment", "fgi-search-bench", "--name", name, "--best-dir", str(workdir / name)]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
-    if proc.returncode:
-        raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    """One sweep into the shared MLflow store; Tune's progress goes to ``<workdir>/<name>.log``."""
+    from fgi.search import SweepOptions
+    from fgi.search import run_sweep as sweep
+
+    options = SweepOptions(dataset="synthetic", budget=budget, num_samples=trials, search=search, scheduler=scheduler,
+                           max_concurrent=1, workers_per_trial=1, cpus_per_worker=float(os.cpu_count() or 1),
+                           storage=str(workdir / "ray"), mlflow_uri=uri, experiment="fgi-search-bench", name=name,
+                           best_dir=str(workdir / name))
+    log = workdir / f"{name}.log"
+    with open(log, "w") as fh, contextlib.redirect_stdout(fh):
+        result = sweep(options)
+    if result.best_metrics is None:
+        raise SystemExit(f"{name}: no trial reported {result.metric}:\n{log.read_text()[-3000:]}")
 
 
 def curves(uri: str, sweep: str) -> list[list[tuple[int, float]]]:
@@ -66,6 +67,11 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--smoke", action="store_true", help="3 trials each at the smoke budget")
     args = parser.parse_args()
+    from fgi.cli import OFFLINE_ENV
+
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.pop("RAY_ADDRESS", None)  # a local Ray of this machine's CPUs, never a cluster the shell points at
     trials, budget = (3, "smoke") if args.smoke else (args.trials, args.budget)
     with tempfile.TemporaryDirectory(prefix="fgi-search-") as tmp:
         workdir = Path(tmp)

@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -20,7 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality_kvasir as qk  # noqa: E402
 
-from fgi.config import override  # noqa: E402
+from fgi.config import Config, override  # noqa: E402
+from fgi.files import atomic_write_text  # noqa: E402
 
 VARIANTS = {
     "default": {},
@@ -31,34 +33,37 @@ VARIANTS = {
 }
 
 
-def run(cfg, label: str) -> list[dict]:
-    """Train and validate student and teacher every ``train.eval_every`` steps."""
-    from fgi.distributed import build_loaders
+def run(cfg: Config, label: str) -> list[dict]:
+    """Train with ``fgi.loop.run_loop`` and validate student and teacher every ``train.eval_every`` steps."""
+    from fgi.distributed import build_loaders, epoch_batches
     from fgi.engine import TeacherStudentTrainer
+    from fgi.loop import run_loop
 
     trainer = TeacherStudentTrainer(cfg, torch.device("cpu"))
     loaders = build_loaders(cfg, rank=0, world=1)
-    stream = qk._batches(loaders)
     as_teacher = override(cfg, {"model.predictor": "teacher"})
-    curve, sums, count, t0 = [], {}, 0, time.perf_counter()
-    while trainer.step < cfg.train.max_steps:
-        for k, v in trainer.train_step(next(stream)).items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
-        if trainer.step % cfg.train.eval_every:
-            continue
+    curve: list[dict] = []
+    t0 = time.perf_counter()
+
+    def evaluate() -> dict[str, float]:
         student = trainer.evaluate(loaders["val"])["val_dice"]
         trainer.cfg = as_teacher
-        teacher = trainer.evaluate(loaders["val"])["val_dice"]
-        trainer.cfg = cfg
-        point = {"step": trainer.step, "student_dice": student, "teacher_dice": teacher,
-                 **{k: v / count for k, v in sums.items()}}
-        sums, count = {}, 0
+        try:
+            teacher = trainer.evaluate(loaders["val"])["val_dice"]
+        finally:
+            trainer.cfg = cfg
+        return {"student_dice": student, "teacher_dice": teacher}
+
+    def on_eval(step: int, val: Mapping[str, float], losses: Mapping[str, float]) -> None:
+        point = {"step": step, **val, **losses}
         curve.append(point)
-        print(f"  {label} step {trainer.step}: student {student:.4f} teacher {teacher:.4f} "
+        print(f"  {label} step {step}: student {point['student_dice']:.4f} teacher {point['teacher_dice']:.4f} "
               f"seg_t {point['loss_teacher_seg']:.3f} seg_s {point['loss_student_seg']:.3f} "
               f"cwc {point['loss_cwc']:.3f} align {point['loss_align']:.3f} ramp {point['rampup']:.2f} "
               f"{time.perf_counter() - t0:.0f}s", flush=True)
+
+    run_loop(trainer, epoch_batches(loaders), max_steps=cfg.train.max_steps, eval_every=cfg.train.eval_every,
+             evaluate=evaluate, on_eval=on_eval)
     return curve
 
 
@@ -76,8 +81,7 @@ def main() -> None:
     for name in args.variants:
         cfg = override(qk.arm_config("full_method", base, "cpu", 0, None), VARIANTS[name])
         results[name] = run(cfg, name)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
+    atomic_write_text(Path(args.out), json.dumps(results, indent=1))
     print(f"wrote {args.out}")
 
 

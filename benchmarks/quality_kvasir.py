@@ -55,7 +55,7 @@ per cache entry (original resolution, levels at 0.01 steps). HD95 is in pixels o
 Outputs under ``--out`` (default ``benchmarks/out/``, git-ignored): ``quality_kvasir.md`` (the table),
 ``quality_kvasir.json`` (every run: config, curve, best and last val metrics, timings), ``runs/<arm>-seed<k>/``
 (each run's best checkpoint) and ``final-<arm>/`` (the hand-over model: the best-val run of arm ``tuned``, or
-``full_method`` without it, in the folder layout of ``fgi.distributed``: trainer.pt, config.yaml,
+``full_method`` without it, in the folder layout of ``fgi.checkpoint``: trainer.pt, config.yaml,
 metrics.json, normalization.json). ``--smoke`` and ``--limit`` also put their own split (``splits-*/``) and
 subset (``subset-N/``, symlinks) there.
 
@@ -72,7 +72,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +87,11 @@ from fgi.config import (  # noqa: E402
     ConfigError,
     atomic_write_text,
     config_hash,
-    dump_yaml,
     load_yaml,
     override,
     to_dict,
 )
-from fgi.data.sources import DataError  # noqa: E402
+from fgi.data.errors import DataError  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_ROOT = SHARED / "kvasir-seg"
@@ -281,22 +280,10 @@ def load_tuned(path: Path | None) -> Config | None:
 # ---------------------------------------------------------------- training
 
 
-def _batches(loaders: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    """Endless training batches in the order ``fgi.distributed`` uses (seeded sampler, epochs)."""
-    import itertools
-
-    per_epoch = loaders["steps_per_epoch"]
-    epoch = 0
-    while True:
-        loaders["sampler"].set_position(epoch, 0)
-        loaders["dataset"].set_epoch(epoch)
-        yield from itertools.islice(loaders["train"], per_epoch)
-        epoch += 1
-
-
 def train_run(cfg: Config, device: torch.device, run_dir: Path | None, label: str,
               probe_steps: int = 0) -> dict[str, Any]:
-    """Train one run, validating every ``train.eval_every`` steps, and keep the best val-Dice checkpoint.
+    """Train one run with ``fgi.loop.run_loop``, validating every ``train.eval_every`` steps, and keep the best
+    val-Dice checkpoint.
 
     Args:
         cfg: the run's config (``data.cache_dir`` prepared).
@@ -308,59 +295,34 @@ def train_run(cfg: Config, device: torch.device, run_dir: Path | None, label: st
     Returns:
         The run record: config, curve, best and last val metrics, timings, checkpoint folder.
     """
-    from fgi.distributed import (
-        CHECKPOINT_FILE,
-        CONFIG_FILE,
-        METRICS_FILE,
-        NORMALIZATION_FILE,
-        build_loaders,
-    )
-    from fgi.engine import TeacherStudentTrainer, save_checkpoint
+    from fgi.checkpoint import write_checkpoint
+    from fgi.distributed import build_loaders, epoch_batches
+    from fgi.engine import TeacherStudentTrainer
+    from fgi.loop import run_loop
 
     t_start = time.perf_counter()
     trainer = TeacherStudentTrainer(cfg, device)
     loaders = build_loaders(cfg, rank=0, world=1)
-    stream = _batches(loaders)
     max_steps = probe_steps + 1 if probe_steps else cfg.train.max_steps
-    step_times: list[float] = []
-    cpu_times: list[float] = []
-    eval_times: list[float] = []
     curve: list[dict[str, float]] = []
     best: dict[str, float] | None = None
-    interval: dict[str, float] = {}
-    count = 0
-    while trainer.step < max_steps:
-        t, c = time.perf_counter(), time.process_time()
-        logs = trainer.train_step(next(stream))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        step_times.append(time.perf_counter() - t)
-        cpu_times.append(time.process_time() - c)
-        for k, v in logs.items():
-            interval[k] = interval.get(k, 0.0) + v
-        count += 1
-        if not probe_steps and trainer.step % cfg.train.eval_every and trainer.step < max_steps:
-            continue
-        if probe_steps and trainer.step < max_steps:
-            continue
-        t = time.perf_counter()
-        val = trainer.evaluate(loaders["val"])
-        eval_times.append(time.perf_counter() - t)
-        point = {"step": trainer.step, "loss": interval.get("loss", 0.0) / max(count, 1),
-                 **{k: v for k, v in val.items() if k.startswith("val_")}}
-        interval, count = {}, 0
+
+    def on_eval(step: int, val: Mapping[str, float], losses: Mapping[str, float]) -> None:
+        nonlocal best
+        point = {"step": step, "loss": losses.get("loss", 0.0), **{k: v for k, v in val.items() if k.startswith("val_")}}
         curve.append(point)
         improved = best is None or point["val_dice"] > best["val_dice"]
         if improved:
             best = point
             if run_dir is not None:
-                save_checkpoint(trainer, run_dir / CHECKPOINT_FILE)
-                atomic_write_text(run_dir / CONFIG_FILE, dump_yaml(cfg))
-                atomic_write_text(run_dir / METRICS_FILE, json.dumps(point, indent=1))
-                atomic_write_text(run_dir / NORMALIZATION_FILE, json.dumps(loaders["normalization"]))
-        print(f"  {label} step {trainer.step}/{max_steps} loss {point['loss']:.4f} val_dice {point['val_dice']:.4f} "
+                write_checkpoint(run_dir, trainer, point, loaders["normalization"])
+        print(f"  {label} step {step}/{max_steps} loss {point['loss']:.4f} val_dice {point['val_dice']:.4f} "
               f"{'(best) ' if improved else ''}{time.perf_counter() - t_start:.0f}s", flush=True)
-    skip = 1 if len(step_times) > 1 else 0  # the first step allocates and warms up
+
+    times = run_loop(trainer, epoch_batches(loaders), max_steps=max_steps,
+                     eval_every=max_steps if probe_steps else cfg.train.eval_every,
+                     evaluate=lambda: trainer.evaluate(loaders["val"]), on_eval=on_eval)
+    skip = 1 if len(times.step_wall) > 1 else 0  # the first step allocates and warms up
     return {
         "config": to_dict(cfg),
         "config_hash": config_hash(cfg),
@@ -368,9 +330,9 @@ def train_run(cfg: Config, device: torch.device, run_dir: Path | None, label: st
         "best": best,
         "last": curve[-1],
         "seconds": round(time.perf_counter() - t_start, 2),
-        "s_per_step": round(statistics.median(step_times[skip:]), 4),
-        "cpu_s_per_step": round(statistics.median(cpu_times[skip:]), 4),
-        "s_per_eval": round(statistics.median(eval_times), 4),
+        "s_per_step": round(statistics.median(times.step_wall[skip:]), 4),
+        "cpu_s_per_step": round(statistics.median(times.step_cpu[skip:]), 4),
+        "s_per_eval": round(statistics.median(times.evaluation), 4),
         "checkpoint": str(run_dir) if run_dir is not None else None,
     }
 
@@ -392,7 +354,8 @@ def pseudo_mask_dice(cache_dir: Path, ids: Sequence[str], level_source: str, lev
 
     Computed at the original resolution from the histograms ``fgi prepare`` stores per entry (0.01 steps).
     """
-    from fgi.data.prepare import dice_at, load_manifest
+    from fgi.data.cache import load_manifest
+    from fgi.data.report import dice_at
 
     manifest = load_manifest(cache_dir)
     if manifest is None:
@@ -662,32 +625,29 @@ def protocol(args: argparse.Namespace, argv: list[str], root: Path, fixations: P
 
 
 def save_final(arm_runs: list[dict[str, Any]], folder: Path) -> Path:
-    """Write the best-val run of an arm as the hand-over checkpoint folder (``fgi.engine.save_checkpoint``)."""
-    from fgi.distributed import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, NORMALIZATION_FILE
-    from fgi.engine import load_checkpoint, save_checkpoint
+    """Write the best-val run of an arm as the hand-over checkpoint folder (``fgi.checkpoint.write_checkpoint``)."""
+    from fgi.checkpoint import load_checkpoint, read_normalization, write_checkpoint
+    from fgi.engine import TeacherStudentTrainer
 
     best = max(arm_runs, key=lambda r: r["best"]["val_dice"])
     src = Path(best["checkpoint"])
-    trainer = load_checkpoint(src / CHECKPOINT_FILE)
-    save_checkpoint(trainer, folder / CHECKPOINT_FILE)
-    atomic_write_text(folder / CONFIG_FILE, dump_yaml(trainer.cfg))
-    atomic_write_text(folder / METRICS_FILE, json.dumps({**best["best"], "seed": best["seed"]}, indent=1))
-    atomic_write_text(folder / NORMALIZATION_FILE, (src / NORMALIZATION_FILE).read_text())
-    return folder
+    trainer = load_checkpoint(src, TeacherStudentTrainer)
+    return write_checkpoint(folder, trainer, {**best["best"], "seed": best["seed"]}, read_normalization(src))
 
 
 def register_final(folder: Path, arm: str, args: argparse.Namespace, command: str) -> str:
     """Log the hand-over folder as an MLflow run of ``--experiment`` (config, val metrics) and register it."""
     from fgi import tracking
-    from fgi.distributed import CONFIG_FILE, METRICS_FILE
+    from fgi.checkpoint import CONFIG_FILE, read_metrics
+    from fgi.engine import TeacherStudentTrainer
 
     uri = tracking.resolve_uri(args.mlflow_uri)
-    metrics = json.loads((folder / METRICS_FILE).read_text())
+    metrics = read_metrics(folder)
     run_id = tracking.start_final_run(uri, args.experiment, load_yaml(folder / CONFIG_FILE), f"quality-{arm}", command)
     try:
         tracking.log_final_metrics(uri, run_id, {f"best_{k}": v for k, v in metrics.items() if k.startswith("val_")},
                                    int(metrics["step"]))
-        version = tracking.register_model(uri, run_id, folder, args.register_as)
+        version = tracking.register_model(uri, run_id, folder, args.register_as, TeacherStudentTrainer)
     except BaseException:
         tracking.end_run(uri, run_id, failed=True)
         raise

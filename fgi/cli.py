@@ -8,23 +8,35 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# No phone-home or hub lookups: set by the commands (never at import), inherited by a local Ray.
+OFFLINE_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("fgi.data.prepare", "build the cache of gaze heatmaps, CRF maps, descriptions and embeddings"),
-    "describe": ("fgi.text.describe", "print lesion descriptions for a few images"),
-    "tune": ("fgi.search", "hyperparameter sweep: Ray Tune + Optuna TPE + ASHA over Ray Train trials, logged to MLflow"),
-    "train": ("fgi.search", "train a config (best_configs/<dataset>.yaml or an MLflow run) and register the model"),
-    "best": ("fgi.search", "fetch a sweep's best_config.yaml from MLflow"),
-    "predict": ("fgi.tracking", "write PNG masks and overlays for a folder of images with a registered model"),
-    "evaluate": ("fgi.tracking", "Dice, IoU, HD95 and ASD of a model or checkpoint on a split"),
+    "prepare": ("fgi.commands.prepare", "build the cache of gaze heatmaps, CRF maps, descriptions and embeddings"),
+    "describe": ("fgi.commands.describe", "print lesion descriptions for a few images"),
+    "tune": ("fgi.commands.tune", "hyperparameter sweep: Ray Tune + Optuna TPE + ASHA over Ray Train trials, logged to MLflow"),
+    "train": ("fgi.commands.train", "train a config (best_configs/<dataset>.yaml or an MLflow run) and register the model"),
+    "best": ("fgi.commands.best", "fetch a sweep's best_config.yaml from MLflow"),
+    "predict": ("fgi.commands.predict", "write PNG masks and overlays for a folder of images with a registered model"),
+    "evaluate": ("fgi.commands.evaluate", "Dice, IoU, HD95 and ASD of a model or checkpoint on a split"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fgi`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
     parser = argparse.ArgumentParser(prog="fgi", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():

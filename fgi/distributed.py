@@ -19,9 +19,6 @@ This module knows nothing of Ray Tune or MLflow: callers pass Ray Train ``UserCa
 from __future__ import annotations
 
 import itertools
-import json
-import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,15 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from fgi.config import Config, ConfigError, atomic_write_bytes, atomic_write_text, dump_yaml, load_yaml_text, override
+from fgi.checkpoint import checkpoint_name, read_checkpoint, read_metrics, write_checkpoint
+from fgi.config import Config, ConfigError, dump_yaml, load_yaml_text, override
+from fgi.loop import run_loop
+from fgi.paths import staging_dir
 from fgi.seed import derive_seed
-
-CHECKPOINT_FILE = "trainer.pt"  # engine state inside every checkpoint folder
-CONFIG_FILE = "config.yaml"  # the resolved config, readable without torch
-OVERLAY_FILE = "overlay.png"  # validation predictions at the checkpoint's step
-METRICS_FILE = "metrics.json"  # the metrics reported with the checkpoint
-NORMALIZATION_FILE = "normalization.json"  # image mean/std of the prepared cache, for prediction on new images
-VAL_METRICS = ("val_dice", "val_iou", "val_hd95", "val_asd")
 
 
 class _ResumableSampler(Sampler[int]):
@@ -97,26 +90,6 @@ def _all_reduce_sums(values: Mapping[str, float], device: torch.device) -> dict[
     return dict(zip(keys, t.cpu().tolist(), strict=True))
 
 
-def _overlay_png(trainer: Any, batch: Mapping[str, Any], mean: np.ndarray, std: np.ndarray, step: int,
-                 path: Path) -> None:
-    """``fgi.viz.prediction_figure`` of the first validation image at this step, written atomically."""
-    from fgi.viz import prediction_figure
-
-    text, text_mask = (None, None) if trainer.cfg.text.mode == "none" else (batch.get("text"), batch.get("text_mask"))
-    probs = trainer.predict(batch["image"][:1], None if text is None else text[:1],
-                            None if text_mask is None else text_mask[:1]).cpu()
-    chw = batch["image"][0].float().cpu().numpy()
-    hwc = (chw.transpose(1, 2, 0) * std + mean).clip(0, 1)
-    image = (hwc * 255).round().astype(np.uint8)
-
-    def plane(key: str) -> np.ndarray | None:
-        return batch[key][0, 0].cpu().numpy().astype(bool) if key in batch else None
-
-    png = prediction_figure(image, None, plane("tight"), probs[0, 0].numpy() > 0.5, plane("mask"),
-                            f"{batch['id'][0]} at step {step}")
-    atomic_write_bytes(path, png)
-
-
 def build_loaders(cfg: Config, rank: int, world: int, trial: int = 0) -> dict[str, Any]:
     """Training and validation loaders of one worker over the prepared cache.
 
@@ -144,11 +117,45 @@ def build_loaders(cfg: Config, rank: int, world: int, trial: int = 0) -> dict[st
             "dataset": datasets["train"], "normalization": norm}
 
 
+def epoch_batches(loaders: Mapping[str, Any], start_step: int = 0) -> Iterator[Mapping[str, Any]]:
+    """Endless training batches of ``build_loaders``' loaders, epoch after epoch, from step ``start_step``.
+
+    Each epoch sets the sampler's and the dataset's epoch (a new seeded permutation and new augmentation
+    draws); a run resumed at ``start_step`` continues at the same position of the same data order.
+    """
+    per_epoch, local_batch = loaders["steps_per_epoch"], loaders["train"].batch_size
+    epoch, done = divmod(start_step, per_epoch)
+    while True:
+        loaders["sampler"].set_position(epoch, done * local_batch)
+        loaders["dataset"].set_epoch(epoch)
+        yield from itertools.islice(loaders["train"], per_epoch - done)
+        epoch, done = epoch + 1, 0
+
+
 def _means(sums: Mapping[str, float]) -> dict[str, float]:
     n = max(sums["n"], 1.0)
     out = {k: v / n for k, v in sums.items() if k != "n"}
     out["val_n"] = sums["n"]
     return out
+
+
+class RayTrainReporter:
+    """The ``fgi.loop.Reporter`` of Ray Train workers: ``ray.train.report``.
+
+    Ray persists a reported checkpoint folder under the run's storage as ``step_<n>`` and then deletes
+    the local copy. Every rank reports; only rank 0 passes a folder.
+    """
+
+    def report(self, metrics: Mapping[str, Any], checkpoint_dir: Path | None) -> None:
+        """Report ``metrics`` and, when given, the checkpoint folder ``checkpoint_dir``."""
+        import ray.train
+
+        name = checkpoint_name(metrics["step"]) if "step" in metrics else None
+        if checkpoint_dir is None:
+            ray.train.report(dict(metrics), checkpoint=None, checkpoint_dir_name=name)
+        else:
+            ray.train.report(dict(metrics), checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint_dir)),
+                             checkpoint_dir_name=checkpoint_dir.name, delete_local_checkpoint_after_upload=True)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -161,7 +168,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from fgi.engine import TeacherStudentTrainer, read_checkpoint
+    from fgi.engine import TeacherStudentTrainer
+    from fgi.viz import validation_overlay
 
     cfg = load_yaml_text(loop_config["config_yaml"], "trial config")
     trial = int(loop_config.get("trial", 0))
@@ -170,66 +178,42 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     if not cfg.train.threads:
         torch.set_num_threads(worker_threads())
+    reporter = RayTrainReporter()
 
     trainer = TeacherStudentTrainer(cfg, device, rank=rank, trial=trial, wrap_model=ray.train.torch.prepare_model)
     checkpoint = ray.train.get_checkpoint()
     restored: dict[str, Any] = {}
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            trainer.load_state_dict(read_checkpoint(Path(folder) / CHECKPOINT_FILE))
-            restored = json.loads((Path(folder) / METRICS_FILE).read_text())
+            trainer.load_state_dict(read_checkpoint(folder))
+            restored = read_metrics(folder)
     if trainer.step >= cfg.train.max_steps and restored:
         # a run restarted after its last checkpoint: report its final metrics again so that the caller
         # (a resumed Tune trial) sees how it ended
-        ray.train.report(restored)
+        reporter.report(restored, None)
         return
 
     loaders = build_loaders(cfg, rank, world, trial)
-    sampler, per_epoch = loaders["sampler"], loaders["steps_per_epoch"]
-    local_batch = local_batch_size(cfg, world)
+    norm = loaders["normalization"]
     staging = Path(loop_config["staging_dir"])
 
-    def batches() -> Iterator[Mapping[str, Any]]:
-        epoch, done = divmod(trainer.step, per_epoch)
-        while True:
-            sampler.set_position(epoch, done * local_batch)
-            loaders["dataset"].set_epoch(epoch)
-            yield from itertools.islice(loaders["train"], per_epoch - done)
-            epoch, done = epoch + 1, 0
+    def evaluate() -> dict[str, float]:
+        return _means(_all_reduce_sums(trainer.evaluate_sums(loaders["val"]), device))
 
-    interval: dict[str, float] = {}
-    count = 0
-    stream = batches()
-    while trainer.step < cfg.train.max_steps:
-        logs = trainer.train_step(next(stream))
-        for k, v in logs.items():
-            interval[k] = interval.get(k, 0.0) + v
-        count += 1
-        if trainer.step % cfg.train.eval_every and trainer.step < cfg.train.max_steps:
-            continue
-        val = _means(_all_reduce_sums(trainer.evaluate_sums(loaders["val"]), device))
-        train_means = _all_reduce_sums({k: v / max(count, 1) for k, v in interval.items()}, device)
+    def on_eval(step: int, val: Mapping[str, float], losses: Mapping[str, float]) -> None:
+        train_means = _all_reduce_sums(losses, device)
         metrics = {k: v / world for k, v in train_means.items()}
         metrics.update(val)
-        metrics.update({"step": trainer.step, "epoch": trainer.step / per_epoch})
-        interval, count = {}, 0
-        name = f"step_{trainer.step:07d}"
+        metrics.update({"step": step, "epoch": step / loaders["steps_per_epoch"]})
+        folder = None
         if rank == 0:
-            folder = staging / name
-            folder.mkdir(parents=True, exist_ok=True)
-            from fgi.engine import save_checkpoint
+            overlay = validation_overlay(trainer, next(iter(loaders["val"])), np.asarray(norm["mean"]),
+                                         np.asarray(norm["std"]), step)
+            folder = write_checkpoint(staging / checkpoint_name(step), trainer, metrics, norm, overlay)
+        reporter.report(metrics, folder)
 
-            save_checkpoint(trainer, folder / CHECKPOINT_FILE)
-            atomic_write_text(folder / CONFIG_FILE, dump_yaml(cfg))
-            atomic_write_text(folder / METRICS_FILE, json.dumps(metrics, indent=1))
-            norm = loaders["normalization"]
-            atomic_write_text(folder / NORMALIZATION_FILE, json.dumps(norm))
-            _overlay_png(trainer, next(iter(loaders["val"])), np.asarray(norm["mean"]), np.asarray(norm["std"]),
-                         trainer.step, folder / OVERLAY_FILE)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
-                             checkpoint_dir_name=name, delete_local_checkpoint_after_upload=True)
-        else:
-            ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
+    run_loop(trainer, epoch_batches(loaders, trainer.step), max_steps=cfg.train.max_steps,
+             eval_every=cfg.train.eval_every, evaluate=evaluate, on_eval=on_eval)
     if rank == 0 and staging.is_dir() and not any(staging.iterdir()):
         staging.rmdir()
 
@@ -244,14 +228,6 @@ def worker_threads() -> int:
     import ray
 
     return max(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)), 1)
-
-
-def staging_dir(storage_path: str, name: str) -> str:
-    """Folder where rank 0 writes checkpoints before Ray persists them: inside the run's own folder for
-    local storage, under ``~/.cache/fgi/staging`` for URI storage."""
-    if "://" in storage_path:
-        return str(Path.home() / ".cache" / "fgi" / "staging" / name)
-    return str(Path(storage_path).expanduser().resolve() / name / "staging")
 
 
 def build_trainer(cfg: Config, *, storage_path: str, name: str, workers: int = 1, cpus_per_worker: float = 1.0,
@@ -313,52 +289,7 @@ def prepare(cfg: Config) -> Config:
     return override(cfg, {"data.cache_dir": str(ensure_prepared(cfg))})
 
 
-def best_checkpoint(run_dir: str | os.PathLike, metric: str = "val_dice", mode: str = "max") -> Path:
-    """The checkpoint folder under a run folder with the best ``metric`` in its ``metrics.json``.
-
-    Raises:
-        FileNotFoundError: when the folder holds no checkpoint.
-    """
-    folders = [p for p in Path(run_dir).glob("step_*") if (p / CHECKPOINT_FILE).is_file() and (p / METRICS_FILE).is_file()]
-    if not folders:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint folders (step_*/{CHECKPOINT_FILE})")
-    sign = 1.0 if mode == "max" else -1.0
-
-    def score(p: Path) -> tuple[float, int]:
-        value = json.loads((p / METRICS_FILE).read_text()).get(metric, -math.inf * sign)
-        return sign * float(value), -int(p.name.split("_")[1])
-
-    return max(folders, key=score)
-
-
-def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", device: str | None = None) -> dict[str, float]:
-    """Mean Dice, IoU, HD95 and ASD of a checkpoint on one split of its dataset.
-
-    Args:
-        path: a checkpoint file or a checkpoint folder (``trainer.pt`` inside).
-        split: "train", "val" or "test".
-        device: torch device name; default CUDA when available, else CPU.
-
-    Returns:
-        ``{split}_dice``, ``{split}_iou``, ``{split}_hd95``, ``{split}_asd`` and ``{split}_n``.
-    """
-    from fgi.data.dataset import build_datasets
-    from fgi.engine import load_checkpoint
-
-    p = Path(path)
-    file = p / CHECKPOINT_FILE if p.is_dir() else p
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    trainer = load_checkpoint(file, dev)
-    datasets = build_datasets(trainer.cfg, trainer.cfg.train.seed)
-    if split not in datasets:
-        raise ValueError(f"split {split!r} is not one of {sorted(datasets)}")
-    loader = DataLoader(datasets[split], batch_size=trainer.cfg.train.batch_size, num_workers=trainer.cfg.data.num_workers)
-    means = trainer.evaluate(loader)
-    return {k.replace("val_", f"{split}_") if k != "n" else f"{split}_n": v for k, v in means.items()}
-
-
 __all__ = [
-    "CHECKPOINT_FILE", "CONFIG_FILE", "METRICS_FILE", "NORMALIZATION_FILE", "OVERLAY_FILE", "VAL_METRICS", "best_checkpoint", "build_loaders", "build_trainer", "evaluate_checkpoint", "fit",
-    "local_batch_size", "prepare", "staging_dir", "worker_threads",
-    "train_loop_per_worker",
+    "RayTrainReporter", "build_loaders", "build_trainer", "epoch_batches", "fit", "local_batch_size", "prepare",
+    "train_loop_per_worker", "worker_threads",
 ]

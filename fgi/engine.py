@@ -6,29 +6,35 @@ or MLflow. A variant overrides one hook (``build_models``, ``build_losses``, ``b
 Batch keys: "image" (B, C, H, W) float; "tight" and "loose" (B, 1, H, W) bool gaze levels; "mask"
 (B, 1, H, W) bool ground truth (used for training only with ``data.supervision: ground_truth``, and for
 evaluation); "text" (B, D) or (B, L, D) with "text_mask" (B, L) bool, absent when ``text.mode`` is none.
+
+The teacher-student step follows the reference (FGI ``GazeSupTrainer._update``): the teacher sees the
+image with its text, the student the DARM-masked image; each model then predicts its own CutMix of the
+noisy batch and is pulled by confidence-weighted consistency towards the other model's prediction
+mixed the same way (the teacher towards the student's prediction on the masked image, the student
+towards the teacher's); the student's adapted features align to the teacher's.
 """
 
 from __future__ import annotations
 
 import copy
-import io
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 
 import torch
 from torch import nn
 
-from fgi.config import Config, atomic_write_bytes, dump_yaml, load_yaml_text
+from fgi.config import Config, dump_yaml, load_yaml_text
 from fgi.method.losses import ConfidenceWeightedConsistency, FeatureAlignment, SegmentationLoss, sigmoid_rampup
 from fgi.method.masking import apply_darm, darm_mask, uncertain_region
-from fgi.method.mixing import apply_mix, cutmix_boxes, uniform_noise
+from fgi.method.mixing import apply_mix, cutmix_boxes, reference_cutmix_boxes, uniform_noise
 from fgi.metrics import METRICS, batch_metrics
 from fgi.models import Student, Teacher
 from fgi.seed import derive_seed, make_generator
 
 ModelWrapper = Callable[[nn.Module], nn.Module]
+PREDICTOR_MODELS = {"student": ("student",), "teacher": ("teacher",), "ensemble": ("student", "teacher")}
+MODEL_DICE = ("dice_teacher", "dice_student", "dice_ensemble")  # per-model Dice logged when a teacher exists
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -55,6 +61,18 @@ def lr_lambda(warmup: int, total: int, floor: float) -> Callable[[int], float]:
     return factor
 
 
+def dice_per_image(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Dice of each image's binary prediction; 1 when both masks are empty (as ``fgi.metrics``).
+
+    Shape:
+        pred, gt (B, 1, H, W) bool. Returns (B,) float64.
+    """
+    p, g = pred.flatten(1).bool(), gt.flatten(1).bool()
+    inter = (p & g).sum(1).double()
+    total = (p.sum(1) + g.sum(1)).double()
+    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+
+
 class TeacherStudentTrainer:
     """Trains the text-conditioned teacher and the image-only student together.
 
@@ -75,9 +93,11 @@ class TeacherStudentTrainer:
         self.step = 0
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        # model init is identical on every rank; masking and mixing differ per rank
-        torch.manual_seed(derive_seed(cfg.train.seed, 0, trial))
-        self.teacher, self.student = self.build_models()
+        # model init is identical on every rank and reproducible, and leaves the global RNG as it was:
+        # models are built on the CPU under a forked, locally seeded CPU generator
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(derive_seed(cfg.train.seed, 0, trial))
+            self.teacher, self.student = self.build_models()
         self.models: dict[str, nn.Module] = {"student": self.student}
         if self.teacher is not None:
             self.models["teacher"] = self.teacher
@@ -98,15 +118,22 @@ class TeacherStudentTrainer:
 
     # hooks a variant overrides
     def build_models(self) -> tuple[nn.Module | None, nn.Module]:
-        """Teacher (None for the student-only baseline) and student."""
-        teacher = Teacher(self.cfg) if self.cfg.train.method == "teacher_student" else None
-        return teacher, Student(self.cfg)
+        """Teacher (None for the student-only baseline) and student, from the config's fields."""
+        cfg, m = self.cfg, self.cfg.model
+        teacher = None
+        if cfg.train.method == "teacher_student":
+            teacher = Teacher(cfg.data.in_channels, m.teacher_widths, cfg.text.dim, m.fusion_scales,
+                              cfg.loss.align_scales, m.attn_heads, m.dropout, cfg.text.mode, m.norm_groups,
+                              m.fusion_skip)
+        student = Student(cfg.data.in_channels, m.student_widths, m.teacher_widths, cfg.loss.align_scales,
+                          m.norm_groups, m.student_adapter)
+        return teacher, student
 
     def build_losses(self) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
         """Segmentation losses of teacher and student, consistency and alignment."""
         lc = self.cfg.loss
         seg = SegmentationLoss(lc.seg, lc.bce_weight, lc.dice_weight)
-        return seg, seg, ConfidenceWeightedConsistency(lc.tau_pos, lc.tau_neg), FeatureAlignment()
+        return seg, seg, ConfidenceWeightedConsistency(lc.tau_pos, lc.tau_neg, lc.cwc_form), FeatureAlignment()
 
     def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """AdamW, or SGD with Nesterov momentum."""
@@ -160,7 +187,16 @@ class TeacherStudentTrainer:
 
     def _hidden(self, region: torch.Tensor) -> torch.Tensor:
         mc = self.cfg.masking
-        return darm_mask(region, mc.mask_ratio, mc.block_min, mc.block_max, self.generator)
+        return darm_mask(region, mc.mask_ratio, mc.block_min, mc.block_max, self.generator, mc.hide)
+
+    def _cutmix(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One CutMix of the noisy batch: the mixed input, its boxes and partners."""
+        mc, (n, _, h, w) = self.cfg.mix, image.shape
+        if mc.form == "reference":
+            box, perm = reference_cutmix_boxes(n, h, w, mc.cutmix_prob, mc.beta_alpha, self.generator, self.device)
+            return apply_mix(uniform_noise(image, mc.noise, self.generator), box, perm), box, perm
+        box, perm = cutmix_boxes(n, h, w, mc.cutmix_prob, mc.beta_alpha, self.generator, self.device)
+        return uniform_noise(apply_mix(image, box, perm), mc.noise, self.generator), box, perm
 
     def train_step(self, batch: Mapping) -> dict[str, float]:
         """One optimizer step of both models; returns every loss term, the ramp weight and the lr."""
@@ -202,31 +238,35 @@ class TeacherStudentTrainer:
                                 text: torch.Tensor | None, text_mask: torch.Tensor | None) -> dict:
         cfg, n = self.cfg, image.shape[0]
         teacher, student = self.models["teacher"], self.models["student"]
-        box, perm = cutmix_boxes(n, image.shape[-2], image.shape[-1], cfg.mix.cutmix_prob, cfg.mix.beta_alpha,
-                                 self.generator, self.device)
-        mixed = uniform_noise(apply_mix(image, box, perm), cfg.mix.noise, self.generator)
+        reference = cfg.mix.form == "reference"
+        mixed_t, box_t, perm_t = self._cutmix(image)
+        mixed_s, box_s, perm_s = self._cutmix(image) if reference else (mixed_t, box_t, perm_t)
         both_text = None if text is None else torch.cat([text, text])
         both_mask = None if text_mask is None else torch.cat([text_mask, text_mask])
+        student_clean = None
         with self.autocast():
-            with torch.no_grad():
-                student_clean = torch.sigmoid(student(image)["logits"].float())
-            t_out = teacher(torch.cat([image, mixed]), both_text, both_mask)
+            if not reference or cfg.masking.source == "predictions":
+                with torch.no_grad():
+                    student_clean = torch.sigmoid(student(image)["logits"].float())
+            t_out = teacher(torch.cat([image, mixed_t]), both_text, both_mask)
         t_clean, t_mixed = t_out["logits"].float().split(n)
         teacher_prob = torch.sigmoid(t_clean.detach())
         if cfg.masking.source == "gaze":
             region = uncertain_region(tight, loose)
         else:
             region = uncertain_region(teacher_prob > 0.5, student_clean > 0.5)
-        hidden = self._hidden(region)
-        masked_image, masked_target = apply_darm(image, loose, hidden)
+        masked_image, masked_target = apply_darm(image, loose, self._hidden(region))
         with self.autocast():
-            s_out = student(torch.cat([masked_image, mixed]))
+            s_out = student(torch.cat([masked_image, mixed_s]))
         s_masked, s_mixed = s_out["logits"].float().split(n)
 
-        weight = sigmoid_rampup(self.step, cfg.loss.rampup_steps, cfg.loss.rampup_shape)
+        # the reference ramps with its 1-based iteration count
+        weight = sigmoid_rampup(self.step + 1, cfg.loss.rampup_steps, cfg.loss.rampup_shape)
         t_seg = self.seg_teacher(t_clean, tight)
         s_seg = self.seg_student(s_masked, masked_target)
-        cwc = self.cwc(s_mixed, apply_mix(teacher_prob, box, perm)) + self.cwc(t_mixed, apply_mix(student_clean, box, perm))
+        student_target = torch.sigmoid(s_masked.detach()) if reference else student_clean
+        cwc = (self.cwc(t_mixed, apply_mix(student_target, box_t, perm_t))
+               + self.cwc(s_mixed, apply_mix(teacher_prob, box_s, perm_s)))
         t_feats = {k: v[:n] for k, v in t_out["features"].items()}
         s_feats = {k: v[:n] for k, v in s_out["features"].items()}
         align = self.align(t_feats, s_feats).to(t_seg.device)
@@ -235,6 +275,32 @@ class TeacherStudentTrainer:
                 "loss_align": align, "rampup": torch.tensor(weight)}
 
     @torch.no_grad()
+    def _probabilities(self, image: torch.Tensor, text: torch.Tensor | None, text_mask: torch.Tensor | None,
+                       names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Foreground probabilities of each named model, one forward pass each (float32)."""
+        for model in self.models.values():
+            model.eval()
+        image = image.to(self.device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        probs = {}
+        with self.autocast():
+            for name in names:
+                if name == "student":
+                    logits = self.models["student"](image)["logits"]
+                else:
+                    text = None if text is None else text.to(self.device)
+                    text_mask = None if text_mask is None else text_mask.to(self.device)
+                    logits = self.models["teacher"](image, text, text_mask)["logits"]
+                probs[name] = torch.sigmoid(logits.float())
+        return probs
+
+    def _predictor_models(self) -> tuple[str, ...]:
+        predictor = self.cfg.model.predictor
+        if predictor != "student" and self.teacher is None:
+            raise ValueError(f"model.predictor is {predictor!r} but train.method student_only has no teacher")
+        return PREDICTOR_MODELS[predictor]
+
     def predict(self, image: torch.Tensor, text: torch.Tensor | None = None,
                 text_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Foreground probabilities from ``model.predictor`` (student, teacher, or their average).
@@ -242,54 +308,61 @@ class TeacherStudentTrainer:
         Shape:
             image (B, C, H, W). Returns (B, 1, H, W) float32.
         """
-        predictor = self.cfg.model.predictor
-        if predictor != "student" and self.teacher is None:
-            raise ValueError(f"model.predictor is {predictor!r} but train.method student_only has no teacher")
-        for model in self.models.values():
-            model.eval()
-        image = image.to(self.device, non_blocking=True)
-        if self.cfg.train.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        probs = []
-        with self.autocast():
-            if predictor in ("student", "ensemble"):
-                probs.append(torch.sigmoid(self.models["student"](image)["logits"].float()))
-            if predictor in ("teacher", "ensemble"):
-                if text is not None:
-                    text = text.to(self.device)
-                if text_mask is not None:
-                    text_mask = text_mask.to(self.device)
-                probs.append(torch.sigmoid(self.models["teacher"](image, text, text_mask)["logits"].float()))
-        return torch.stack(probs).mean(0)
+        names = self._predictor_models()
+        probs = self._probabilities(image, text, text_mask, names)
+        return torch.stack([probs[k] for k in names]).mean(0)
 
     def evaluate_rows(self, loader: Iterable[Mapping]) -> list[dict]:
-        """Per-image metrics (with "id") over a loader whose batches carry "mask"."""
+        """Per-image metrics (with "id") over a loader whose batches carry "mask".
+
+        Each row holds ``fgi.metrics.METRICS`` of ``model.predictor``, and, when a teacher exists and the
+        batch has its text, the Dice of the teacher, the student and their ensemble ("dice_teacher",
+        "dice_student", "dice_ensemble"); each model predicts once per batch.
+        """
+        predictor = self._predictor_models()
         rows = []
         for batch in loader:
             if "mask" not in batch:
                 raise KeyError("evaluation needs ground-truth 'mask' in every batch")
             text, text_mask = (None, None) if self.cfg.text.mode == "none" else (batch.get("text"), batch.get("text_mask"))
-            pred = (self.predict(batch["image"], text, text_mask) > 0.5).cpu().numpy()
-            ids = batch.get("id", [None] * len(pred))
-            for row, image_id in zip(batch_metrics(pred, batch["mask"].cpu().numpy()), ids, strict=True):
-                rows.append({"id": image_id, **row})
+            both = self.teacher is not None and (self.cfg.text.mode == "none" or text is not None)
+            names = ("student", "teacher") if both else predictor
+            probs = self._probabilities(batch["image"], text, text_mask, names)
+            pred = torch.stack([probs[k] for k in predictor]).mean(0) > 0.5
+            gt = batch["mask"].to(self.device).bool()
+            extra = {}
+            if both:
+                ensemble = torch.stack([probs[k] for k in PREDICTOR_MODELS["ensemble"]]).mean(0)
+                for key, p in zip(MODEL_DICE, (probs["teacher"], probs["student"], ensemble), strict=True):
+                    extra[key] = dice_per_image(p > 0.5, gt).tolist()
+            ids = batch.get("id", [None] * len(gt))
+            metrics = batch_metrics(pred.cpu().numpy(), batch["mask"].cpu().numpy())
+            for i, (row, image_id) in enumerate(zip(metrics, ids, strict=True)):
+                rows.append({"id": image_id, **row, **{k: v[i] for k, v in extra.items()}})
         return rows
 
     def evaluate_sums(self, loader: Iterable[Mapping]) -> dict[str, float]:
-        """Sums of each metric over images and the image count "n" (for all-reducing across ranks)."""
+        """Sums of each metric over images and the image count "n" (for all-reducing across ranks).
+
+        Keys: "val_<metric>" of ``model.predictor`` and, when every row has them, "val_dice_teacher",
+        "val_dice_student" and "val_dice_ensemble".
+        """
         rows = self.evaluate_rows(loader)
         sums = {f"val_{m}": float(sum(r[m] for r in rows)) for m in METRICS}
+        if self.teacher is not None and all(k in r for r in rows for k in MODEL_DICE):
+            sums.update({f"val_{k}": float(sum(r[k] for r in rows)) for k in MODEL_DICE})
         sums["n"] = float(len(rows))
         return sums
 
     def evaluate(self, loader: Iterable[Mapping]) -> dict[str, float]:
-        """Mean Dice, IoU, HD95 and ASD over the loader's images, as "val_*", and the count "n"."""
+        """Mean of each ``evaluate_sums`` entry over the loader's images, and the count "n"."""
         sums = self.evaluate_sums(loader)
         n = max(sums["n"], 1.0)
         return {k: (v / n if k != "n" else v) for k, v in sums.items()}
 
     def state_dict(self) -> dict:
-        """Models, optimizers, schedulers, scaler, step, RNG states and the config (YAML text)."""
+        """Models, optimizers, schedulers, scaler, step, the masking/mixing generator state and the config
+        (YAML text): tensors and plain Python values only."""
         return {
             "models": {name: _unwrap(m).state_dict() for name, m in self.models.items()},
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
@@ -297,7 +370,6 @@ class TeacherStudentTrainer:
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
             "config": dump_yaml(self.cfg),
         }
 
@@ -316,30 +388,3 @@ class TeacherStudentTrainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-
-
-def save_checkpoint(trainer: TeacherStudentTrainer, path: str | os.PathLike) -> None:
-    """Write the trainer state to ``path`` atomically (temporary file and rename)."""
-    buffer = io.BytesIO()
-    torch.save(trainer.state_dict(), buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint file onto the CPU with a clear error when it is missing or unreadable."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises several unrelated types for a corrupt file
-        raise ValueError(f"{path}: not a readable fgi checkpoint ({type(exc).__name__}: {exc})") from None
-
-
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> TeacherStudentTrainer:
-    """Rebuild a trainer from a checkpoint file, with the config stored inside it."""
-    state = read_checkpoint(path)
-    cfg = load_yaml_text(state["config"], f"{path} (config)")
-    trainer = TeacherStudentTrainer(cfg, torch.device(device))
-    trainer.load_state_dict(state)
-    return trainer

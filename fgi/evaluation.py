@@ -1,15 +1,21 @@
-"""Score a trained model on a raw dataset folder, at each image's original resolution.
+"""Scoring and applying a trained model: a prepared split, a raw dataset folder, a folder of new images.
 
-Used by ``fgi evaluate --root DIR --split-file ids.txt``: it needs no prepared cache and no gaze, so
-held-back test images in the Kvasir-SEG layout (``images/<id>.jpg``, ``masks/<id>.jpg``) can be scored
-as they are. The model sees each image resized and normalized exactly as its training cache did; its
-prediction is resized back to the original size before Dice, IoU, HD95 and ASD are computed.
+- ``evaluate_split`` scores a split of the model's prepared cache (``fgi evaluate --split``, and the final
+  training's test figures through ``evaluate_checkpoint``).
+- ``evaluate_folder`` scores a raw folder at each image's original resolution (``fgi evaluate --root``):
+  it needs no prepared cache and no gaze, so held-back test images in the Kvasir-SEG layout
+  (``images/<id>.jpg``, ``masks/<id>.jpg``) can be scored as they are. The model sees each image resized
+  and normalized exactly as its training cache did; its prediction is resized back to the original size
+  before Dice, IoU, HD95 and ASD are computed.
+- ``predict_folder`` writes a mask and an overlay per image of a folder (``fgi predict``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fgi.config import atomic_write_bytes
-from fgi.data.prepare import resize_image
-from fgi.data.sources import DataError, load_image, load_mask
+from fgi.config import atomic_write_bytes, atomic_write_text
+from fgi.data.errors import DataError
+from fgi.data.io import load_image, load_mask, resize_image
 from fgi.metrics import METRICS, image_metrics, summarize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+SPLITS = ("train", "val", "test")
 
 
 def model_input(image: np.ndarray, normalization: Mapping[str, Any]) -> torch.Tensor:
@@ -64,6 +71,19 @@ def read_ids(split_file: Path) -> list[str]:
     ids = [i for i in ids if i and not i.startswith("#")]
     if not ids:
         raise DataError(f"{split_file}: no ids in the split file")
+    return ids
+
+
+def folder_ids(root: Path) -> list[str]:
+    """Sorted ids (file stems) of the images in ``root/images``.
+
+    Raises:
+        DataError: when the folder is missing or holds no image.
+    """
+    images = root / "images"
+    ids = sorted(p.stem for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if images.is_dir() else []
+    if not ids:
+        raise DataError(f"{images}: no images found")
     return ids
 
 
@@ -112,3 +132,86 @@ def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [f"{len(rows)} images"]
     lines += [f"{name:5s} {mean:.4f} ± {sd:.4f}" for name, (mean, sd) in stats.items()]
     return "\n".join(lines)
+
+
+def write_summary_json(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Image count and the mean and sd of each metric (``dice_mean``, ``dice_sd``, ...) as JSON, atomically."""
+    stats = summarize(list(rows))
+    atomic_write_text(path, json.dumps({"n": len(rows), **{f"{k}_mean": m for k, (m, _) in stats.items()},
+                                        **{f"{k}_sd": sd for k, (_, sd) in stats.items()}}, indent=1) + "\n")
+
+
+def evaluate_split(trainer: Any, split: str = "test", num_workers: int | None = None) -> dict[str, float]:
+    """Mean Dice, IoU, HD95 and ASD of ``trainer`` on one split of its prepared cache.
+
+    Args:
+        trainer: a ``TeacherStudentTrainer``; its config names the cache.
+        split: "train", "val" or "test".
+        num_workers: DataLoader processes (default: the config's ``data.num_workers``).
+
+    Returns:
+        ``{split}_dice``, ``{split}_iou``, ``{split}_hd95``, ``{split}_asd`` and ``{split}_n``.
+
+    Raises:
+        ValueError: when the prepared data has no such split.
+        DataError: when the cache is missing or was prepared with another config.
+    """
+    from torch.utils.data import DataLoader
+
+    from fgi.data.dataset import build_datasets
+
+    cfg = trainer.cfg
+    datasets = build_datasets(cfg, cfg.train.seed)
+    if split not in datasets:
+        raise ValueError(f"split {split!r} is not in the prepared data; splits there: {sorted(datasets)}")
+    workers = cfg.data.num_workers if num_workers is None else num_workers
+    loader = DataLoader(datasets[split], batch_size=cfg.train.batch_size, num_workers=workers)
+    means = trainer.evaluate(loader)
+    return {k.replace("val_", f"{split}_") if k != "n" else f"{split}_n": v for k, v in means.items()}
+
+
+def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", device: str | None = None) -> dict[str, float]:
+    """``evaluate_split`` of a checkpoint file or folder, on ``device`` (default CUDA when available, else CPU)."""
+    from fgi.checkpoint import load_checkpoint
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return evaluate_split(load_checkpoint(path, dev), split)
+
+
+def predict_folder(trainer: Any, normalization: Mapping[str, Any], images: Path, out: Path,
+                   threshold: float = 0.5) -> list[Path]:
+    """Write ``<name>_mask.png`` (0/255) and ``<name>_overlay.png`` (lesion tinted red) for each image.
+
+    Args:
+        trainer: a ``TeacherStudentTrainer`` (or anything with ``predict``).
+        normalization: the training cache's ``image_size``, ``channels``, ``mean`` and ``std``.
+        images: folder of images (``IMAGE_SUFFIXES``).
+        out: destination folder (created).
+        threshold: probability above which a pixel is lesion, in (0, 1).
+
+    Returns:
+        The images processed.
+
+    Raises:
+        DataError: when ``images`` is not a folder or holds no image.
+        ValueError: when ``threshold`` is outside (0, 1).
+    """
+    from PIL import Image
+
+    from fgi.viz import png_bytes, tint
+
+    if not images.is_dir():
+        raise DataError(f"{images}: not a folder")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold: {threshold} must lie in (0, 1)")
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{images}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    out.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        image = load_image(str(f), int(normalization["channels"]))
+        mask = predict_full_size(trainer, image, normalization) > threshold
+        atomic_write_bytes(out / f"{f.stem}_mask.png", png_bytes(mask.astype(np.uint8) * 255))
+        rgb = np.asarray(Image.open(f).convert("RGB"))
+        atomic_write_bytes(out / f"{f.stem}_overlay.png", png_bytes(tint(rgb, mask)))
+    return files

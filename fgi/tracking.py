@@ -1,35 +1,36 @@
 """MLflow integration: sweeps as parent runs, trials as nested child runs, the final model in the registry.
 
-This is the only module that imports mlflow.
+This is the only module that imports mlflow, and it imports nothing that trains.
 
 - ``SweepTracker`` owns the sweep's parent run (found again by its ``fgi.sweep`` tag, so a resumed sweep
   continues it) and writes the summary: best metrics, ``best_config.yaml`` and Optuna importances.
-- ``TrialCallback`` is a Ray Tune callback that keeps one child run per trial (found again by its
-  ``fgi.trial_id`` tag, so retries and resumes never duplicate runs), logs params and metric curves
-  against the training step, uploads the trial's best checkpoint and its overlay picture, and sets a
-  status that says how the trial ended.
-- ``TrainCallback`` is a Ray Train callback that logs the final training's curves live.
-- ``register_model`` logs a checkpoint as an MLflow pyfunc model and registers it as ``fgi-<dataset>``;
-  ``load_trainer`` turns a ``models:/`` URI, a run artifact or a checkpoint path back into an engine.
-- ``fgi predict`` and ``fgi evaluate`` live here because they resolve MLflow model URIs.
+- ``TrialCallback`` (Ray Tune) keeps one child run per trial (found again by its ``fgi.trial_id`` tag, so
+  retries and resumes never duplicate runs), logs params and metric curves against the training step,
+  uploads the trial's best checkpoint and overlay, and tags how the trial ended.
+- ``TrainCallback`` (Ray Train) logs the final training's curves live.
+- ``register_model`` logs a checkpoint as a pyfunc model and registers it; ``fetch_model`` turns a
+  ``models:/`` URI, a ``runs:/`` model or a local path into a checkpoint folder for ``fgi.checkpoint``.
+
+Trust: ``models:/`` URIs name MLflow pyfunc models, whose wrapper is cloudpickled: loading one with
+``mlflow.pyfunc.load_model`` runs code stored in the registry, so such URIs must come from a trusted
+registry. fgi itself downloads only the model's files and reads ``trainer.pt`` with
+``torch.load(weights_only=True)``, so a crafted checkpoint runs nothing there.
 
 Without ``--mlflow-uri`` or ``MLFLOW_TRACKING_URI`` the store is ``sqlite:///$FGI_HOME/mlflow.db`` with
-artifacts in ``$FGI_HOME/mlartifacts`` (``FGI_HOME`` defaults to ``~/.fgi``): an absolute path, because
-``ray job submit`` runs the driver in a temporary copy of the working directory.
+artifacts in ``$FGI_HOME/mlartifacts`` (absolute: ``ray job submit`` runs the driver in a temporary copy
+of the working directory).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
-import io
 import json
 import math
 import os
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,10 @@ from ray.train import UserCallback
 from ray.tune import Callback
 
 import fgi
-from fgi.config import Config, atomic_write_text, dump_yaml, flatten
+from fgi.checkpoint import CHECKPOINT_FILE, NORMALIZATION_FILE, load_folder
+from fgi.config import Config, dump_yaml, flatten
+from fgi.paths import fgi_home, git_commit
+from fgi.viz import importance_figure
 
 SWEEP_TAG = "fgi.sweep"  # marks a sweep's parent run and its children
 TRIAL_TAG = "fgi.trial_id"  # Tune trial id of a child run
@@ -51,11 +55,6 @@ LOGGED_PREFIXES = ("val_", "loss", "test_", "best_val_")  # reported keys logged
 LOGGED_KEYS = ("lr", "rampup", "epoch")
 BEST_CONFIG_ARTIFACT = "best_config.yaml"
 _MAX_BATCH = 100  # params per log_batch request (MLflow's limit)
-
-
-def fgi_home() -> Path:
-    """``$FGI_HOME`` or ``~/.fgi``: the default home of the MLflow store, Ray results and caches."""
-    return Path(os.environ.get("FGI_HOME") or Path.home() / ".fgi").expanduser().resolve()
 
 
 def resolve_uri(uri: str | None = None) -> str:
@@ -91,16 +90,6 @@ def experiment_id(uri: str, name: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
-
-
-def git_commit() -> str:
-    """The project's git commit, or "unknown" outside a checkout (e.g. a ``ray job`` working-dir copy)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else os.environ.get("FGI_GIT_COMMIT", "unknown")
 
 
 def _find_run(client: MlflowClient, exp_id: str, tags: Mapping[str, str]) -> str | None:
@@ -176,23 +165,8 @@ class SweepTracker:
             client.log_text(run_id, dump_yaml(best_config), BEST_CONFIG_ARTIFACT)
         if importances:
             client.log_dict(run_id, dict(importances), "param_importances.json")
-            client.log_figure(run_id, _importance_figure(importances), "param_importances.png")
+            client.log_figure(run_id, importance_figure(importances), "param_importances.png")
         client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
-
-
-def _importance_figure(importances: Mapping[str, float]) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(importances)[::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.35 * len(names) + 1.2))
-    ax.barh(names, [importances[n] for n in names], color="#3b75af")
-    ax.set_xlabel("importance (fANOVA)")
-    ax.set_title("Optuna parameter importances")
-    fig.tight_layout()
-    return fig
 
 
 class TrialCallback(Callback):
@@ -325,9 +299,6 @@ class TrainCallback(UserCallback):
         _log_metrics(_client(self.uri), self.run_id, _metrics_of(m), int(m.get("step", 0)))
 
 
-# ---- final training runs and the model registry ----------------------------------------------------
-
-
 def start_final_run(uri: str, experiment: str, cfg: Config, run_name: str, source: str) -> str:
     """Create the final-training run with the flattened config as params; returns its id."""
     client = _client(uri)
@@ -350,25 +321,30 @@ def end_run(uri: str, run_id: str, failed: bool = False) -> None:
     _client(uri).set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
 
+MODEL_ARTIFACTS = "artifacts"  # folder of a logged pyfunc model that holds its checkpoint files
+
+
 @functools.cache
 def model_class() -> type:
     """The MLflow pyfunc class of fgi models (``predict``: images (B, C, H, W) to probabilities).
 
     Built on first use: MLflow warns at class creation that ``predict`` has no type hints (inputs are plain
     arrays on purpose), and only registering or loading a model should pay for that. cloudpickle stores
-    the class by value with the logged model.
+    the class by value with the logged model, and the engine class it rebuilds by reference.
     """
 
     class FgiModel(mlflow.pyfunc.PythonModel):
-        """MLflow pyfunc wrapper of an fgi checkpoint: ``predict`` maps images (B, C, H, W) to probabilities."""
+        """MLflow pyfunc wrapper of an fgi checkpoint, rebuilt as ``trainer_class``."""
+
+        def __init__(self, trainer_class: type) -> None:
+            self.trainer_class = trainer_class
 
         def load_context(self, context: Any) -> None:
             import torch
 
-            from fgi.engine import load_checkpoint
-
-            self.trainer = load_checkpoint(context.artifacts["checkpoint"], "cuda" if torch.cuda.is_available() else "cpu")
-            self.normalization = json.loads(Path(context.artifacts["normalization"]).read_text())
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            folder = Path(context.artifacts["checkpoint"]).parent
+            self.trainer, self.normalization = load_folder(folder, self.trainer_class, device)
 
         def predict(self, context, model_input, params=None):
             import numpy as np
@@ -380,45 +356,51 @@ def model_class() -> type:
     return FgiModel
 
 
-def register_model(uri: str, run_id: str, checkpoint_dir: str | os.PathLike, name: str) -> str:
-    """Log a checkpoint folder on ``run_id`` as a pyfunc model and register it as ``name``; returns the version."""
+def register_model(uri: str, run_id: str, checkpoint_dir: str | os.PathLike, name: str,
+                   trainer_class: type) -> str:
+    """Log a checkpoint folder on ``run_id`` as a pyfunc model and register it as ``name``; returns the version.
+
+    ``trainer_class`` is the engine class the pyfunc wrapper rebuilds (``fgi.engine.TeacherStudentTrainer``),
+    pickled by reference.
+    """
     _client(uri)
     folder = Path(checkpoint_dir)
-    artifacts = {"checkpoint": str(folder / "trainer.pt"), "normalization": str(folder / "normalization.json")}
+    artifacts = {"checkpoint": str(folder / CHECKPOINT_FILE), "normalization": str(folder / NORMALIZATION_FILE)}
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=model_class()(), artifacts=artifacts,
+            name="model", python_model=model_class()(trainer_class), artifacts=artifacts,
             registered_model_name=name, pip_requirements=[f"fgi=={fgi.__version__}"])
     mlflow.end_run()
-    version = info.registered_model_version
-    return str(version)
+    return str(info.registered_model_version)
 
 
-def load_trainer(model: str, uri: str | None = None) -> tuple[Any, dict[str, Any]]:
-    """An engine and its image normalization from ``models:/<name>/<version>``, ``runs:/<id>/<path>``, or a
-    local checkpoint folder (``trainer.pt`` + ``normalization.json``)."""
-    import torch
+@contextmanager
+def fetch_model(model: str, uri: str | None = None) -> Iterator[Path]:
+    """A local checkpoint folder (``trainer.pt``, ``normalization.json``) of ``model`` during the ``with`` block.
 
-    from fgi.engine import load_checkpoint
+    ``model`` is ``models:/<name>/<version>``, a ``runs:/<id>/<path>`` model logged by ``register_model``,
+    or a local checkpoint folder or its ``trainer.pt``. A registered model's files are downloaded into a
+    temporary folder, removed after the block; its pickled pyfunc wrapper is downloaded, never loaded.
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    Raises:
+        ValueError: when the model cannot be found or holds no fgi checkpoint; the message names it.
+    """
     p = Path(model)
     if p.exists():
-        folder = p if p.is_dir() else p.parent
-        norm = folder / "normalization.json"
-        if not norm.is_file():
-            raise ValueError(f"--model: {norm} not found; a checkpoint folder written by fgi has it")
-        return load_checkpoint(folder / "trainer.pt", device), json.loads(norm.read_text())
-    _client(resolve_uri(uri))
-    try:
-        loaded = mlflow.pyfunc.load_model(model)
-    except mlflow.exceptions.MlflowException as exc:
-        raise ValueError(f"--model: cannot load {model!r} from {resolve_uri(uri)} ({exc.message})") from None
-    wrapper = loaded.unwrap_python_model()
-    return wrapper.trainer, wrapper.normalization
-
-
-# ---- best configs -----------------------------------------------------------------------------------
+        yield p if p.is_dir() else p.parent
+        return
+    tracking_uri = resolve_uri(uri)
+    _client(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="fgi-model-") as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tmp))
+        except mlflow.exceptions.MlflowException as exc:
+            raise ValueError(f"--model: cannot load {model!r} from {tracking_uri} ({exc.message})") from None
+        folder = local / MODEL_ARTIFACTS
+        if not (folder / CHECKPOINT_FILE).is_file():
+            raise ValueError(f"--model: {model!r} holds no {MODEL_ARTIFACTS}/{CHECKPOINT_FILE}; it was not "
+                             "registered by fgi")
+        yield folder
 
 
 def fetch_best_config(uri: str, experiment: str, sweep: str | None = None) -> tuple[str, str]:
@@ -458,132 +440,8 @@ def config_of_run(uri: str, run_id: str) -> str:
     raise LookupError(f"--from-mlflow: run {run_id} has no {BEST_CONFIG_ARTIFACT}, config.yaml or checkpoint/config.yaml")
 
 
-# ---- fgi predict / fgi evaluate ---------------------------------------------------------------------
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``fgi predict`` and ``fgi evaluate`` (one parser serves both)."""
-    parser.add_argument("--model", required=True,
-                        help="models:/fgi-<dataset>/<version>, runs:/<run>/model, or a checkpoint file/folder")
-    parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or $FGI_HOME)")
-    if parser.prog.endswith("predict"):
-        parser.add_argument("--images", required=True, type=Path, help="folder of images to segment")
-        parser.add_argument("--out", required=True, type=Path, help="folder for <name>_mask.png and <name>_overlay.png")
-        parser.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is lesion")
-    else:
-        parser.add_argument("--split", default="test", choices=("train", "val", "test"),
-                            help="split of the model's prepared dataset to score (without --root)")
-        parser.add_argument("--dataset", default="kvasir", choices=("kvasir",),
-                            help="layout of --root (Kvasir-SEG: images/<id>.jpg, masks/<id>.jpg)")
-        parser.add_argument("--root", type=Path, default=None,
-                            help="score a raw dataset folder at original resolution instead of a prepared split")
-        parser.add_argument("--split-file", type=Path, default=None,
-                            help="ids to score under --root, one per line (default: every image in images/)")
-        parser.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is lesion")
-        parser.add_argument("--csv", type=Path, default=None,
-                            help="per-image metrics CSV (default with --root: evaluate_<split-file stem>.csv)")
-        parser.add_argument("--out", type=Path, default=None, help="write the mean metrics as JSON here too")
-
-
-def _predict(args: argparse.Namespace) -> int:
-    import numpy as np
-    from PIL import Image
-
-    from fgi.data.sources import load_image
-    from fgi.evaluation import predict_full_size
-
-    if not args.images.is_dir():
-        raise SystemExit(f"--images: {args.images} is not a folder")
-    if not 0.0 < args.threshold < 1.0:
-        raise SystemExit(f"--threshold: {args.threshold} must lie in (0, 1)")
-    files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SystemExit(f"--images: no images ({', '.join(IMAGE_SUFFIXES)}) in {args.images}")
-    trainer, normalization = load_trainer(args.model, args.mlflow_uri)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        original = Image.open(f)
-        image = load_image(str(f), int(normalization["channels"]))
-        mask = predict_full_size(trainer, image, normalization) > args.threshold
-        _save_png(Image.fromarray((mask * 255).astype(np.uint8)), args.out / f"{f.stem}_mask.png")
-        rgb = np.asarray(original.convert("RGB"), dtype=np.float32)
-        red = rgb.copy()
-        red[mask] = 0.5 * red[mask] + 0.5 * np.array([255.0, 0.0, 0.0])
-        _save_png(Image.fromarray(red.clip(0, 255).astype(np.uint8)), args.out / f"{f.stem}_overlay.png")
-    print(f"wrote {len(files)} masks and overlays to {args.out.resolve()}")
-    return 0
-
-
-def _save_png(image: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    from fgi.config import atomic_write_bytes
-
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _evaluate_folder(args: argparse.Namespace) -> int:
-    from fgi.data.sources import DataError
-    from fgi.evaluation import IMAGE_SUFFIXES as SUFFIXES
-    from fgi.evaluation import evaluate_folder, format_summary, read_ids, write_rows_csv
-    from fgi.metrics import summarize
-
-    if not 0.0 < args.threshold < 1.0:
-        raise SystemExit(f"--threshold: {args.threshold} must lie in (0, 1)")
-    try:
-        if args.split_file is not None:
-            ids = read_ids(args.split_file)
-        else:
-            images = args.root / "images"
-            ids = sorted(p.stem for p in images.iterdir() if p.suffix.lower() in SUFFIXES) if images.is_dir() else []
-            if not ids:
-                raise DataError(f"{images}: no images found")
-        trainer, normalization = load_trainer(args.model, args.mlflow_uri)
-        rows = evaluate_folder(trainer, normalization, args.root, ids, args.threshold)
-    except (DataError, ValueError) as exc:
-        raise SystemExit(f"fgi evaluate: {exc}") from None
-    csv_path = args.csv or Path(f"evaluate_{args.split_file.stem if args.split_file else 'all'}.csv")
-    write_rows_csv(rows, csv_path)
-    print(format_summary(rows))
-    print(f"per-image metrics: {csv_path.resolve()}")
-    if args.out:
-        stats = summarize(rows)
-        atomic_write_text(args.out, json.dumps({"n": len(rows), **{f"{k}_mean": m for k, (m, _) in stats.items()},
-                                                **{f"{k}_sd": sd for k, (_, sd) in stats.items()}}, indent=1) + "\n")
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from torch.utils.data import DataLoader
-
-    from fgi.data.dataset import build_datasets, ensure_prepared
-
-    if args.root is not None:
-        return _evaluate_folder(args)
-    trainer, _ = load_trainer(args.model, args.mlflow_uri)
-    ensure_prepared(trainer.cfg)
-    datasets = build_datasets(trainer.cfg, trainer.cfg.train.seed)
-    if args.split not in datasets:
-        raise SystemExit(f"--split: {args.split!r} is not in the prepared data; splits there: {sorted(datasets)}")
-    loader = DataLoader(datasets[args.split], batch_size=trainer.cfg.train.batch_size)
-    means = trainer.evaluate(loader)
-    out = {k.replace("val_", f"{args.split}_") if k != "n" else f"{args.split}_n": v for k, v in means.items()}
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text + "\n")
-    return 0
-
-
-def main(args: argparse.Namespace) -> int:
-    """``fgi predict`` or ``fgi evaluate``."""
-    return _predict(args) if args.command == "predict" else _evaluate(args)
-
-
 __all__ = [
-    "BEST_CONFIG_ARTIFACT", "SweepTracker", "TrialCallback", "config_of_run", "end_run", "experiment_id",
-    "fetch_best_config", "fgi_home", "git_commit", "load_trainer", "log_final_metrics", "model_class", "TrainCallback",
+    "BEST_CONFIG_ARTIFACT", "SweepTracker", "TrainCallback", "TrialCallback", "config_of_run", "end_run",
+    "experiment_id", "fetch_best_config", "fetch_model", "log_final_metrics", "model_class",
     "register_model", "resolve_uri", "start_final_run",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -108,4 +110,73 @@ def prediction_figure(image: np.ndarray, heatmap: np.ndarray | None, tight: np.n
     ], title)
 
 
-__all__ = ["overlay_figure", "prediction_figure", "weak_label_figure"]
+def importance_figure(importances: Mapping[str, float]) -> Any:
+    """Horizontal bars of Optuna parameter importances, largest on top; returns a matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(names) + 1.2))
+    ax.barh(names, [importances[n] for n in names], color="#3b75af")
+    ax.set_xlabel("importance (fANOVA)")
+    ax.set_title("Optuna parameter importances")
+    fig.tight_layout()
+    return fig
+
+
+def validation_overlay(trainer: Any, batch: Mapping[str, Any], mean: np.ndarray, std: np.ndarray, step: int,
+                       threshold: float = 0.5) -> bytes:
+    """``prediction_figure`` of a batch's first image as ``trainer`` predicts it at ``step``.
+
+    Args:
+        trainer: an engine with ``cfg`` and ``predict(image, text, text_mask)``.
+        batch: a validation batch ("image", "id", and when present "tight", "mask", "text", "text_mask").
+        mean: per-channel mean the images were normalized with.
+        std: per-channel standard deviation the images were normalized with.
+        step: the training step (in the title).
+        threshold: probability above which a pixel is drawn as predicted lesion.
+
+    Shape:
+        batch["image"] (B, C, H, W); mean and std (C,).
+
+    Returns:
+        PNG bytes.
+    """
+    text, text_mask = (None, None) if trainer.cfg.text.mode == "none" else (batch.get("text"), batch.get("text_mask"))
+    probs = trainer.predict(batch["image"][:1], None if text is None else text[:1],
+                            None if text_mask is None else text_mask[:1]).cpu()
+    chw = batch["image"][0].float().cpu().numpy()
+    hwc = (chw.transpose(1, 2, 0) * std + mean).clip(0, 1)
+    image = (hwc * 255).round().astype(np.uint8)
+
+    def plane(key: str) -> np.ndarray | None:
+        return batch[key][0, 0].cpu().numpy().astype(bool) if key in batch else None
+
+    return prediction_figure(image, None, plane("tight"), probs[0, 0].numpy() > threshold, plane("mask"),
+                             f"{batch['id'][0]} at step {step}")
+
+
+def tint(image: np.ndarray, mask: np.ndarray, color: tuple[float, float, float] = (255.0, 0.0, 0.0),
+         alpha: float = 0.5) -> np.ndarray:
+    """The image with ``color`` blended in at ``alpha`` where ``mask`` is set.
+
+    Shape:
+        image (H, W, 3) uint8 RGB; mask (H, W) bool; returns (H, W, 3) uint8.
+    """
+    out = np.asarray(image, dtype=np.float32).copy()
+    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(color, dtype=np.float32)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG encoding of an (H, W) or (H, W, 3) uint8 array."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+__all__ = ["importance_figure", "overlay_figure", "png_bytes", "prediction_figure", "tint", "validation_overlay", "weak_label_figure"]

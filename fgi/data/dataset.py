@@ -26,16 +26,9 @@ import torch
 from torch.utils.data import Dataset
 
 from fgi.config import AugmentConfig, Config
-from fgi.data.prepare import (
-    ITEMS_DIR,
-    MANIFEST,
-    load_manifest,
-    prepare_cache,
-    prepare_hash,
-    resolve_cache_dir,
-    text_spec,
-)
-from fgi.data.sources import DataError
+from fgi.data.cache import ITEMS_DIR, MANIFEST, load_manifest, prepare_hash, resolve_cache_dir, text_spec
+from fgi.data.errors import DataError
+from fgi.data.prepare import prepare_cache
 
 
 def build_augment(cfg: AugmentConfig, channels: int, size: int) -> Any:
@@ -100,7 +93,7 @@ class GazeDataset(Dataset):
         self.text_mode = cfg.text.mode
         self._table = None
         if self.text_mode != "none" and self.ids:
-            from fgi.text.pipeline import open_embeddings
+            from fgi.text.cache import open_embeddings
 
             table = open_embeddings(self.cache_dir, cfg.text.template, cfg.text)
             known = set(table.ids)
@@ -180,7 +173,7 @@ def _is_current(cfg: Config, cache_dir: Path, manifest: dict[str, Any] | None) -
     if any(not (cache_dir / ITEMS_DIR / r["file"]).is_file() for r in manifest["items"].values()):
         return False
     if cfg.text.mode != "none":
-        from fgi.text.pipeline import cache_ready
+        from fgi.text.cache import cache_ready
 
         if manifest.get("text_spec") != text_spec(cfg) or not cache_ready(cache_dir, [cfg.text.template], cfg.text):
             return False

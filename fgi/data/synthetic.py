@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from fgi.config import GazeConfig
-from fgi.data.scanpath import simulate_fixations
+from fgi.data.gaze import simulate_fixations
 from fgi.seed import numpy_rng
 
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}  # split -> seed stream, so splits never overlap

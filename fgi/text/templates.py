@@ -1,8 +1,9 @@
-"""Prompt templates: the question a VLM is asked, and how lesion attributes become encoded text.
+"""The prompt-template registry: the question a VLM is asked, and how lesion attributes become encoded text.
 
-Templates live in ``search_spaces/templates.yaml`` so that ``text.template`` can be searched over them.
-Every placeholder is checked when the file is loaded: a template that names an unknown attribute fails
-then, with an error naming the template and the attribute, never later inside a trial.
+Templates live in ``fgi/text/templates.yaml`` (package data, read with ``importlib.resources``) so that
+``text.template`` can be searched over them. Every placeholder is checked when the file is loaded: a
+template that names an unknown attribute fails then, with an error naming the template and the
+attribute, never later inside a trial. An unknown template name is an error listing the valid ones.
 """
 
 from __future__ import annotations
@@ -11,24 +12,36 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-# Attributes the morphology describer measures (fgi.text.describe.measure_region).
+# Attributes the morphology describer measures (fgi.text.morphology.measure_region).
 LESION_ATTRIBUTES: tuple[str, ...] = (
     "location", "area_pct", "size", "shape", "boundary", "color", "brightness", "texture",
     "circularity", "eccentricity", "solidity",
 )
-# What a dataset entry in the YAML says about its images.
+# What a dataset says about its images (its entry in the dataset registry, fgi.data.registry).
 CONTEXT_KEYS: tuple[str, ...] = ("lesion", "modality", "organ")
-
-DEFAULT_TEMPLATES_PATH = Path(__file__).resolve().parents[2] / "search_spaces" / "templates.yaml"
+TEMPLATES_RESOURCE = "templates.yaml"  # the packaged templates file, next to this module
 
 
 class TemplateError(ValueError):
-    """A template file, template name or dataset name is invalid. The message names the culprit."""
+    """A template file, template name or dataset context is invalid. The message names the culprit."""
+
+
+def check_context(context: Mapping[str, str]) -> dict[str, str]:
+    """The dataset context as a plain dict, checked to hold exactly ``CONTEXT_KEYS`` as non-empty strings.
+
+    Raises:
+        TemplateError: naming the missing or extra keys.
+    """
+    if sorted(context) != sorted(CONTEXT_KEYS) or not all(isinstance(v, str) and v for v in context.values()):
+        raise TemplateError(f"a dataset context needs exactly the non-empty string keys {list(CONTEXT_KEYS)}; "
+                            f"got {dict(context)}")
+    return dict(context)
 
 
 @dataclass(frozen=True)
@@ -57,11 +70,10 @@ class Template:
 
 @dataclass(frozen=True)
 class TemplateSet:
-    """All templates of one file plus the per-dataset context they are rendered with."""
+    """All templates of one file."""
 
     path: Path
     templates: dict[str, Template]
-    datasets: dict[str, dict[str, str]]
 
     @property
     def names(self) -> list[str]:
@@ -77,18 +89,6 @@ class TemplateSet:
         if name not in self.templates:
             raise TemplateError(f"unknown prompt template {name!r} in {self.path}; valid templates are {self.names}")
         return self.templates[name]
-
-    def context(self, dataset: str) -> dict[str, str]:
-        """Lesion, modality and organ of ``dataset``.
-
-        Raises:
-            TemplateError: listing the known datasets when ``dataset`` has no entry.
-        """
-        if dataset not in self.datasets:
-            raise TemplateError(
-                f"dataset {dataset!r} has no entry under 'datasets' in {self.path}; known datasets are {sorted(self.datasets)}"
-            )
-        return self.datasets[dataset]
 
 
 def _fields(fmt: str, where: str) -> list[str]:
@@ -115,20 +115,11 @@ def parse_templates(data: Any, source: str = "<templates>") -> TemplateSet:
         TemplateError: naming the file, the template and the bad field or attribute.
     """
     if not isinstance(data, dict):
-        raise TemplateError(f"{source}: expected a mapping with 'datasets' and 'templates'")
-    unknown = sorted(set(data) - {"datasets", "templates"})
+        raise TemplateError(f"{source}: expected a mapping with the key 'templates'")
+    unknown = sorted(set(data) - {"templates"})
     if unknown:
-        raise TemplateError(f"{source}: unknown top-level key {unknown[0]!r}; valid keys are ['datasets', 'templates']")
-    datasets_raw = data.get("datasets") or {}
-    if not isinstance(datasets_raw, dict):
-        raise TemplateError(f"{source}: 'datasets' must be a mapping of dataset name to {list(CONTEXT_KEYS)}")
-    datasets: dict[str, dict[str, str]] = {}
-    for ds, ctx in datasets_raw.items():
-        if not isinstance(ctx, dict) or sorted(ctx) != sorted(CONTEXT_KEYS):
-            raise TemplateError(f"{source}: datasets.{ds} must have exactly the keys {list(CONTEXT_KEYS)}")
-        if not all(isinstance(v, str) and v for v in ctx.values()):
-            raise TemplateError(f"{source}: datasets.{ds} values must be non-empty strings")
-        datasets[str(ds)] = {k: str(v) for k, v in ctx.items()}
+        raise TemplateError(f"{source}: unknown top-level key {unknown[0]!r}; the only valid key is 'templates' "
+                            f"(dataset contexts live in the dataset registry, fgi.data.registry)")
     raw = data.get("templates")
     if not isinstance(raw, dict) or not raw:
         raise TemplateError(f"{source}: 'templates' must be a non-empty mapping of name to template")
@@ -146,7 +137,7 @@ def parse_templates(data: Any, source: str = "<templates>") -> TemplateSet:
         _check_placeholders(spec["vlm_prompt"], CONTEXT_KEYS, where, str(name), "vlm_prompt")
         _check_placeholders(spec["render"], LESION_ATTRIBUTES + CONTEXT_KEYS, where, str(name), "render")
         templates[str(name)] = Template(name=str(name), vlm_prompt=spec["vlm_prompt"], render=spec["render"])
-    return TemplateSet(path=Path(source), templates=templates, datasets=datasets)
+    return TemplateSet(path=Path(source), templates=templates)
 
 
 @lru_cache(maxsize=8)
@@ -159,16 +150,22 @@ def _load_cached(path: str, mtime_ns: int) -> TemplateSet:
     return parse_templates(data, str(p))
 
 
+def _load_file(p: Path) -> TemplateSet:
+    if not p.is_file():
+        raise TemplateError(f"{p}: templates file not found")
+    return _load_cached(str(p.resolve()), p.stat().st_mtime_ns)
+
+
 def load_templates(path: str | Path | None = None) -> TemplateSet:
-    """Load and validate a templates file (default ``search_spaces/templates.yaml``).
+    """Load and validate a templates file (default: the packaged ``fgi/text/templates.yaml``).
 
     Raises:
         TemplateError: when the file is missing or invalid.
     """
-    p = Path(path) if path is not None else DEFAULT_TEMPLATES_PATH
-    if not p.is_file():
-        raise TemplateError(f"{p}: templates file not found")
-    return _load_cached(str(p.resolve()), p.stat().st_mtime_ns)
+    if path is not None:
+        return _load_file(Path(path))
+    with as_file(files(__package__).joinpath(TEMPLATES_RESOURCE)) as p:
+        return _load_file(Path(p))
 
 
 def get_template(name: str, path: str | Path | None = None) -> Template:
@@ -182,6 +179,6 @@ def template_names(path: str | Path | None = None) -> list[str]:
 
 
 __all__ = [
-    "CONTEXT_KEYS", "DEFAULT_TEMPLATES_PATH", "LESION_ATTRIBUTES", "Template", "TemplateError", "TemplateSet",
-    "get_template", "load_templates", "parse_templates", "template_names",
+    "CONTEXT_KEYS", "LESION_ATTRIBUTES", "TEMPLATES_RESOURCE", "Template", "TemplateError", "TemplateSet",
+    "check_context", "get_template", "load_templates", "parse_templates", "template_names",
 ]

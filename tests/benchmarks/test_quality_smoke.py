@@ -10,10 +10,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from fgi.checkpoint import METRICS_FILE, NORMALIZATION_FILE, load_checkpoint, load_folder
 from fgi.config import Config, override, save_yaml
-from fgi.distributed import CHECKPOINT_FILE, METRICS_FILE, NORMALIZATION_FILE
-from fgi.engine import load_checkpoint
-from fgi.tracking import load_trainer
+from fgi.engine import TeacherStudentTrainer
+from fgi.tracking import fetch_model
 from tests.data.conftest import make_kvasir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,15 +64,21 @@ def test_quality_kvasir_smoke(tmp_path):
     final = out / "final-tuned"
     assert record["final_model"] == str(final)
     assert (final / NORMALIZATION_FILE).is_file()
-    trainer = load_checkpoint(final / CHECKPOINT_FILE)
+    trainer = load_checkpoint(final, TeacherStudentTrainer)
     assert trainer.cfg.loss.tau_pos == 0.9 and trainer.cfg.train.method == "teacher_student"
     best_tuned = max(by_arm["tuned"]["best"]["val_dice"], 0.0)
     assert json.loads((final / METRICS_FILE).read_text())["val_dice"] == best_tuned
 
     # the hand-over model is registered too, with its val metrics, and loads back from the registry
     assert "registered models:/fgi-kvasir-smoke/1" in text
-    registered, _ = load_trainer("models:/fgi-kvasir-smoke/1", uri)
+    with fetch_model("models:/fgi-kvasir-smoke/1", uri) as folder:
+        registered, normalization = load_folder(folder, TeacherStudentTrainer)
     assert registered.cfg == trainer.cfg
+    assert normalization == json.loads((final / NORMALIZATION_FILE).read_text())
+    # the registered pyfunc wrapper (MLflow serving) rebuilds the same engine
+    mlflow.set_registry_uri(uri)
+    pyfunc = mlflow.pyfunc.load_model("models:/fgi-kvasir-smoke/1")
+    assert pyfunc.unwrap_python_model().trainer.cfg == trainer.cfg
     run = mlflow.MlflowClient(uri).get_run(mlflow.MlflowClient(uri).get_model_version("fgi-kvasir-smoke", "1").run_id)
     assert run.data.metrics["best_val_dice"] == pytest.approx(best_tuned)
 

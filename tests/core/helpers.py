@@ -57,7 +57,7 @@ def make_batches(cfg: Config, split: str, n: int, batch_size: int, seed: int = 0
         if cfg.text.mode == "pooled":
             batch["text"] = torch.randn(len(chunk), cfg.text.dim, generator=text_gen)
         elif cfg.text.mode == "tokens":
-            batch["text"] = torch.randn(len(chunk), 5, cfg.text.dim, generator=text_gen)
-            batch["text_mask"] = torch.tensor([[True] * 3 + [False] * 2] * len(chunk))
+            batch["text"] = torch.randn(len(chunk), 10, cfg.text.dim, generator=text_gen)
+            batch["text_mask"] = torch.tensor([[True] * 8 + [False] * 2] * len(chunk))
         batches.append(batch)
     return batches

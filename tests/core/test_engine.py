@@ -3,7 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fgi.engine import TeacherStudentTrainer, load_checkpoint, read_checkpoint, save_checkpoint
+from fgi.config import dump_yaml
+from fgi.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from fgi.engine import TeacherStudentTrainer
 from tests.core.helpers import make_batches, tiny_config
 
 CPU = torch.device("cpu")
@@ -44,7 +46,7 @@ def test_state_dict_round_trip_gives_identical_next_step(tmp_path, optim):
         a.train_step(batches[i % 2])
     path = tmp_path / "ckpt.pt"
     save_checkpoint(a, path)
-    b = load_checkpoint(path)
+    b = load_checkpoint(path, TeacherStudentTrainer)
     assert b.step == a.step == 3
     _same_next_step(a, b, batches[1])
 
@@ -85,8 +87,11 @@ def test_non_finite_loss_names_step_and_term():
 @pytest.mark.parametrize(
     "sections",
     [
-        {"text": {"mode": "tokens"}},
+        {"text": {"mode": "pooled"}},
         {"text": {"mode": "none"}},
+        {"mix": {"form": "single", "cutmix_prob": 0.5}, "loss": {"cwc_form": "symmetric"}},
+        {"masking": {"hide": "ring", "source": "predictions"}},
+        {"model": {"fusion_skip": False, "student_adapter": "linear"}},
         {"train": {"amp": "bf16"}},
         {"train": {"channels_last": True}},
         {"optim": {"grad_clip": 1.0}},
@@ -135,3 +140,121 @@ def test_evaluate_sums_and_rows():
     assert means["val_dice"] == pytest.approx(sums["val_dice"] / 6)
     rows = trainer.evaluate_rows(batches)
     assert [r["id"] for r in rows] == [i for b in batches for i in b["id"]]
+
+
+def test_consistency_targets_follow_the_reference_wiring():
+    # without boxes and noise each model's mixed input is the clean image, so the targets are exposed:
+    # the teacher learns from the student's prediction on the MASKED image, the student from the teacher's
+    cfg = tiny_config(mix={"cutmix_prob": 0.0, "noise": 0.0})
+    batch = make_batches(cfg, "train", 4, 4)[0]
+    trainer = TeacherStudentTrainer(cfg, CPU)
+    inputs, outputs, calls = {}, {}, []
+    def record(name):
+        def hook(_module, args, out):
+            inputs[name] = args[0].detach()
+            outputs[name] = out["logits"].detach()
+        return hook
+
+    for name, model in trainer.models.items():
+        model.register_forward_hook(record(name))
+    real_cwc = trainer.cwc
+
+    def recording_cwc(logits, target):
+        calls.append((logits.detach(), target.detach()))
+        return real_cwc(logits, target)
+
+    trainer.cwc = recording_cwc
+    trainer.train_step(batch)
+    image = batch["image"]
+    t_in, s_in = inputs["teacher"].split(4), inputs["student"].split(4)
+    assert torch.equal(t_in[0], image) and torch.equal(t_in[1], image) and torch.equal(s_in[1], image)
+    assert not torch.equal(s_in[0], image) and (s_in[0][s_in[0] != image] == 0).all()  # DARM-masked
+    t_clean, t_mixed = outputs["teacher"].split(4)
+    s_masked, s_mixed = outputs["student"].split(4)
+    (teacher_logits, teacher_target), (student_logits, student_target) = calls
+    assert torch.equal(teacher_logits, t_mixed) and torch.allclose(teacher_target, torch.sigmoid(s_masked))
+    assert torch.equal(student_logits, s_mixed) and torch.allclose(student_target, torch.sigmoid(t_clean))
+
+
+@pytest.mark.parametrize("form", ["reference", "single"])
+def test_each_model_gets_its_own_cutmix_in_the_reference_form(form):
+    cfg = tiny_config(mix={"form": form})
+    batch = make_batches(cfg, "train", 8, 8)[0]
+    trainer = TeacherStudentTrainer(cfg, CPU)
+    inputs = {}
+    for name, model in trainer.models.items():
+        model.register_forward_hook(lambda _m, args, _o, name=name: inputs.setdefault(name, []).append(args[0]) and None)
+    trainer.train_step(batch)
+    mixed_t, mixed_s = inputs["teacher"][-1][8:], inputs["student"][-1][8:]
+    assert not torch.equal(mixed_t, batch["image"]) and not torch.equal(mixed_s, batch["image"])
+    assert torch.equal(mixed_t, mixed_s) == (form == "single")
+
+
+def test_fusion_attention_and_skip_projection_train_in_tokens_mode():
+    cfg = tiny_config()
+    assert cfg.text.mode == "tokens" and cfg.model.fusion_skip
+    batch = make_batches(cfg, "train", 4, 4)[0]
+    assert int(batch["text_mask"].sum(1).min()) >= 8
+    trainer = TeacherStudentTrainer(cfg, CPU)
+    before = {n: p.detach().clone() for n, p in trainer.teacher.projection.named_parameters()}
+    trainer.train_step(batch)
+    for key, fusion in trainer.teacher.fusion.items():
+        attn = fusion.attn
+        q, k = (attn.q_proj_weight.grad, attn.k_proj_weight.grad) if attn.in_proj_weight is None \
+            else attn.in_proj_weight.grad.chunk(3)[:2]
+        assert float(q.norm()) > 1e-6 and float(k.norm()) > 1e-6, key
+    for name, p in trainer.teacher.projection.named_parameters():
+        assert p.grad is not None and float(p.grad.norm()) > 0, name
+        assert not torch.equal(p, before[name]), name
+
+
+def test_evaluation_logs_teacher_student_and_ensemble_dice_in_one_pass():
+    cfg = tiny_config(train={"max_steps": 4})
+    train = make_batches(cfg, "train", 8, 4)
+    val = make_batches(cfg, "val", 6, 3)
+    trainer = TeacherStudentTrainer(cfg, CPU)
+    for batch in train:
+        trainer.train_step(batch)
+    calls = {"teacher": 0, "student": 0}
+    for name, model in trainer.models.items():
+        model.register_forward_hook(lambda *_a, name=name: calls.__setitem__(name, calls[name] + 1))
+    metrics = trainer.evaluate(val)
+    assert calls == {"teacher": len(val), "student": len(val)}
+    assert metrics["val_dice"] == pytest.approx(metrics["val_dice_student"])
+    state = trainer.state_dict()
+    for predictor in ("teacher", "ensemble"):
+        other = TeacherStudentTrainer(tiny_config(train={"max_steps": 4}, model={"predictor": predictor}), CPU)
+        other.load_state_dict({**state, "config": dump_yaml(other.cfg)})
+        assert other.evaluate(val)["val_dice"] == pytest.approx(metrics[f"val_dice_{predictor}"])
+    rows = trainer.evaluate_rows(val)
+    assert all({"dice_teacher", "dice_student", "dice_ensemble"} <= set(r) for r in rows)
+    only = TeacherStudentTrainer(tiny_config(train={"method": "student_only"}), CPU).evaluate(val)
+    assert not any(k.startswith("val_dice_") for k in only)
+
+
+def test_construction_leaves_the_global_rng_alone_and_init_is_reproducible():
+    cfg = tiny_config()
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = TeacherStudentTrainer(cfg, CPU)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(456)
+    b = TeacherStudentTrainer(cfg, CPU)
+    c = TeacherStudentTrainer(cfg, CPU, trial=1)
+    for name in a.models:
+        sa, sb, sc = (t.models[name].state_dict() for t in (a, b, c))
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+        assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_state_dict_loads_with_weights_only(tmp_path):
+    cfg = tiny_config()
+    trainer = TeacherStudentTrainer(cfg, CPU)
+    trainer.train_step(make_batches(cfg, "train", 4, 4)[0])
+    state = trainer.state_dict()
+    assert "torch_rng" not in state
+    torch.save(state, tmp_path / "state.pt")
+    loaded = torch.load(tmp_path / "state.pt", weights_only=True)
+    fresh = TeacherStudentTrainer(cfg, CPU)
+    fresh.load_state_dict(loaded)
+    assert fresh.step == 1 and torch.equal(fresh.generator.get_state(), trainer.generator.get_state())

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_bench_prepare_smoke():
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_prepare.py"), "--smoke", "--workers", "1"],
                          capture_output=True, text=True, timeout=300, check=True)

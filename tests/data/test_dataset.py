@@ -6,9 +6,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from fgi.config import override
+from fgi.data.cache import ITEMS_DIR, load_manifest
 from fgi.data.dataset import build_datasets, ensure_prepared
-from fgi.data.prepare import ITEMS_DIR, load_manifest, prepare_cache
-from fgi.data.sources import DataError
+from fgi.data.errors import DataError
+from fgi.data.prepare import prepare_cache
 from tests.data.conftest import config
 
 

@@ -4,8 +4,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from fgi.config import override
+from fgi.data.cache import load_manifest
 from fgi.data.dataset import build_datasets, ensure_prepared
-from fgi.data.prepare import load_manifest
 from tests.data.conftest import config
 
 
@@ -29,7 +29,7 @@ def test_text_embeddings_pooled_and_tokens(tmp_path):
 def test_overlays_are_captioned_with_the_description(tmp_path, monkeypatch):
     import fgi.viz
     from fgi.data.prepare import prepare_cache
-    from fgi.text.pipeline import load_descriptions
+    from fgi.text.cache import load_descriptions
 
     seen = {}
     real = fgi.viz.weak_label_figure

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
-from fgi.data.prepare import prepare_cache
-from fgi.data.sources import DataError, get_source, load_sample, read_fixations
-from tests.data.conftest import CSV_HEADER, config, make_kvasir, write_csv
+from fgi.data.errors import DataError
+from fgi.data.registry import get_dataset
+from fgi.data.sources import get_source, load_sample
+from tests.data.conftest import config
 
 
 def _index(cfg):
@@ -19,10 +18,10 @@ def test_kvasir_index_and_load(kvasir):
     root, csv_path = kvasir
     cfg = config(dataset="kvasir", root=str(root), fixations=str(csv_path), val_fraction=0.34)
     idx = _index(cfg)
-    assert idx.channels == 3 and len(idx.items) == 6
+    assert len(idx.items) == 6 and idx.unlisted == [] and idx.unmatched_gaze == []
     splits = {it.split for it in idx.items}
     assert splits == {"train", "val"} and sum(it.split == "val" for it in idx.items) == 2
-    s = load_sample(idx.items[0], cfg, 3)
+    s = load_sample(idx.items[0], cfg, get_dataset("kvasir").channels)
     assert s.image.shape == (40, 48, 3) and s.image.dtype == np.uint8
     assert s.mask.dtype == bool and 0 < s.mask.sum() < s.mask.size
     assert s.fixations.shape[1] == 3 and (s.fixations[:, :2] <= 1).all()
@@ -31,29 +30,23 @@ def test_kvasir_index_and_load(kvasir):
     assert again == {it.id for it in idx.items if it.split == "val"}
 
 
-def test_kvasir_split_files(kvasir):
+def test_gaze_rows_without_an_image_are_reported(kvasir):
     root, csv_path = kvasir
-    (root / "train.txt").write_text("img000.jpg\nimg001\nimg002\n")
-    (root / "test.txt").write_text("img005\n")
-    cfg = config(dataset="kvasir", root=str(root), fixations=str(csv_path), val_fraction=0.34)
-    split = {it.id: it.split for it in _index(cfg).items}
-    assert split["img005"] == "test" and "img003" not in split
-    assert sorted(split.values()).count("val") == 1
-    (root / "test.txt").write_text("nope\n")
-    with pytest.raises(DataError, match=r"test.txt: line 1: id 'nope' matches no image"):
-        _index(cfg)
+    (root / "images" / "img005.jpg").unlink()
+    (root / "masks" / "img005.jpg").unlink()
+    idx = _index(config(dataset="kvasir", root=str(root), fixations=str(csv_path)))
+    assert len(idx.items) == 5 and idx.unmatched_gaze == ["img005"]
 
 
 def test_nci_grey_slices_grouped_by_case(nci):
     root, csv_path = nci
     cfg = config(dataset="nci-isbi", root=str(root), fixations=str(csv_path), in_channels=1, val_fraction=0.34)
     idx = _index(cfg)
-    assert idx.channels == 1
     by_case = {}
     for it in idx.items:
         by_case.setdefault(it.group, set()).add(it.split)
     assert all(len(v) == 1 for v in by_case.values()) and len(by_case) == 3
-    s = load_sample(idx.items[0], cfg, 1)
+    s = load_sample(idx.items[0], cfg, get_dataset("nci-isbi").channels)
     assert s.image.shape == (32, 32, 1) and s.image.max() == 255 and s.mask.any()
 
 
@@ -71,27 +64,18 @@ def test_isic_simulates_gaze_for_training_only(isic):
     assert load_sample(val[0], cfg, 3).fixations is None
 
 
+def test_synthetic_items_load_the_generator_samples():
+    cfg = config(synthetic_train=3, synthetic_val=2, synthetic_test=1)
+    idx = _index(cfg)
+    assert [it.id for it in idx.items] == ["syn-train-00000", "syn-train-00001", "syn-train-00002",
+                                           "syn-val-00000", "syn-val-00001", "syn-test-00000"]
+    s = load_sample(idx.items[3], cfg, 3)
+    assert s.split == "val" and s.image.shape == (32, 32, 3) and s.mask.any() and len(s.fixations) > 0
+
+
 def test_unknown_dataset_lists_valid():
     with pytest.raises(DataError, match=r"unknown dataset 'kvasr'; valid datasets are \['isic', 'kvasir', 'nci-isbi', 'synthetic'\]"):
         get_source(config(dataset="kvasr"))
-
-
-def test_csv_missing_columns(tmp_path):
-    p = write_csv(tmp_path / "f.csv", [["a.jpg", 0.5, 0.5]], header=["IMAGE", "CURRENT_FIX_X", "CURRENT_FIX_Y"])
-    with pytest.raises(DataError, match=r"f.csv: missing CSV columns \['CURRENT_FIX_DURATION'\]"):
-        read_fixations(p)
-
-
-def test_csv_fixation_outside_unit_square(tmp_path):
-    p = write_csv(tmp_path / "f.csv", [["a.jpg", 1, 0.5, 1.2, 300, 0, 0, 10.0, 10.0]])
-    with pytest.raises(DataError, match=r"f.csv: line 2: fixation \(0.5, 1.2\) of a lies outside \[0, 1\]"):
-        read_fixations(p)
-
-
-def test_csv_non_numeric(tmp_path):
-    p = write_csv(tmp_path / "f.csv", [["a.jpg", 1, "abc", 0.2, 300, 0, 0, 10.0, 10.0]])
-    with pytest.raises(DataError, match=r"f.csv: line 2: non-numeric"):
-        read_fixations(p)
 
 
 def test_image_size_disagrees_with_csv(kvasir):
@@ -104,16 +88,13 @@ def test_image_size_disagrees_with_csv(kvasir):
         load_sample(item, cfg, 3)
 
 
-def test_undecodable_image(kvasir, tmp_path):
+def test_undecodable_image(kvasir):
     root, csv_path = kvasir
     (root / "images" / "img002.jpg").write_bytes(b"not a jpeg at all")
     cfg = config(dataset="kvasir", root=str(root), fixations=str(csv_path), val_fraction=0.0)
     item = next(it for it in _index(cfg).items if it.id == "img002")
     with pytest.raises(DataError, match=r"img002.jpg: cannot decode image"):
         load_sample(item, cfg, 3)
-    # the same error surfaces from a parallel prepare, not a worker traceback
-    with pytest.raises(DataError, match=r"img002.jpg: cannot decode image"):
-        prepare_cache(cfg, tmp_path / "cache", workers=2, progress=False, text=False)
 
 
 def test_missing_mask(kvasir):
@@ -124,26 +105,14 @@ def test_missing_mask(kvasir):
         _index(cfg)
 
 
-def test_missing_fixation_csv(kvasir):
+def test_missing_root_and_fixation_csv(kvasir, tmp_path):
     root, _ = kvasir
+    with pytest.raises(DataError, match=r"nowhere: dataset root not found"):
+        _index(config(dataset="kvasir", root=str(tmp_path / "nowhere")))
     with pytest.raises(DataError, match=r"needs a fixation CSV: pass --fixations"):
         _index(config(dataset="kvasir", root=str(root)))
     with pytest.raises(DataError, match=r"nothere.csv: fixation CSV not found"):
         _index(config(dataset="kvasir", root=str(root), fixations=str(root / "nothere.csv")))
-
-
-def test_image_without_fixations_fail_or_skip(kvasir, tmp_path):
-    root, csv_path = kvasir
-    lines = [ln for ln in csv_path.read_text().splitlines() if not ln.startswith("img004.jpg")]
-    csv_path.write_text("\n".join(lines) + "\n")
-    cfg = config(dataset="kvasir", root=str(root), fixations=str(csv_path), val_fraction=0.0)
-    with pytest.raises(DataError, match=r"1 training image\(s\) have no fixations .*\['img004'\].*--on-missing-gaze skip"):
-        prepare_cache(cfg, tmp_path / "c", workers=1, progress=False, text=False)
-    from fgi.config import override
-
-    m = prepare_cache(override(cfg, {"gaze.on_missing": "skip"}), tmp_path / "c", workers=1, progress=False, text=False)
-    assert m["counts"]["skipped_no_gaze"] == 1 and m["skipped_no_gaze"] == ["img004"]
-    assert "img004" not in m["items"] and m["counts"]["items"] == 5
 
 
 def test_mask_size_differs(kvasir):
@@ -153,16 +122,3 @@ def test_mask_size_differs(kvasir):
     item = next(it for it in _index(cfg).items if it.id == "img000")
     with pytest.raises(DataError, match=r"img000.jpg: mask size 10x10 differs from its image 48x40"):
         load_sample(item, cfg, 3)
-
-
-def test_header_constant_matches_real_format():
-    real = Path(__file__).resolve().parents[2].parent / "shared/data/gazemedseg/kvasir_fixation.csv"
-    if not real.is_file():
-        pytest.skip(f"real gaze CSV absent at {real}")
-    assert real.open().readline().strip().split(",") == CSV_HEADER
-
-
-def test_make_kvasir_helper_is_deterministic(tmp_path):
-    a, _ = make_kvasir(tmp_path / "a")
-    b, _ = make_kvasir(tmp_path / "b")
-    assert (a / "images/img000.jpg").read_bytes() == (b / "images/img000.jpg").read_bytes()

@@ -16,10 +16,10 @@ CLUSTER = REPO / "cluster"
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    from fgi import search
+    import importlib
 
     parser = argparse.ArgumentParser(prog=f"fgi {command}", exit_on_error=False)
-    search.add_arguments(parser)
+    importlib.import_module(f"fgi.commands.{command}").add_arguments(parser)
     return parser
 
 

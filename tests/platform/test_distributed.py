@@ -12,12 +12,12 @@ from fgi_platform import BIN, REPO, base_env, run_cli
 pytestmark = pytest.mark.slow
 
 PARITY = textwrap.dedent('''
-    import json, sys, torch
+    import json, os, sys, torch
     import ray
     from fgi import distributed
     from fgi.budgets import apply_budget
+    from fgi.checkpoint import read_checkpoint, read_metrics
     from fgi.config import Config, override
-    from fgi.engine import read_checkpoint
 
     storage = sys.argv[1]
     # every per-rank random draw off: no augmentation, no DARM blocks, no CutMix, no input noise; plain SGD
@@ -29,10 +29,12 @@ PARITY = textwrap.dedent('''
         "train.batch_size": 4, "train.max_steps": 3, "train.eval_every": 3, "train.threads": 1})
     cfg = distributed.prepare(cfg)
     ray.init()
-    states = {}
+    states, folders = {}, {}
     for workers in (1, 2):
         result = distributed.fit(cfg, storage_path=storage, name=f"w{workers}", workers=workers)
-        states[workers] = read_checkpoint(result.checkpoint.path + "/trainer.pt")
+        states[workers] = read_checkpoint(result.checkpoint.path)
+        folders[workers] = {"files": sorted(os.listdir(result.checkpoint.path)),
+                            "metrics": read_metrics(result.checkpoint.path)}
     init = read_init(cfg)
     diff, moved = 0.0, 0.0
     for model in states[1]["models"]:
@@ -40,7 +42,8 @@ PARITY = textwrap.dedent('''
             if a.is_floating_point():
                 diff = max(diff, float((a - states[2]["models"][model][key]).abs().max()))
                 moved = max(moved, float((a - init[model][key]).abs().max()))
-    print(json.dumps({"max_abs_diff": diff, "moved": moved, "steps": [states[1]["step"], states[2]["step"]]}))
+    print(json.dumps({"max_abs_diff": diff, "moved": moved, "steps": [states[1]["step"], states[2]["step"]],
+                      "folders": folders}))
 ''').replace("read_init(cfg)", "{k: m.state_dict() for k, m in __import__('fgi.engine', fromlist=['x'])"
              ".TeacherStudentTrainer(cfg, torch.device('cpu')).models.items()}")
 
@@ -53,6 +56,11 @@ def test_two_workers_match_one_worker(ray_head, tmp_path):
     assert res["steps"] == [3, 3]
     assert res["moved"] > 1e-3, "training changed the parameters"
     assert res["max_abs_diff"] < 1e-3 * res["moved"], res
+    for folder in res["folders"].values():
+        # rank 0 wrote the complete checkpoint folder of fgi.checkpoint
+        assert folder["files"] == ["config.yaml", "metrics.json", "normalization.json", "overlay.png", "trainer.pt"]
+        assert folder["metrics"]["step"] == 3 and 0.0 <= folder["metrics"]["val_dice"] <= 1.0
+        assert {"loss", "epoch", "val_n"} <= set(folder["metrics"])
 
 
 THREADS = textwrap.dedent('''

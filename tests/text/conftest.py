@@ -11,7 +11,7 @@ from fgi.config import DataConfig, GazeConfig, TextConfig
 from fgi.data.gaze import gaze_heatmap
 from fgi.data.synthetic import make_split
 from fgi.text.encode import TextEncoder
-from fgi.text.pipeline import TextItem
+from fgi.text.items import TextItem
 
 
 def disc(size: int, cy: float, cx: float, radius: float) -> np.ndarray:

@@ -11,17 +11,20 @@ from pathlib import Path
 import pytest
 import torch
 
-import fgi.text.pipeline as pipeline
+import fgi.text.cache as text_cache
 from fgi.config import TextConfig
-from fgi.text.describe import read_descriptions
-from fgi.text.pipeline import (
+from fgi.data.registry import dataset_context
+from fgi.text.cache import (
     TextCacheError,
     build_text_cache,
     cache_ready,
     load_descriptions,
     open_embeddings,
+    read_descriptions,
 )
 from fgi.text.templates import TemplateError, template_names
+
+SYNTHETIC, KVASIR = dataset_context("synthetic"), dataset_context("kvasir")
 
 TWO = ["clinical", "location_size"]
 
@@ -32,13 +35,13 @@ def _forbid_models(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a cached rerun must not load a model")
 
-    monkeypatch.setattr(pipeline, "TextEncoder", boom)
-    monkeypatch.setattr(pipeline, "make_describer", boom)
+    monkeypatch.setattr(text_cache, "TextEncoder", boom)
+    monkeypatch.setattr(text_cache, "make_describer", boom)
 
 
 def test_first_build_misses_rerun_hits_and_recomputes_nothing(tmp_path, gaze_items, minilm, monkeypatch):
     items = gaze_items(8)
-    first = build_text_cache(tmp_path, items, TextConfig(), "synthetic", progress=False, encoder=minilm)
+    first = build_text_cache(tmp_path, items, TextConfig(), SYNTHETIC, progress=False, encoder=minilm)
     names = template_names()
     assert first["templates"] == names and first["items"] == 8 and first["dim"] == 384
     assert first["descriptions_computed"] == 8 * len(names)
@@ -48,7 +51,7 @@ def test_first_build_misses_rerun_hits_and_recomputes_nothing(tmp_path, gaze_ite
     desc_before = (tmp_path / "descriptions.jsonl").read_bytes()
 
     _forbid_models(monkeypatch)
-    again = build_text_cache(tmp_path, items, TextConfig(), "synthetic", progress=False)
+    again = build_text_cache(tmp_path, items, TextConfig(), SYNTHETIC, progress=False)
     assert again["descriptions_computed"] == 0 and again["embeddings_computed"] == 0
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "embeddings").rglob("*") if p.is_file()}
     assert after == before and (tmp_path / "descriptions.jsonl").read_bytes() == desc_before
@@ -56,9 +59,9 @@ def test_first_build_misses_rerun_hits_and_recomputes_nothing(tmp_path, gaze_ite
 
 def test_new_items_compute_only_what_is_missing(tmp_path, gaze_items, minilm):
     items = gaze_items(10)
-    build_text_cache(tmp_path, items[:6], TextConfig(), "synthetic", templates=TWO, progress=False, encoder=minilm)
+    build_text_cache(tmp_path, items[:6], TextConfig(), SYNTHETIC, templates=TWO, progress=False, encoder=minilm)
     table6 = open_embeddings(tmp_path, "clinical", TextConfig())
-    more = build_text_cache(tmp_path, items, TextConfig(), "synthetic", templates=TWO, progress=False, encoder=minilm)
+    more = build_text_cache(tmp_path, items, TextConfig(), SYNTHETIC, templates=TWO, progress=False, encoder=minilm)
     assert more["descriptions_computed"] == 4 * len(TWO)
     table10 = open_embeddings(tmp_path, "clinical", TextConfig())
     assert len(table6) == 6 and len(table10) == 10
@@ -71,7 +74,7 @@ def test_new_items_compute_only_what_is_missing(tmp_path, gaze_items, minilm):
 
 def test_lookups_match_the_encoder_in_fp16(tmp_path, gaze_items, minilm):
     items = gaze_items(4)
-    build_text_cache(tmp_path, items, TextConfig(), "kvasir", templates=["dataset_aware"], progress=False, encoder=minilm)
+    build_text_cache(tmp_path, items, TextConfig(), KVASIR, templates=["dataset_aware"], progress=False, encoder=minilm)
     texts = load_descriptions(tmp_path, "dataset_aware", TextConfig())
     assert all("polyp" in t for t in texts.values())
     direct = minilm.encode([texts[i.id] for i in items])
@@ -106,7 +109,7 @@ def test_errors_name_template_cache_dir_and_command(tmp_path, gaze_items, minilm
         open_embeddings(tmp_path, "clinical", TextConfig())
     assert "'clinical'" in str(err.value) and str(tmp_path) in str(err.value) and "fgi prepare" in str(err.value)
     items = gaze_items(2)
-    build_text_cache(tmp_path, items, TextConfig(), "synthetic", templates=["clinical"], progress=False, encoder=minilm)
+    build_text_cache(tmp_path, items, TextConfig(), SYNTHETIC, templates=["clinical"], progress=False, encoder=minilm)
     with pytest.raises(TextCacheError, match="'morphology'.*fgi prepare"):
         open_embeddings(tmp_path, "morphology", TextConfig())
     with pytest.raises(KeyError, match="unseen.*fgi prepare"):
@@ -122,13 +125,16 @@ _BUILDER = textwrap.dedent("""
     from tests.text.conftest import gaze_region
     from fgi.config import TextConfig
     from fgi.data.synthetic import make_split
-    from fgi.text.pipeline import TextItem, build_text_cache
+    from fgi.data.registry import dataset_context
+    from fgi.text.cache import build_text_cache
+    from fgi.text.items import TextItem
     items = [TextItem(s.id, s.image, gaze_region(s.fixations, 48, 48)) for s in make_split("train", int(sys.argv[2]), 48, 0)]
-    m = build_text_cache(Path(sys.argv[1]), items, TextConfig(), "synthetic", templates=["clinical", "geometry"], progress=False)
+    m = build_text_cache(Path(sys.argv[1]), items, TextConfig(), dataset_context("synthetic"), templates=["clinical", "geometry"], progress=False)
     print(json.dumps(m))
 """)
 
 
+@pytest.mark.slow
 def test_processes_starting_at_once_build_once(tmp_path):
     script = tmp_path / "builder.py"
     script.write_text(_BUILDER)
@@ -157,7 +163,7 @@ def test_processes_starting_at_once_build_once(tmp_path):
 
 def test_readers_see_whole_tables_while_the_cache_grows(tmp_path, gaze_items, minilm):
     items = gaze_items(12)
-    build_text_cache(tmp_path, items[:4], TextConfig(), "synthetic", templates=["structured"], progress=False,
+    build_text_cache(tmp_path, items[:4], TextConfig(), SYNTHETIC, templates=["structured"], progress=False,
                      encoder=minilm)
     base = open_embeddings(tmp_path, "structured", TextConfig(mode="tokens"))
     expected = {i.id: (base.pooled(i.id), base.tokens(i.id)[0]) for i in items[:4]}
@@ -181,7 +187,7 @@ def test_readers_see_whole_tables_while_the_cache_grows(tmp_path, gaze_items, mi
         t.start()
     try:
         for stop in (6, 8, 10, 12):
-            build_text_cache(tmp_path, items[:stop], TextConfig(), "synthetic", templates=["structured"],
+            build_text_cache(tmp_path, items[:stop], TextConfig(), SYNTHETIC, templates=["structured"],
                              progress=False, encoder=minilm)
     finally:
         done.set()
@@ -189,3 +195,10 @@ def test_readers_see_whole_tables_while_the_cache_grows(tmp_path, gaze_items, mi
             t.join(timeout=60)
     assert not errors, errors[0]
     assert sizes and min(sizes) >= 4 and len(open_embeddings(tmp_path, "structured", TextConfig())) == 12
+
+
+def test_read_descriptions_names_a_corrupt_line(tmp_path):
+    path = tmp_path / "descriptions.jsonl"
+    path.write_text('{"id": "a", "template": "t", "describer": "m", "model": "x", "text": "ok"}\n{broken\n')
+    with pytest.raises(ValueError, match=r"descriptions.jsonl:2"):
+        read_descriptions(path)

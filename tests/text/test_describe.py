@@ -6,93 +6,16 @@ import inspect
 import numpy as np
 import pytest
 
-from fgi.config import TextConfig
+from fgi.config import ConfigError, TextConfig, field_spec
+from fgi.data.registry import dataset_context
 from fgi.data.synthetic import make_split
-from fgi.text.describe import (
-    DescriberError,
-    MorphologyDescriber,
-    TextItem,
-    describer_model_id,
-    make_describer,
-    measure_region,
-    read_descriptions,
-)
-from fgi.text.pipeline import build_text_cache, load_descriptions
-from fgi.text.templates import load_templates
+from fgi.text.cache import build_text_cache, load_descriptions
+from fgi.text.describe import DESCRIBERS, describer_model_id, make_describer
+from fgi.text.items import DescriberError, TextItem
+from fgi.text.morphology import MorphologyDescriber, measure_region
+from fgi.text.templates import get_template
 
 from .conftest import gaze_region
-
-
-def _image(size: int, fill=(120, 110, 100)) -> np.ndarray:
-    return np.broadcast_to(np.array(fill, np.uint8), (size, size, 3)).copy()
-
-
-def test_centred_disc_is_central_round_smooth(shapes):
-    region = shapes["disc"](96, 48, 48, 20)
-    attrs = measure_region(_image(96), region)
-    assert attrs["location"] == "central"
-    assert attrs["shape"] == "round"
-    assert attrs["boundary"] == "smooth"
-    assert attrs["circularity"] > 0.9 and attrs["solidity"] > 0.95 and attrs["eccentricity"] < 0.2
-    assert attrs["area_pct"] == pytest.approx(100 * region.mean())
-
-
-def test_star_is_irregular(shapes):
-    attrs = measure_region(_image(96), shapes["star"](96))
-    assert attrs["location"] == "central"
-    assert attrs["shape"] == "irregular"
-    assert attrs["boundary"] == "irregular"
-    assert attrs["solidity"] < 0.8
-
-
-def test_ellipse_is_oval_and_corner_disc_is_located(shapes):
-    yy, xx = np.mgrid[0:96, 0:96]
-    ellipse = ((yy - 48) / 12) ** 2 + ((xx - 48) / 30) ** 2 <= 1
-    attrs = measure_region(_image(96), ellipse)
-    assert attrs["shape"] == "oval" and attrs["boundary"] == "smooth" and attrs["eccentricity"] > 0.85
-    assert measure_region(_image(96), shapes["disc"](96, 15, 15, 8))["location"] == "upper left"
-    assert measure_region(_image(96), shapes["disc"](96, 80, 48, 8))["location"] == "lower"
-    assert measure_region(_image(96), shapes["disc"](96, 48, 80, 8))["location"] == "right"
-
-
-def test_size_colour_brightness_texture_against_the_ring(shapes):
-    region = shapes["disc"](96, 48, 48, 10)
-    image = _image(96, (90, 90, 90))
-    image[region] = (200, 60, 60)
-    attrs = measure_region(image, region)
-    assert attrs["size"] == "small"
-    assert attrs["color"] == "reddish"
-    assert attrs["texture"] == "homogeneous"
-    dark = _image(96, (200, 200, 200))
-    dark[region] = (40, 40, 40)
-    assert measure_region(dark, region)["brightness"] == "darker than its surroundings"
-    noisy = image.copy()
-    rng = np.random.default_rng(0)
-    noisy[region] = np.clip(noisy[region] + rng.normal(0, 40, noisy[region].shape), 0, 255).astype(np.uint8)
-    assert measure_region(noisy, region)["texture"] == "heterogeneous"
-    big = shapes["disc"](96, 48, 48, 30)
-    assert measure_region(image, big)["size"] == "large"
-
-
-def test_grayscale_large_and_empty_regions(shapes):
-    gray = np.full((600, 600, 1), 50, np.uint8)
-    region = shapes["disc"](600, 300, 300, 120)
-    gray[region] = 180
-    attrs = measure_region(gray, region)
-    assert attrs["color"] == "grey" and attrs["brightness"] == "brighter than its surroundings"
-    assert attrs["shape"] == "round" and attrs["location"] == "central"
-    empty = measure_region(gray, np.zeros((600, 600), bool))
-    assert empty["area_pct"] == 0.0 and empty["location"] == "undetermined"
-
-
-def test_bad_input_is_named():
-    with pytest.raises(ValueError, match="region shape"):
-        measure_region(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 9), bool))
-    with pytest.raises(ValueError, match="uint8"):
-        measure_region(np.zeros((8, 8, 3), np.float32), np.zeros((8, 8), bool))
-    item = TextItem("bad-1", np.zeros((8, 8, 3), np.uint8), np.zeros((4, 4), bool))
-    with pytest.raises(ValueError, match="bad-1"):
-        MorphologyDescriber().describe([(item, load_templates().get("clinical"))], load_templates().context("kvasir"))
 
 
 def test_describers_never_see_ground_truth(tmp_path, minilm):
@@ -103,10 +26,10 @@ def test_describers_never_see_ground_truth(tmp_path, minilm):
     size = 64
     samples = make_split("train", 6, size, 0)
     items = [TextItem(s.id, s.image, gaze_region(s.fixations, size, size)) for s in samples]
-    build_text_cache(tmp_path, items, TextConfig(), "synthetic", templates=["geometry"], progress=False,
+    build_text_cache(tmp_path, items, TextConfig(), dataset_context("synthetic"), templates=["geometry"], progress=False,
                      encoder=minilm)
     cached = load_descriptions(tmp_path, "geometry", TextConfig())
-    tpl, ctx = load_templates().get("geometry"), load_templates().context("synthetic")
+    tpl, ctx = get_template("geometry"), dataset_context("synthetic")
     differs = 0
     for s, item in zip(samples, items, strict=True):
         from_gaze = tpl.render_text(measure_region(s.image, item.region), ctx)
@@ -117,25 +40,20 @@ def test_describers_never_see_ground_truth(tmp_path, minilm):
 
 
 def test_predicted_mask_describes_an_inference_image(shapes):
-    image = _image(64)
+    image = np.full((64, 64, 3), (120, 110, 100), np.uint8)
     predicted = shapes["disc"](64, 32, 32, 12)
     text = make_describer(TextConfig()).describe([(TextItem("infer-1", image, predicted),
-                                                   load_templates().get("morphology"))], load_templates().context("isic"))
+                                                   get_template("morphology"))], dataset_context("isic"))
     assert text == ["round, smooth-bordered, homogeneous"]
 
 
 def test_registry_and_vlm_path_errors(tmp_path):
-    with pytest.raises(DescriberError, match=r"\['morphology', 'vlm'\]"):
-        make_describer(TextConfig(describer="oracle"))
+    # the config accepts exactly the registered describers, and an unknown one lists them
+    assert sorted(field_spec("text.describer")[1]["choices"]) == sorted(DESCRIBERS)
+    with pytest.raises(ConfigError, match=r"\['morphology', 'vlm'\]"):
+        TextConfig(describer="oracle")
     with pytest.raises(DescriberError, match="text.vlm_path"):
         make_describer(TextConfig(describer="vlm"))
     with pytest.raises(DescriberError, match="local model folder"):
         describer_model_id(TextConfig(describer="vlm", vlm_path=str(tmp_path / "missing")))
     assert describer_model_id(TextConfig()) == MorphologyDescriber.model_id
-
-
-def test_read_descriptions_names_a_corrupt_line(tmp_path):
-    path = tmp_path / "descriptions.jsonl"
-    path.write_text('{"id": "a", "template": "t", "describer": "m", "model": "x", "text": "ok"}\n{broken\n')
-    with pytest.raises(ValueError, match=r"descriptions.jsonl:2"):
-        read_descriptions(path)

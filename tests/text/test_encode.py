@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -39,19 +40,32 @@ def test_pooled_is_normalised_and_tokens_are_the_valid_ones(minilm):
     assert sims[0, 1] < 0.99 and sims[0, 2] < 0.99
 
 
-def test_encoder_id_is_stable_and_path_encoders_work(tmp_path):
-    assert encoder_id(TextConfig()) == encoder_id(TextConfig())
-    folder = resolve_encoder_path("minilm")
-    assert (folder / "config.json").is_file()
-    # a local folder with another config is another encoder
-    copy = tmp_path / "my-encoder"
-    copy.mkdir()
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg["hidden_size"] = 96
-    (copy / "config.json").write_text(json.dumps(cfg))
-    assert encoder_dim(TextConfig(encoder=str(copy))) == 96
-    assert encoder_id(TextConfig(encoder=str(copy))).startswith("my-encoder-")
-    assert encoder_id(TextConfig(encoder=str(copy))) != encoder_id(TextConfig())
+def _encoder_folder(folder, config: dict, weight_bytes: int):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.safetensors").write_bytes(b"\0" * weight_bytes)
+    return folder
+
+
+def test_encoder_id_follows_config_and_weights_not_location(tmp_path):
+    assert re.fullmatch(r"minilm-[0-9a-f]{12}", encoder_id(TextConfig()))
+    config = json.loads((resolve_encoder_path("minilm") / "config.json").read_text())
+    config["hidden_size"] = 96
+    a = _encoder_folder(tmp_path / "a" / "my encoder", config, 10)
+    b = _encoder_folder(tmp_path / "b" / "my encoder", config, 10)
+    assert encoder_dim(TextConfig(encoder=str(a))) == 96
+    id_a = encoder_id(TextConfig(encoder=str(a)))
+    assert id_a.startswith("my_encoder-") and id_a != encoder_id(TextConfig())
+    # the same model in another place is the same encoder, so a moved cache stays valid
+    assert encoder_id(TextConfig(encoder=str(b))) == id_a
+    (a / "README.md").write_text("notes")  # files other than config and weights do not matter
+    assert encoder_id(TextConfig(encoder=str(a))) == id_a
+    # retrained weights (another size) or another config are another encoder
+    (b / "model.safetensors").write_bytes(b"\0" * 11)
+    assert encoder_id(TextConfig(encoder=str(b))) != id_a
+    config["num_hidden_layers"] = 1
+    (a / "config.json").write_text(json.dumps(config))
+    assert encoder_id(TextConfig(encoder=str(a))) != id_a
 
 
 def test_missing_encoder_path_is_named(tmp_path):

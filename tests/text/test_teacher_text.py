@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from fgi.config import TextConfig, from_dict
+from fgi.data.registry import dataset_context
 from fgi.models.teacher import Teacher
+from fgi.text.cache import build_text_cache, open_embeddings
 from fgi.text.encode import encoder_dim
-from fgi.text.pipeline import build_text_cache, open_embeddings
 from fgi.text.templates import template_names
 
 SIZE = 32
@@ -19,7 +20,7 @@ SIZE = 32
 def cache(tmp_path_factory, gaze_items, minilm):
     folder = tmp_path_factory.mktemp("text-cache")
     items = gaze_items(4, size=SIZE)
-    build_text_cache(folder, items, TextConfig(), "synthetic", progress=False, encoder=minilm)
+    build_text_cache(folder, items, TextConfig(), dataset_context("synthetic"), progress=False, encoder=minilm)
     image = torch.from_numpy(np.stack([i.image for i in items])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     target = torch.from_numpy(np.stack([i.region for i in items]))[:, None].float()
     return folder, [i.id for i in items], image, target

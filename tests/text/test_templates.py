@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
-from fgi.text.describe import measure_region
+import fgi.text
+from fgi.data.registry import DATASETS, dataset_context
+from fgi.text.morphology import measure_region
 from fgi.text.templates import (
     CONTEXT_KEYS,
     LESION_ATTRIBUTES,
     TemplateError,
+    check_context,
     get_template,
     load_templates,
     parse_templates,
@@ -16,10 +21,7 @@ from fgi.text.templates import (
 
 
 def _valid() -> dict:
-    return {
-        "datasets": {"kvasir": {"lesion": "polyp", "modality": "colonoscopy", "organ": "colon"}},
-        "templates": {"t": {"vlm_prompt": "Describe the {lesion}.", "render": "{shape} at {location}"}},
-    }
+    return {"templates": {"t": {"vlm_prompt": "Describe the {lesion}.", "render": "{shape} at {location}"}}}
 
 
 def test_shipped_set_has_the_required_distinct_templates():
@@ -30,7 +32,11 @@ def test_shipped_set_has_the_required_distinct_templates():
     tset = load_templates()
     assert len({tset.get(n).render for n in names}) == len(names)
     assert len({tset.get(n).vlm_prompt for n in names}) == len(names)
-    assert {"kvasir", "nci-isbi", "isic", "synthetic"} <= set(tset.datasets)
+
+
+def test_templates_file_is_package_data():
+    # found inside the installed package (importlib.resources), not through the source checkout's layout
+    assert load_templates().path == (Path(fgi.text.__file__).parent / "templates.yaml").resolve()
 
 
 def test_every_template_renders_for_every_dataset(shapes):
@@ -41,18 +47,18 @@ def test_every_template_renders_for_every_dataset(shapes):
     tset = load_templates()
     seen = set()
     for name in tset.names:
-        for ds in tset.datasets:
-            text = tset.get(name).render_text(attrs, tset.context(ds))
-            prompt = tset.get(name).prompt(tset.context(ds))
+        for ds in DATASETS:
+            text = tset.get(name).render_text(attrs, dataset_context(ds))
+            prompt = tset.get(name).prompt(dataset_context(ds))
             assert text and "{" not in text and "\n" not in text and "  " not in text
             assert prompt and "{" not in prompt
             seen.add(text)
     assert len(seen) >= len(tset.names)
-    kvasir = tset.get("dataset_aware").render_text(attrs, tset.context("kvasir"))
+    kvasir = tset.get("dataset_aware").render_text(attrs, dataset_context("kvasir"))
     assert "polyp" in kvasir and "colonoscopy" in kvasir
-    assert "T2-weighted MRI" in tset.get("dataset_aware").render_text(attrs, tset.context("nci-isbi"))
-    assert "dermoscopy" in tset.get("dataset_aware").render_text(attrs, tset.context("isic"))
-    assert "upper left" in tset.get("location_size").render_text(attrs, tset.context("kvasir"))
+    assert "T2-weighted MRI" in tset.get("dataset_aware").render_text(attrs, dataset_context("nci-isbi"))
+    assert "dermoscopy" in tset.get("dataset_aware").render_text(attrs, dataset_context("isic"))
+    assert "upper left" in tset.get("location_size").render_text(attrs, dataset_context("kvasir"))
 
 
 def test_unknown_template_name_lists_the_valid_ones():
@@ -62,9 +68,12 @@ def test_unknown_template_name_lists_the_valid_ones():
         assert name in str(err.value)
 
 
-def test_unknown_dataset_lists_the_known_ones():
-    with pytest.raises(TemplateError, match="kvasir"):
-        load_templates().context("mystery")
+def test_context_must_hold_exactly_the_context_keys():
+    assert check_context(dataset_context("kvasir")) == {"lesion": "polyp", "modality": "colonoscopy", "organ": "colon"}
+    with pytest.raises(TemplateError, match="organ"):
+        check_context({"lesion": "polyp", "modality": "colonoscopy"})
+    with pytest.raises(TemplateError, match="non-empty"):
+        check_context({"lesion": "polyp", "modality": "", "organ": "colon"})
 
 
 def test_unknown_attribute_in_render_names_template_and_attribute(tmp_path):
@@ -89,7 +98,7 @@ def test_vlm_prompt_may_only_use_dataset_context():
     (lambda d: d["templates"].__setitem__("t", {"render": "{shape}"}), "vlm_prompt"),
     (lambda d: d["templates"]["t"].__setitem__("colour", "x"), "colour"),
     (lambda d: d.__setitem__("templates", {}), "non-empty"),
-    (lambda d: d["datasets"]["kvasir"].pop("organ"), "datasets.kvasir"),
+    (lambda d: d.__setitem__("datasets", {}), "dataset registry"),
     (lambda d: d["templates"]["t"].__setitem__("render", "{shape"), "format string"),
     (lambda d: d["templates"]["t"].__setitem__("render", "{} positional"), "unknown attribute"),
     (lambda d: d.__setitem__("extra", 1), "extra"),

@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-import fgi.text.pipeline as pipeline
+import fgi.text.cache as text_cache
 from fgi.config import TextConfig
-from fgi.text.describe import VLMDescriber, describer_model_id, read_descriptions
-from fgi.text.pipeline import TextItem, build_text_cache, load_descriptions, open_embeddings
+from fgi.data.registry import dataset_context
+from fgi.text.cache import build_text_cache, load_descriptions, open_embeddings, read_descriptions
+from fgi.text.describe import describer_model_id
+from fgi.text.items import TextItem
+from fgi.text.templates import get_template
+from fgi.text.vlm import VLMDescriber
 
 WORDS = ("the a lesion polyp is in upper lower left right central round oval irregular smooth red pale small "
          "large image describe margin texture colour location").split()
@@ -82,7 +86,7 @@ def test_tiny_vlm_describes_in_batches_and_caches(tmp_path, tiny_vlm, minilm, mo
 
     monkeypatch.setattr(describer.model, "generate", counting_generate)
     items = _items(3)
-    manifest = build_text_cache(tmp_path, items, cfg, "kvasir", templates=["structured", "clinical"], progress=False,
+    manifest = build_text_cache(tmp_path, items, cfg, dataset_context("kvasir"), templates=["structured", "clinical"], progress=False,
                                 encoder=minilm, describer=describer)
     assert calls == [2, 2, 2]  # 3 images x 2 templates, two per generate call
     assert manifest["descriptions_computed"] == 6 and manifest["describer_model"] == describer_model_id(cfg)
@@ -93,18 +97,17 @@ def test_tiny_vlm_describes_in_batches_and_caches(tmp_path, tiny_vlm, minilm, mo
     assert {r["describer"] for r in records} == {"vlm"} and {r["model"] for r in records} == {describer.model_id}
 
     # greedy decoding is deterministic: describing again gives the same answers
-    again = describer.describe([(i, pipeline.load_templates().get("structured")) for i in items],
-                               pipeline.load_templates().context("kvasir"))
+    again = describer.describe([(i, get_template("structured")) for i in items], dataset_context("kvasir"))
     assert again == [texts[i.id] for i in items]
 
     # a rerun neither loads the VLM nor generates
     def boom(*args, **kwargs):
         raise AssertionError("cached rerun loaded a model")
 
-    monkeypatch.setattr(pipeline, "make_describer", boom)
-    monkeypatch.setattr(pipeline, "TextEncoder", boom)
+    monkeypatch.setattr(text_cache, "make_describer", boom)
+    monkeypatch.setattr(text_cache, "TextEncoder", boom)
     calls.clear()
-    rerun = build_text_cache(tmp_path, items, cfg, "kvasir", templates=["structured", "clinical"], progress=False)
+    rerun = build_text_cache(tmp_path, items, cfg, dataset_context("kvasir"), templates=["structured", "clinical"], progress=False)
     assert rerun["descriptions_computed"] == 0 and calls == []
     table = open_embeddings(tmp_path, "clinical", cfg)
     assert table.pooled("img-0").shape == (384,)
@@ -112,7 +115,7 @@ def test_tiny_vlm_describes_in_batches_and_caches(tmp_path, tiny_vlm, minilm, mo
 
 def test_vlm_describer_is_built_from_the_config(tmp_path, tiny_vlm, minilm):
     cfg = TextConfig(describer="vlm", vlm_path=str(tiny_vlm), vlm_max_new_tokens=3, vlm_batch_size=4)
-    manifest = build_text_cache(tmp_path, _items(2), cfg, "isic", templates=["morphology"], progress=False,
+    manifest = build_text_cache(tmp_path, _items(2), cfg, dataset_context("isic"), templates=["morphology"], progress=False,
                                 device=torch.device("cpu"), encoder=minilm)
     assert manifest["descriptions_computed"] == 2 and manifest["describer"] == "vlm"
     # a different answer-length cap is a different describer model: nothing is reused across them

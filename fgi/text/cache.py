@@ -19,29 +19,24 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
 from filelock import FileLock
 
-from fgi.config import TextConfig, atomic_write_bytes, atomic_write_text
-from fgi.text.describe import (
-    Describer,
-    DescriberError,
-    TextItem,
-    describer_model_id,
-    make_describer,
-    read_descriptions,
-    write_descriptions,
-)
+from fgi.config import TextConfig
+from fgi.files import atomic_write_text
+from fgi.text.describe import Describer, describer_model_id, make_describer
+from fgi.text.embeddings import PREPARE_HINT, EmbeddingTable, append_rows, load_rows
 from fgi.text.encode import TextEncoder, encoder_dim, encoder_id
-from fgi.text.templates import load_templates
+from fgi.text.fingerprint import safe_name
+from fgi.text.items import DescriberError, TextItem
+from fgi.text.templates import check_context, get_template, load_templates
 
 DESCRIPTIONS_FILE = "descriptions.jsonl"
 EMBEDDINGS_DIR = "embeddings"
 LOCK_FILE = ".text-cache.lock"
-PREPARE_HINT = "fgi prepare ... (it describes and embeds every template the search space can choose)"
 _FLUSH_SECONDS = 30.0  # rewrite descriptions.jsonl at most this often during long VLM runs, so a crash loses little
 _PENDING_PAIRS = 256  # (item, template) pairs held before describing them: bounds the images kept in memory
 
@@ -55,40 +50,43 @@ def description_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
 def _embeddings_path(cache_dir: Path, template: str, enc_id: str) -> Path:
-    return cache_dir / EMBEDDINGS_DIR / template / f"{_safe(enc_id)}.safetensors"
+    return cache_dir / EMBEDDINGS_DIR / template / f"{safe_name(enc_id)}.safetensors"
 
 
 def _index_path(cache_dir: Path, template: str, model_id: str) -> Path:
-    return cache_dir / EMBEDDINGS_DIR / template / f"index-{_safe(model_id)}.json"
+    return cache_dir / EMBEDDINGS_DIR / template / f"index-{safe_name(model_id)}.json"
 
 
-def _load_rows(path: Path) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """Hashes, pooled (R, D), tokens (T, D) and offsets (R + 1) of an embeddings file, or None if absent."""
-    from safetensors import safe_open
+def read_descriptions(path: Path) -> list[dict[str, str]]:
+    """Records of a descriptions JSONL file (empty when it does not exist).
 
+    Raises:
+        ValueError: naming the file and line of a malformed record.
+    """
+    path = Path(path)
     if not path.is_file():
-        return None
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-        hashes = json.loads(meta["hashes"])
-        return hashes, fh.get_tensor("pooled"), fh.get_tensor("tokens"), fh.get_tensor("offsets")
+        return []
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not valid JSON ({exc}); delete the file to rebuild it") from None
+        if not isinstance(rec, dict) or not {"id", "template", "describer", "model", "text"} <= set(rec):
+            raise ValueError(f"{path}:{n}: a record needs id, template, describer, model and text")
+        records.append(rec)
+    return records
 
 
-def _save_rows(path: Path, enc_id: str, hashes: list[str], pooled: torch.Tensor, tokens: torch.Tensor,
-               offsets: torch.Tensor) -> None:
-    from safetensors.torch import save
-
-    meta = {"hashes": json.dumps(hashes), "encoder": enc_id, "dim": str(pooled.shape[1])}
-    data = save({"pooled": pooled.contiguous(), "tokens": tokens.contiguous(), "offsets": offsets.contiguous()}, meta)
-    atomic_write_bytes(path, data)
+def write_descriptions(path: Path, records: Sequence[Mapping[str, str]]) -> None:
+    """Write description records as JSONL, atomically."""
+    atomic_write_text(path, "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in records))
 
 
-def build_text_cache(cache_dir: Path, items: Iterable[TextItem], text_cfg: TextConfig, dataset: str,
+def build_text_cache(cache_dir: Path, items: Iterable[TextItem], text_cfg: TextConfig, context: Mapping[str, str],
                      templates: Sequence[str] | None = None, progress: bool = True, *,
                      device: torch.device | None = None, encoder: TextEncoder | None = None,
                      describer: Describer | None = None) -> dict:
@@ -101,8 +99,9 @@ def build_text_cache(cache_dir: Path, items: Iterable[TextItem], text_cfg: TextC
         cache_dir: the dataset's prepared cache folder.
         items: images with their gaze pseudo-mask regions (never ground truth). Streamed, not held.
         text_cfg: describer, VLM path and encoder.
-        dataset: dataset registry name, for dataset-aware templates and VLM prompts.
-        templates: template names; None means every template in ``search_spaces/templates.yaml``.
+        context: what the dataset's images show (lesion, modality, organ), for dataset-aware templates and
+            VLM prompts: ``fgi.data.registry.dataset_context(name)``.
+        templates: template names; None means every template of the registry (``fgi/text/templates.yaml``).
         progress: show a progress bar.
         device: where the VLM and the encoder run (default CPU).
         encoder: an already loaded encoder to reuse (it must match ``text_cfg.encoder``).
@@ -115,7 +114,7 @@ def build_text_cache(cache_dir: Path, items: Iterable[TextItem], text_cfg: TextC
     tset = load_templates()
     names = list(templates) if templates is not None else tset.names
     chosen = [tset.get(n) for n in names]
-    context = tset.context(dataset)
+    context = check_context(context)
     model_id = describer.model_id if describer is not None else describer_model_id(text_cfg)
     enc_id = encoder.id if encoder is not None else encoder_id(text_cfg)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -177,26 +176,13 @@ def build_text_cache(cache_dir: Path, items: Iterable[TextItem], text_cfg: TextC
             hash_to_text = {description_hash(known[(i, tpl.name, text_cfg.describer, model_id)]):
                             known[(i, tpl.name, text_cfg.describer, model_id)] for i in ids}
             emb_path = _embeddings_path(cache_dir, tpl.name, enc_id)
-            rows = _load_rows(emb_path)
+            rows = load_rows(emb_path)
             have = set(rows[0]) if rows is not None else set()
             missing = sorted(h for h in hash_to_text if h not in have)
             if missing:
                 if encoder is None:
                     encoder = TextEncoder(text_cfg, device)
-                out = encoder.encode([hash_to_text[h] for h in missing])
-                new_pooled = out.pooled.half()
-                new_tokens = torch.cat(out.tokens).half() if out.tokens else torch.zeros(0, encoder.dim, dtype=torch.float16)
-                lengths = torch.tensor([t.shape[0] for t in out.tokens], dtype=torch.int64)
-                if rows is None:
-                    hashes, pooled, tokens, offsets = missing, new_pooled, new_tokens, torch.cat(
-                        [torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
-                else:
-                    old_h, old_p, old_t, old_o = rows
-                    hashes = old_h + missing
-                    pooled = torch.cat([old_p, new_pooled])
-                    tokens = torch.cat([old_t, new_tokens])
-                    offsets = torch.cat([old_o, old_o[-1] + lengths.cumsum(0)])
-                _save_rows(emb_path, enc_id, hashes, pooled, tokens, offsets)
+                append_rows(emb_path, enc_id, missing, encoder.encode([hash_to_text[h] for h in missing]))
                 encoded += len(missing)
             index_path = _index_path(cache_dir, tpl.name, model_id)
             index = {"describer": text_cfg.describer, "model": model_id, "template": tpl.name, "ids": {}}
@@ -213,7 +199,7 @@ def build_text_cache(cache_dir: Path, items: Iterable[TextItem], text_cfg: TextC
         "dim": dim,
         "describer": text_cfg.describer,
         "describer_model": model_id,
-        "dataset": dataset,
+        "context": context,
         "templates": names,
         "items": len(ids),
         "descriptions_computed": computed,
@@ -223,87 +209,6 @@ def build_text_cache(cache_dir: Path, items: Iterable[TextItem], text_cfg: TextC
         "seconds": round(time.perf_counter() - t0, 3),
         "seconds_describe": round(t_describe, 3),
     }
-
-
-class EmbeddingTable:
-    """Read-only text embeddings of one template, looked up by image id. Never loads the encoder.
-
-    Args:
-        template: the template name.
-        ids: image id -> row.
-        pooled: (R, D) fp16 rows.
-        tokens: (T, D) fp16 valid tokens of all rows, concatenated.
-        offsets: (R + 1,) start of each row's tokens.
-        max_tokens: L, the padded token length returned by ``tokens``.
-        source: the cache file, for error messages.
-    """
-
-    def __init__(self, template: str, ids: dict[str, int], pooled: torch.Tensor, tokens: torch.Tensor,
-                 offsets: torch.Tensor, max_tokens: int, source: Path) -> None:
-        self.template = template
-        self._ids = ids
-        self._pooled = pooled
-        self._tokens = tokens
-        self._offsets = offsets
-        self.max_tokens = int(max_tokens)
-        self.source = source
-
-    @property
-    def dim(self) -> int:
-        """Embedding width D."""
-        return int(self._pooled.shape[1])
-
-    @property
-    def ids(self) -> list[str]:
-        """Image ids this table covers."""
-        return list(self._ids)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __contains__(self, image_id: object) -> bool:
-        return image_id in self._ids
-
-    def _row(self, image_id: str) -> int:
-        try:
-            return self._ids[image_id]
-        except KeyError:
-            raise KeyError(
-                f"image id {image_id!r} has no text embedding for template {self.template!r} in {self.source}; "
-                f"rerun {PREPARE_HINT}"
-            ) from None
-
-    def pooled(self, image_id: str) -> torch.Tensor:
-        """The mean-pooled embedding of an image's description.
-
-        Shape:
-            (D,) float32.
-        """
-        return self._pooled[self._row(image_id)].float()
-
-    def tokens(self, image_id: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token embeddings, truncated or zero-padded to ``max_tokens``, and their validity mask.
-
-        Shape:
-            (L, D) float32 and (L,) bool, True for a real token; L = ``text.max_tokens``.
-        """
-        r = self._row(image_id)
-        start, stop = int(self._offsets[r]), int(self._offsets[r + 1])
-        n = min(stop - start, self.max_tokens)
-        out = torch.zeros(self.max_tokens, self.dim)
-        out[:n] = self._tokens[start:start + n].float()
-        mask = torch.zeros(self.max_tokens, dtype=torch.bool)
-        mask[:n] = True
-        return out, mask
-
-    def pooled_batch(self, image_ids: Sequence[str]) -> torch.Tensor:
-        """Stacked ``pooled``. Shape: (B, D) float32."""
-        return torch.stack([self.pooled(i) for i in image_ids])
-
-    def tokens_batch(self, image_ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stacked ``tokens``. Shape: (B, L, D) float32 and (B, L) bool."""
-        pairs = [self.tokens(i) for i in image_ids]
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
 def _pick_index(cache_dir: Path, template: str, text_cfg: TextConfig) -> Path:
@@ -334,7 +239,7 @@ def open_embeddings(cache_dir: Path, template: str, text_cfg: TextConfig) -> Emb
         TextCacheError: the cache has no embeddings for this template, describer or encoder.
     """
     cache_dir = Path(cache_dir)
-    load_templates().get(template)
+    get_template(template)
     folder = cache_dir / EMBEDDINGS_DIR / template
     if not folder.is_dir():
         raise TextCacheError(
@@ -350,8 +255,9 @@ def open_embeddings(cache_dir: Path, template: str, text_cfg: TextConfig) -> Emb
             f"{text_cfg.describer!r} and encoder {enc_id!r} ({missing.name} is missing); build them with {PREPARE_HINT}"
         )
     index = json.loads(index_path.read_text())
-    rows = _load_rows(emb_path)
-    assert rows is not None
+    rows = load_rows(emb_path)
+    if rows is None:
+        raise TextCacheError(f"{emb_path}: removed while opening it; rerun {PREPARE_HINT}")
     hashes, pooled, tokens, offsets = rows
     row_of = {h: r for r, h in enumerate(hashes)}
     ids: dict[str, int] = {}
@@ -372,7 +278,7 @@ def load_descriptions(cache_dir: Path, template: str, text_cfg: TextConfig) -> d
         TextCacheError: when the cache has no descriptions for them.
     """
     cache_dir = Path(cache_dir)
-    load_templates().get(template)
+    get_template(template)
     path = cache_dir / DESCRIPTIONS_FILE
     index_path = _pick_index(cache_dir, template, text_cfg) if (cache_dir / EMBEDDINGS_DIR / template).is_dir() else None
     model_id = json.loads(index_path.read_text())["model"] if index_path and index_path.is_file() else None
@@ -396,7 +302,7 @@ def cache_ready(cache_dir: Path, templates: Sequence[str], text_cfg: TextConfig)
 
 
 __all__ = [
-    "DESCRIPTIONS_FILE", "EMBEDDINGS_DIR", "EmbeddingTable", "TextCacheError", "TextItem", "build_text_cache",
-    "cache_ready", "description_hash", "encoder_dim", "load_descriptions", "open_embeddings",
+    "DESCRIPTIONS_FILE", "EMBEDDINGS_DIR", "TextCacheError", "build_text_cache", "cache_ready", "description_hash",
+    "load_descriptions", "open_embeddings", "read_descriptions", "write_descriptions",
 ]
 

@@ -1,0 +1,88 @@
+"""``fgi tune`` / ``tune.py``: a hyperparameter sweep (Ray Tune + Optuna TPE + ASHA), logged to MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fgi import budgets
+from fgi.config import ConfigError
+from fgi.data.registry import DATASET_NAMES
+from fgi.search import METRIC_MODES, SCHEDULERS, SEARCHERS, SweepOptions, SweepResult, run_sweep
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``fgi tune``; each maps to the ``SweepOptions`` field of the same name."""
+    parser.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="dataset to search on")
+    parser.add_argument("--config", default=None, help="base config YAML (default: the published configuration)")
+    parser.add_argument("--space", default=None,
+                        help="search-space YAML (default: the shipped fgi/search_spaces/<dataset>.yaml)")
+    parser.add_argument("--budget", default=None, choices=budgets.budget_names(),
+                        help="compute preset: image size, widths, steps, evaluation interval (default: cpu for "
+                             "synthetic, full otherwise)")
+    parser.add_argument("--num-samples", type=int, default=None, help="trials (default by budget: smoke 3, cpu 10, full 40)")
+    parser.add_argument("--max-concurrent", type=int, default=None,
+                        help="trials at once (default: as many as the cluster's CPUs or GPUs hold)")
+    parser.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel Ray Train workers per trial")
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker; 0 trains on CPU (gloo)")
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker")
+    parser.add_argument("--search", default="tpe", choices=SEARCHERS,
+                        help="Optuna TPE (multivariate, seeded), or Ray Tune random search over the same space")
+    parser.add_argument("--scheduler", default="asha", choices=SCHEDULERS, help="early stopping of weak trials")
+    parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps per trial (default: the budget's)")
+    parser.add_argument("--grace-steps", type=int, default=None,
+                        help="steps before ASHA may stop a trial (default: a budget-dependent number of evaluations)")
+    parser.add_argument("--metric", default="val_dice", choices=sorted(METRIC_MODES),
+                        help="validation metric to optimize (Dice and IoU up, HD95 and ASD down)")
+    parser.add_argument("--storage", default=None,
+                        help="local folder or URI for Tune state and checkpoints (default: $FGI_HOME/ray_results); "
+                             "shared storage on a multi-node cluster")
+    parser.add_argument("--name", default=None, help="sweep name (default: fgi-<dataset>-<budget>-<time>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="finish sweep --name (default: the latest fgi-<dataset>-* sweep in --storage)")
+    parser.add_argument("--mlflow-uri", default=None,
+                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite in $FGI_HOME)")
+    parser.add_argument("--experiment", default=None, help="MLflow experiment (default: fgi-<dataset>)")
+    parser.add_argument("--time-budget", type=float, default=None, help="stop starting trials after this many seconds")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the TPE sampler and of train.seed (default: the config's)")
+    parser.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial or worker group")
+    parser.add_argument("--best-dir", default="best_configs", help="folder for the local <dataset>.yaml best config")
+
+
+def options_of(args: argparse.Namespace) -> SweepOptions:
+    """The typed sweep options of parsed arguments.
+
+    Raises:
+        ConfigError: naming the option, for a bad value.
+    """
+    return SweepOptions(
+        dataset=args.dataset, config=args.config, space=args.space, budget=args.budget, num_samples=args.num_samples,
+        max_concurrent=args.max_concurrent, workers_per_trial=args.workers_per_trial,
+        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, search=args.search,
+        scheduler=args.scheduler, max_steps=args.max_steps, grace_steps=args.grace_steps, metric=args.metric,
+        storage=args.storage, name=args.name, resume=args.resume, mlflow_uri=args.mlflow_uri,
+        experiment=args.experiment, time_budget=args.time_budget, seed=args.seed, max_failures=args.max_failures,
+        best_dir=args.best_dir)
+
+
+def report(result: SweepResult) -> int:
+    """Print how a sweep ended; 0 when some trial reported the metric, else 1."""
+    if result.best_metrics is None:
+        print(f"no trial reported {result.metric}; {result.failed} of {result.trials} trials failed (see the MLflow "
+              f"runs and {result.path})", file=sys.stderr)
+        return 1
+    best = result.best_metrics
+    print(f"best {result.metric} {best[result.metric]:.4f} at step {int(best.get('step', 0))} of trial {result.best_trial}")
+    print(f"best config: {result.best_config_path}")
+    print(f"MLflow parent run: {result.parent_run_id} (experiment {result.experiment}); "
+          f"{result.trials} trials, {result.failed} failed")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the sweep; bad settings print one line naming the option or key and exit 2."""
+    try:
+        return report(run_sweep(options_of(args)))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,103 @@
+"""The dataset registry: every dataset name ``data.dataset`` may take, and what the name means.
+
+One entry per dataset gives its raw layout (which adapter in ``fgi.data.sources`` reads it), its image
+channels, and what its images show (the context the prompt templates render). Adding a dataset means
+adding one entry here (and, for a new layout, one adapter). An unknown name is an error listing the
+valid ones. Besides the error type, this module imports only the template registry, so checking a name
+is cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fgi.data.errors import DataError
+from fgi.text.templates import CONTEXT_KEYS, TemplateError, get_template
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One registered dataset.
+
+    Args:
+        name: registry name (``data.dataset``).
+        layout: the adapter of ``fgi.data.sources.LAYOUTS`` that reads its raw folder.
+        channels: image channels (1 for MRI slices, 3 for RGB).
+        lesion: what the segmented region is called, for the prompt templates.
+        modality: the imaging modality, for the prompt templates.
+        organ: the imaged organ, for the prompt templates.
+        image_exts: image file extensions of a ``folder`` layout.
+        case_separator: ids of a ``folder`` layout are ``<case><separator><slice>``; the slices of one
+            case stay in one split when validation is carved. Empty: every image is its own case.
+    """
+
+    name: str
+    layout: str
+    channels: int
+    lesion: str
+    modality: str
+    organ: str
+    image_exts: tuple[str, ...] = ()
+    case_separator: str = ""
+
+    @property
+    def context(self) -> dict[str, str]:
+        """Lesion, modality and organ: the dataset words a prompt template may use."""
+        return {k: getattr(self, k) for k in CONTEXT_KEYS}
+
+    def group_of(self, item_id: str) -> str:
+        """The case an image id belongs to ("" when every image is its own case)."""
+        return item_id.rsplit(self.case_separator, 1)[0] if self.case_separator else ""
+
+
+_ENTRIES = (
+    DatasetInfo("synthetic", "synthetic", 3, lesion="lesion", modality="synthetic image", organ="tissue"),
+    DatasetInfo("kvasir", "folder", 3, lesion="polyp", modality="colonoscopy", organ="colon",
+                image_exts=(".jpg", ".jpeg", ".png")),
+    DatasetInfo("isic", "isic", 3, lesion="skin lesion", modality="dermoscopy", organ="skin"),
+    DatasetInfo("nci-isbi", "folder", 1, lesion="prostate", modality="T2-weighted MRI", organ="pelvis",
+                image_exts=(".dcm", ".png"), case_separator="_"),
+)
+DATASETS: dict[str, DatasetInfo] = {d.name: d for d in _ENTRIES}
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
+
+
+def get_dataset(name: str) -> DatasetInfo:
+    """The registry entry of ``name``.
+
+    Raises:
+        DataError: an unknown name; the message lists the valid ones.
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; valid datasets are {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def dataset_context(name: str) -> dict[str, str]:
+    """Lesion, modality and organ of dataset ``name`` (``DatasetInfo.context``)."""
+    return get_dataset(name).context
+
+
+def validate_names(dataset: str, template: str) -> None:
+    """Check ``data.dataset`` and ``text.template`` against their registries, so a typo fails when a config
+    loads rather than inside a trial.
+
+    Args:
+        dataset: the value of ``data.dataset``.
+        template: the value of ``text.template``.
+
+    Raises:
+        DataError: an unknown dataset (the message starts with ``data.dataset:`` and lists the valid names).
+        TemplateError: an unknown template (the message starts with ``text.template:`` and lists them).
+    """
+    try:
+        get_dataset(dataset)
+    except DataError as exc:
+        raise DataError(f"data.dataset: {exc}") from None
+    try:
+        get_template(template)
+    except TemplateError as exc:
+        raise TemplateError(f"text.template: {exc}") from None
+
+
+__all__ = ["DATASETS", "DATASET_NAMES", "DatasetInfo", "dataset_context", "get_dataset", "validate_names"]

@@ -1,0 +1,152 @@
+"""Final training of a configuration on Ray Train, scoring on the test split, and model registration.
+
+``final_config`` resolves what to train (a YAML file or the config stored on an MLflow run, with an
+optional budget and step count on top); ``train_final`` trains it, scores the checkpoint with the best
+validation Dice on the test split, logs everything to one MLflow run and registers the model.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fgi import budgets
+from fgi.config import Config, ConfigError, load_yaml, load_yaml_text, override
+from fgi.paths import storage_path
+
+
+@dataclass(frozen=True)
+class FinalResult:
+    """A finished final training.
+
+    Args:
+        name: the Ray Train run name.
+        run_id: the MLflow run.
+        model: the registered model name.
+        version: its new version.
+        test_metrics: ``test_*`` metrics of the best checkpoint.
+        best_metrics: the report of the best checkpoint (``val_*``, ``step``).
+        checkpoint: the best checkpoint's path (local folder or URI).
+    """
+
+    name: str
+    run_id: str
+    model: str
+    version: str
+    test_metrics: dict[str, float]
+    best_metrics: dict[str, Any]
+    checkpoint: str
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model}/{self.version}"
+
+
+def final_config(*, config: str | os.PathLike | None = None, run_id: str | None = None, mlflow_uri: str | None = None,
+                 budget: str | None = None, max_steps: int | None = None) -> tuple[Config, str]:
+    """The config to train and its source, from a YAML file or an MLflow run (exactly one).
+
+    Args:
+        config: config YAML, e.g. ``best_configs/<dataset>.yaml``.
+        run_id: MLflow run whose ``best_config.yaml`` (sweep) or ``config.yaml`` (trial, final run) to train.
+        mlflow_uri: tracking URI for ``run_id``.
+        budget: compute preset applied on top (``fgi.budgets``).
+        max_steps: ``train.max_steps`` on top.
+
+    Raises:
+        ConfigError: a missing or invalid config, or a bad budget or step count.
+        LookupError: a run without a stored config.
+    """
+    if (config is None) == (run_id is None):
+        raise ConfigError("give exactly one of --config and --from-mlflow")
+    if config is not None:
+        cfg, source = load_yaml(config), str(Path(config).resolve())
+    else:
+        from fgi import tracking
+
+        text = tracking.config_of_run(tracking.resolve_uri(mlflow_uri), run_id)
+        cfg, source = load_yaml_text(text, f"run {run_id}"), f"runs:/{run_id}"
+    if max_steps is not None and max_steps <= 0:
+        raise ConfigError(f"--max-steps: must be > 0, got {max_steps}")
+    updates = dict(budgets.budget_overrides(budget)) if budget else {}
+    if max_steps is not None:
+        updates["train.max_steps"] = max_steps
+    return (override(cfg, updates) if updates else cfg), source
+
+
+def train_final(cfg: Config, *, source: str, workers: int = 1, cpus_per_worker: float = 1.0,
+                gpus_per_worker: float = 0.0, storage: str | None = None, name: str | None = None,
+                mlflow_uri: str | None = None, experiment: str | None = None, register_as: str | None = None,
+                max_failures: int = 2) -> FinalResult:
+    """Train ``cfg`` on Ray Train, score the test split, and register the model.
+
+    Starts a local Ray unless one is initialized or ``RAY_ADDRESS`` names a cluster.
+
+    Args:
+        cfg: the config to train (unprepared; the dataset cache is prepared here).
+        source: where the config came from (an MLflow tag).
+        workers: data-parallel Ray Train workers.
+        cpus_per_worker: CPUs per worker.
+        gpus_per_worker: GPUs per worker; 0 trains on CPU (gloo).
+        storage: local folder or URI for checkpoints; default ``$FGI_HOME/ray_results``.
+        name: run name; default ``fgi-<dataset>-final-<time>``; the same name resumes.
+        mlflow_uri: tracking URI; default ``MLFLOW_TRACKING_URI`` or the store in ``$FGI_HOME``.
+        experiment: MLflow experiment; default ``fgi-<dataset>``.
+        register_as: registered model name; default ``fgi-<dataset>``.
+        max_failures: worker-group restarts from the latest checkpoint.
+
+    Raises:
+        ConfigError: bad resources, or a batch that does not split over the workers (before anything starts).
+        RuntimeError: when the run reported no checkpoint with ``val_dice``.
+    """
+    if workers < 1:
+        raise ConfigError(f"--workers: must be > 0, got {workers}")
+    if cpus_per_worker <= 0:
+        raise ConfigError(f"--cpus-per-worker: must be > 0, got {cpus_per_worker}")
+    if gpus_per_worker < 0:
+        raise ConfigError(f"--gpus-per-worker: must be >= 0, got {gpus_per_worker}")
+    import ray
+
+    from fgi import distributed, tracking
+    from fgi.engine import TeacherStudentTrainer
+    from fgi.evaluation import evaluate_checkpoint
+
+    distributed.local_batch_size(cfg, workers)
+    dataset = cfg.data.dataset
+    uri = tracking.resolve_uri(mlflow_uri)
+    root = storage_path(storage)
+    name = name or f"fgi-{dataset}-final-{time.strftime('%Y%m%d-%H%M%S')}"
+    experiment = experiment or f"fgi-{dataset}"
+    model = register_as or f"fgi-{dataset}"
+    print(f"final training {name}: storage {root}/{name}, MLflow {uri} (experiment {experiment})", flush=True)
+
+    prepared = distributed.prepare(cfg)
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), configure_logging=False)
+    run_id = tracking.start_final_run(uri, experiment, cfg, name, source)
+    try:
+        result = distributed.fit(prepared, storage_path=root, name=name, workers=workers,
+                                 cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                                 max_failures=max_failures, callbacks=[tracking.TrainCallback(uri, run_id)])
+        checkpoints = [(c, m) for c, m in result.best_checkpoints if "val_dice" in m]
+        if not checkpoints:
+            raise RuntimeError(f"run {name} reported no checkpoint with val_dice")
+        checkpoint, best = max(checkpoints, key=lambda cm: cm[1]["val_dice"])
+        evaluate = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)(evaluate_checkpoint)
+        test = ray.get(evaluate.remote(checkpoint.path, "test"))
+        best_val = {f"best_{k}": v for k, v in best.items() if k.startswith("val_")}
+        tracking.log_final_metrics(uri, run_id, {**test, **best_val}, int(best.get("step", 0)))
+        with checkpoint.as_directory() as folder:
+            version = tracking.register_model(uri, run_id, folder, model, TeacherStudentTrainer)
+    except BaseException:
+        tracking.end_run(uri, run_id, failed=True)
+        raise
+    tracking.end_run(uri, run_id)
+    return FinalResult(name=name, run_id=run_id, model=model, version=version, test_metrics=test,
+                       best_metrics=dict(best), checkpoint=checkpoint.path)
+
+
+__all__ = ["FinalResult", "final_config", "train_final"]

@@ -1,0 +1,253 @@
+"""What a sweep runs: the options a caller gives (``SweepOptions``), the record saved with the sweep
+(``SweepRecord``, the file ``<storage>/<name>/fgi_sweep.json`` that resume reads back), and how options
+become a record and a validated search space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fgi import budgets
+from fgi.config import Config, ConfigError, dump_yaml, from_dict, load_yaml, load_yaml_text, override
+from fgi.files import atomic_write_text
+from fgi.search_space import SearchSpace, dataset_space, load_space, space_from_text
+
+SWEEP_FILE = "fgi_sweep.json"
+METRIC_MODES = {"val_dice": "max", "val_iou": "max", "val_hd95": "min", "val_asd": "min"}
+SEARCHERS = ("tpe", "random")  # Optuna TPE (multivariate, seeded), or Ray Tune's random search
+SCHEDULERS = ("asha", "none")  # ASHA early stopping, or every trial runs to the end
+DEFAULT_BUDGET = {"synthetic": "cpu"}  # other datasets default to "full"
+# per budget: trials, ASHA grace period in evaluations, ASHA reduction factor
+SEARCH_DEFAULTS = {"smoke": (3, 1, 2), "cpu": (10, 2, 2), "full": (40, 2, 3)}
+
+
+def _positive(name: str, value: float | None, allow_zero: bool = False) -> None:
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise ConfigError(f"--{name.replace('_', '-')}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _one_of(name: str, value: str, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise ConfigError(f"--{name.replace('_', '-')}: {value!r} is not one of {list(valid)}")
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """What a sweep runs: validated on construction (errors name the option).
+
+    Args:
+        dataset: dataset to search on; its shipped space is used unless ``space`` is given.
+        config: base config YAML; default the published configuration of ``dataset``.
+        space: search-space YAML of the user's.
+        budget: compute preset (``fgi.budgets``); default cpu for synthetic, full otherwise.
+        num_samples: trials; default by budget (``SEARCH_DEFAULTS``).
+        max_concurrent: trials at once; default as many as the cluster's CPUs or GPUs hold.
+        workers_per_trial: data-parallel Ray Train workers per trial.
+        cpus_per_worker: CPUs per worker.
+        gpus_per_worker: GPUs per worker; 0 trains on CPU (gloo).
+        search: one of ``SEARCHERS``.
+        scheduler: one of ``SCHEDULERS``.
+        max_steps: optimizer steps per trial; default the budget's.
+        grace_steps: steps before ASHA may stop a trial; default a budget-dependent number of evaluations.
+        metric: validation metric to optimize (``METRIC_MODES``).
+        storage: local folder or URI for Tune state and checkpoints; default ``$FGI_HOME/ray_results``.
+        name: sweep name; default ``fgi-<dataset>-<budget>-<time>``.
+        resume: finish sweep ``name`` (default the latest ``fgi-<dataset>-*``) with its saved settings.
+        mlflow_uri: tracking URI; default ``MLFLOW_TRACKING_URI``, else SQLite in ``$FGI_HOME``.
+        experiment: MLflow experiment; default ``fgi-<dataset>``.
+        time_budget: seconds after which no new trial starts.
+        seed: seed of the TPE sampler and ``train.seed``; default the config's.
+        max_failures: retries of a failed trial or worker group.
+        best_dir: folder of the local ``<dataset>.yaml`` best config.
+    """
+
+    dataset: str
+    config: str | None = None
+    space: str | None = None
+    budget: str | None = None
+    num_samples: int | None = None
+    max_concurrent: int | None = None
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    search: str = "tpe"
+    scheduler: str = "asha"
+    max_steps: int | None = None
+    grace_steps: int | None = None
+    metric: str = "val_dice"
+    storage: str | None = None
+    name: str | None = None
+    resume: bool = False
+    mlflow_uri: str | None = None
+    experiment: str | None = None
+    time_budget: float | None = None
+    seed: int | None = None
+    max_failures: int = 2
+    best_dir: str = "best_configs"
+
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "max_concurrent", "workers_per_trial", "max_steps", "grace_steps",
+                     "cpus_per_worker", "time_budget"):
+            _positive(name, getattr(self, name))
+        for name in ("max_failures", "gpus_per_worker"):
+            _positive(name, getattr(self, name), allow_zero=True)
+        if self.budget is not None:
+            budgets.budget_overrides(self.budget)
+        _one_of("search", self.search, SEARCHERS)
+        _one_of("scheduler", self.scheduler, SCHEDULERS)
+        _one_of("metric", self.metric, sorted(METRIC_MODES))
+
+
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """A sweep's settings as saved in ``fgi_sweep.json`` (the keys of files written before it too)."""
+
+    dataset: str
+    budget: str
+    name: str
+    base_config: str  # YAML of the unprepared base config
+    space_path: str  # where the space came from (for messages)
+    space_text: str  # self-contained YAML of the space
+    num_samples: int
+    max_concurrent: int | None
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    search: str
+    scheduler: str
+    grace_steps: int
+    reduction_factor: int
+    metric: str
+    mode: str
+    time_budget: float | None
+    seed: int
+    max_failures: int
+    experiment: str
+    best_dir: str
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> SweepRecord:
+        """Read a sweep file.
+
+        Raises:
+            ConfigError: naming the file, for bad JSON or a missing setting.
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: not valid JSON ({exc})") from None
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in data] if isinstance(data, dict) else names
+        if missing:
+            raise ConfigError(f"{source}: missing sweep settings {missing}")
+        return cls(**{n: data[n] for n in names})
+
+    def tracked_settings(self) -> dict[str, Any]:
+        """The settings logged as ``sweep.*`` params of the parent run."""
+        keys = ("budget", "num_samples", "workers", "cpus_per_worker", "gpus_per_worker", "search", "scheduler",
+                "grace_steps", "metric", "seed", "max_failures")
+        return {k: getattr(self, k) for k in keys}
+
+
+
+def latest_sweep(storage: str, dataset: str) -> str:
+    """The newest ``fgi-<dataset>-*`` sweep with a sweep file in a local ``storage``."""
+    if "://" in storage:
+        raise ConfigError("--resume: give --name when --storage is a URI")
+    found = sorted(Path(storage).glob(f"fgi-{dataset}-*/{SWEEP_FILE}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise ConfigError(f"--resume: no fgi-{dataset}-* sweep in {storage}")
+    return found[-1].parent.name
+
+
+def write_sweep_file(storage: str, record: SweepRecord) -> None:
+    """Write ``<storage>/<name>/fgi_sweep.json`` (atomically on local storage)."""
+    import pyarrow.fs
+
+    text = record.to_json()
+    if "://" in storage:
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage)
+        with fs.open_output_stream(f"{root}/{record.name}/{SWEEP_FILE}") as fh:
+            fh.write(text.encode())
+    else:
+        atomic_write_text(Path(storage) / record.name / SWEEP_FILE, text)
+
+
+def read_sweep_file(storage: str, name: str) -> SweepRecord:
+    """The record of sweep ``name`` under ``storage`` (a local folder or URI)."""
+    import pyarrow.fs
+
+    if "://" in storage:
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage)
+        with fs.open_input_stream(f"{root}/{name}/{SWEEP_FILE}") as fh:
+            return SweepRecord.from_json(fh.read().decode(), f"{storage}/{name}/{SWEEP_FILE}")
+    p = Path(storage) / name / SWEEP_FILE
+    if not p.is_file():
+        raise ConfigError(f"--resume: {p} not found; is --name {name!r} a sweep in --storage {storage}?")
+    return SweepRecord.from_json(p.read_text(), str(p))
+
+
+def _base_config(options: SweepOptions, budget: str) -> Config:
+    if options.config:
+        cfg = load_yaml(options.config)
+        if cfg.data.dataset != options.dataset:
+            raise ConfigError(f"--config: {options.config} is for dataset {cfg.data.dataset!r}, "
+                              f"not --dataset {options.dataset!r}")
+    else:
+        cfg = from_dict({"data": {"dataset": options.dataset}})
+    updates: dict[str, Any] = dict(budgets.budget_overrides(budget))
+    if options.seed is not None:
+        updates["train.seed"] = options.seed
+    if options.max_steps is not None:
+        updates["train.max_steps"] = options.max_steps
+    return override(cfg, updates)
+
+
+def new_record(options: SweepOptions) -> tuple[SweepRecord, SearchSpace]:
+    """The record of a new sweep and its validated space (the space file is read and parsed once).
+
+    Raises:
+        ConfigError: a bad base config; ``SearchSpaceError`` for the space.
+    """
+    budget = options.budget or DEFAULT_BUDGET.get(options.dataset, "full")
+    base = _base_config(options, budget)
+    space = load_space(options.space, base) if options.space else dataset_space(options.dataset, base)
+    samples, grace_evals, factor = SEARCH_DEFAULTS[budget]
+    record = SweepRecord(
+        dataset=options.dataset, budget=budget,
+        name=options.name or f"fgi-{options.dataset}-{budget}-{time.strftime('%Y%m%d-%H%M%S')}",
+        base_config=dump_yaml(base), space_path=space.source, space_text=space.text,
+        num_samples=options.num_samples or samples, max_concurrent=options.max_concurrent,
+        workers=options.workers_per_trial, cpus_per_worker=options.cpus_per_worker,
+        gpus_per_worker=options.gpus_per_worker, search=options.search, scheduler=options.scheduler,
+        grace_steps=options.grace_steps or grace_evals * base.train.eval_every, reduction_factor=factor,
+        metric=options.metric, mode=METRIC_MODES[options.metric], time_budget=options.time_budget,
+        seed=base.train.seed, max_failures=options.max_failures,
+        experiment=options.experiment or f"fgi-{options.dataset}", best_dir=options.best_dir)
+    return record, space
+
+
+def saved_record(options: SweepOptions, storage: str) -> tuple[SweepRecord, SearchSpace]:
+    """The record and space of the sweep to resume: ``options.name``, else the latest of the dataset."""
+    name = options.name or latest_sweep(storage, options.dataset)
+    record = read_sweep_file(storage, name)
+    source = f"{storage}/{name}/{SWEEP_FILE}"
+    base = load_yaml_text(record.base_config, source)
+    return record, space_from_text(record.space_text, base, f"{source} (space of {record.space_path})")
+
+
+__all__ = [
+    "DEFAULT_BUDGET", "METRIC_MODES", "SCHEDULERS", "SEARCHERS", "SEARCH_DEFAULTS", "SWEEP_FILE", "SweepOptions",
+    "SweepRecord", "latest_sweep", "new_record", "read_sweep_file", "saved_record", "write_sweep_file",
+]

@@ -1,0 +1,89 @@
+"""Sweep options are validated up front; the sweep file round-trips and resume rebuilds the same space."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from fgi.config import ConfigError, load_yaml_text, save_yaml
+from fgi.search_space import SearchSpaceError
+from fgi.sweep_settings import (
+    SWEEP_FILE,
+    SweepOptions,
+    SweepRecord,
+    latest_sweep,
+    new_record,
+    read_sweep_file,
+    saved_record,
+    write_sweep_file,
+)
+
+# the keys of a sweep file written before SweepRecord existed (a plain dict then)
+OLD_KEYS = ("dataset", "budget", "name", "base_config", "space_path", "space_text", "num_samples", "max_concurrent",
+            "workers", "cpus_per_worker", "gpus_per_worker", "search", "scheduler", "grace_steps", "reduction_factor",
+            "metric", "mode", "time_budget", "seed", "max_failures", "experiment", "best_dir")
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"num_samples": 0}, "--num-samples: must be > 0, got 0"),
+    ({"cpus_per_worker": -1.0}, "--cpus-per-worker: must be > 0"),
+    ({"gpus_per_worker": -0.5}, "--gpus-per-worker: must be >= 0"),
+    ({"max_failures": -1}, "--max-failures: must be >= 0"),
+    ({"search": "grid"}, "--search: 'grid' is not one of ['tpe', 'random']"),
+    ({"metric": "val_loss"}, "--metric: 'val_loss'"),
+    ({"budget": "tiny"}, "--budget: unknown budget 'tiny'"),
+])
+def test_options_name_the_bad_option(kwargs, needle):
+    with pytest.raises(ConfigError) as err:
+        SweepOptions(dataset="synthetic", **kwargs)
+    assert needle in str(err.value), str(err.value)
+
+
+def test_new_record_takes_the_budget_defaults(tmp_path):
+    record, space = new_record(SweepOptions(dataset="synthetic", budget="smoke", seed=7, name="s"))
+    base = load_yaml_text(record.base_config)
+    assert base == space.base and base.train.seed == 7 and base.data.image_size == 32 and base.train.max_steps == 12
+    assert (record.num_samples, record.grace_steps, record.reduction_factor) == (3, base.train.eval_every, 2)
+    assert record.mode == "max" and record.seed == 7 and record.experiment == "fgi-synthetic"
+    assert record.space_path == "fgi/search_spaces/synthetic.yaml" and "extends" not in yaml.safe_load(record.space_text)
+    default, _ = new_record(SweepOptions(dataset="synthetic", metric="val_hd95"))
+    assert default.budget == "cpu" and default.num_samples == 10 and default.mode == "min"
+
+
+def test_sweep_file_round_trips_and_resume_rebuilds_the_space(tmp_path):
+    record, space = new_record(SweepOptions(dataset="synthetic", budget="smoke", name="fgi-synthetic-a"))
+    write_sweep_file(str(tmp_path), record)
+    assert read_sweep_file(str(tmp_path), "fgi-synthetic-a") == record
+    assert latest_sweep(str(tmp_path), "synthetic") == "fgi-synthetic-a"
+    again, resumed = saved_record(SweepOptions(dataset="synthetic", resume=True), str(tmp_path))
+    assert again == record and resumed.params == space.params and resumed.base == space.base
+
+
+def test_old_sweep_files_are_read_and_bad_ones_named(tmp_path):
+    record, _ = new_record(SweepOptions(dataset="synthetic", budget="smoke", name="old"))
+    old = {k: json.loads(record.to_json())[k] for k in OLD_KEYS}
+    assert SweepRecord.from_json(json.dumps(old), "old.json") == record
+    del old["seed"]
+    with pytest.raises(ConfigError, match=r"old.json: missing sweep settings \['seed'\]"):
+        SweepRecord.from_json(json.dumps(old), "old.json")
+    with pytest.raises(ConfigError, match="bad.json: not valid JSON"):
+        SweepRecord.from_json("{", "bad.json")
+    with pytest.raises(ConfigError, match=f"{SWEEP_FILE} not found"):
+        read_sweep_file(str(tmp_path), "nothing")
+    with pytest.raises(ConfigError, match="no fgi-kvasir-\\* sweep"):
+        latest_sweep(str(tmp_path), "kvasir")
+
+
+def test_config_and_space_of_the_wrong_kind_fail_before_anything_starts(tmp_path):
+    from fgi.config import Config, override
+
+    other = tmp_path / "kvasir.yaml"
+    save_yaml(override(Config(), {"data.dataset": "kvasir"}), other)
+    with pytest.raises(ConfigError, match="--config: .* is for dataset 'kvasir', not --dataset 'synthetic'"):
+        new_record(SweepOptions(dataset="synthetic", config=str(other)))
+    bad = tmp_path / "space.yaml"
+    bad.write_text("params:\n  loss.tau_pos: {distribution: uniform, low: 0.85, high: 0.9}\n")
+    with pytest.raises(SearchSpaceError, match="space.yaml: loss.tau_pos: the base configuration's value 0.8"):
+        new_record(SweepOptions(dataset="synthetic", space=str(bad)))
