@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from fgi.datasets import validate_names
 from fgi.fields import SECTION_NAMES, ConfigError, Section, bounded, hints
 from fgi.files import atomic_write_bytes, atomic_write_text
 
@@ -27,7 +28,7 @@ from fgi.files import atomic_write_bytes, atomic_write_text
 class DataConfig(Section):
     """Which dataset to read and how samples are turned into tensors."""
 
-    dataset: str = "synthetic"  # registry name: synthetic, kvasir, nci-isbi, isic
+    dataset: str = "synthetic"  # a name of the dataset registry (fgi/datasets.py), checked on construction
     root: str = ""  # raw dataset folder; empty for the built-in synthetic set
     cache_dir: str = ""  # prepared cache; empty means $XDG_CACHE_HOME/fgi/<dataset>-<hash>
     fixations: str = ""  # eye-tracking CSV (GazeMedSeg format) for kvasir and nci-isbi; isic and synthetic simulate gaze
@@ -103,7 +104,7 @@ class TextConfig(Section):
     """The language signal given to the teacher."""
 
     mode: str = bounded("tokens", choices=("tokens", "pooled", "none"))  # token sequence (reference); pooled token or learned null token are ablations
-    template: str = "structured"  # prompt template name (search_spaces/templates.yaml)
+    template: str = "structured"  # a name of the template registry (fgi/text/templates.yaml), checked on construction
     describer: str = bounded("morphology", choices=("morphology", "vlm"))  # how lesion descriptions are produced
     encoder: str = "minilm"  # text encoder: 'minilm' (packaged all-MiniLM-L6-v2) or a local model path
     vlm_path: str = ""  # local path of a vision-language model for describer 'vlm'
@@ -253,6 +254,7 @@ def check_consistency(cfg: Config) -> None:
         raise ConfigError(f"gaze.sim_border: gaze.sim_inside + gaze.sim_border exceed 1 ({cfg.gaze.sim_inside} + {cfg.gaze.sim_border})")
     if cfg.gaze.sim_count_min > cfg.gaze.sim_count_max:
         raise ConfigError(f"gaze.sim_count_min: {cfg.gaze.sim_count_min} exceeds gaze.sim_count_max={cfg.gaze.sim_count_max}")
+    validate_names(cfg.data.dataset, cfg.text.template)
     if cfg.loss.tau_neg >= cfg.loss.tau_pos:
         raise ConfigError(f"loss.tau_neg: must be below loss.tau_pos ({cfg.loss.tau_neg} >= {cfg.loss.tau_pos})")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from fgi.config import Config, ConfigError, load_yaml, override
 from fgi.data.errors import DataError
-from fgi.data.registry import DATASET_NAMES, get_dataset, validate_names
+from fgi.datasets import DATASET_NAMES, get_dataset, validate_names
 from fgi.text.cache import TextCacheError, load_descriptions
 from fgi.text.items import DescriberError
 from fgi.text.templates import TemplateError

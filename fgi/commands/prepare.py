@@ -10,7 +10,7 @@ from typing import Any
 from fgi.config import Config, ConfigError, load_yaml, override
 from fgi.data.errors import DataError
 from fgi.data.prepare import prepare_cache
-from fgi.data.registry import DATASET_NAMES, get_dataset, validate_names
+from fgi.datasets import DATASET_NAMES, get_dataset, validate_names
 from fgi.data.report import format_report
 from fgi.text.templates import TemplateError
 

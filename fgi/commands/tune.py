@@ -7,7 +7,7 @@ import sys
 
 from fgi import budgets
 from fgi.config import ConfigError
-from fgi.data.registry import DATASET_NAMES
+from fgi.datasets import DATASET_NAMES
 from fgi.search import METRIC_MODES, SCHEDULERS, SEARCHERS, SweepOptions, SweepResult, run_sweep
 
 

@@ -40,7 +40,7 @@ from fgi.data.crf import crf_refine
 from fgi.data.errors import DataError
 from fgi.data.gaze import gaze_heatmap
 from fgi.data.io import resize_image
-from fgi.data.registry import get_dataset
+from fgi.datasets import get_dataset
 from fgi.data.report import MAPS, dice_report, soft_histograms, write_overlays
 from fgi.data.sources import SourceItem, get_source, load_sample
 from fgi.data.splits import SPLIT_NAMES

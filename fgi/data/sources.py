@@ -1,6 +1,6 @@
 """Dataset adapters: raw folders and gaze CSVs to an index of items, and items to loaded samples.
 
-There is one adapter per raw layout (``LAYOUTS``); the dataset registry (``fgi.data.registry``) says
+There is one adapter per raw layout (``LAYOUTS``); the dataset registry (``fgi.datasets``) says
 which layout each dataset name uses. ``index()`` checks the layout, reads the fixation CSV and the split
 files, and returns light ``SourceItem`` records (paths, fixations, split); ``load_sample`` decodes one
 item in a worker process. Every bad input raises ``DataError`` naming the file and the reason.
@@ -18,7 +18,7 @@ from fgi.config import Config, DataConfig, GazeConfig
 from fgi.data.errors import DataError
 from fgi.data.fixations import read_fixations
 from fgi.data.io import IMAGE_EXTS, list_images, load_image, load_mask
-from fgi.data.registry import DatasetInfo, get_dataset
+from fgi.datasets import DatasetInfo, get_dataset
 from fgi.data.splits import assign_splits, carve_validation
 from fgi.seed import numpy_rng
 

@@ -100,7 +100,7 @@ def build_text_cache(cache_dir: Path, items: Iterable[TextItem], text_cfg: TextC
         items: images with their gaze pseudo-mask regions (never ground truth). Streamed, not held.
         text_cfg: describer, VLM path and encoder.
         context: what the dataset's images show (lesion, modality, organ), for dataset-aware templates and
-            VLM prompts: ``fgi.data.registry.dataset_context(name)``.
+            VLM prompts: ``fgi.datasets.dataset_context(name)``.
         templates: template names; None means every template of the registry (``fgi/text/templates.yaml``).
         progress: show a progress bar.
         device: where the VLM and the encoder run (default CPU).

@@ -23,7 +23,7 @@ LESION_ATTRIBUTES: tuple[str, ...] = (
     "location", "area_pct", "size", "shape", "boundary", "color", "brightness", "texture",
     "circularity", "eccentricity", "solidity",
 )
-# What a dataset says about its images (its entry in the dataset registry, fgi.data.registry).
+# What a dataset says about its images (its entry in the dataset registry, fgi.datasets).
 CONTEXT_KEYS: tuple[str, ...] = ("lesion", "modality", "organ")
 TEMPLATES_RESOURCE = "templates.yaml"  # the packaged templates file, next to this module
 
@@ -119,7 +119,7 @@ def parse_templates(data: Any, source: str = "<templates>") -> TemplateSet:
     unknown = sorted(set(data) - {"templates"})
     if unknown:
         raise TemplateError(f"{source}: unknown top-level key {unknown[0]!r}; the only valid key is 'templates' "
-                            f"(dataset contexts live in the dataset registry, fgi.data.registry)")
+                            f"(dataset contexts live in the dataset registry, fgi.datasets)")
     raw = data.get("templates")
     if not isinstance(raw, dict) or not raw:
         raise TemplateError(f"{source}: 'templates' must be a non-empty mapping of name to template")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fgi.data.errors import DataError
-from fgi.data.registry import get_dataset
+from fgi.datasets import get_dataset
 from fgi.data.sources import get_source, load_sample
 from tests.data.conftest import config
 

@@ -10,7 +10,7 @@ import yaml
 
 from fgi.budgets import BUDGETS, apply_budget, budget_overrides
 from fgi.config import Config, ConfigError, from_dict
-from fgi.data.registry import DATASET_NAMES
+from fgi.datasets import DATASET_NAMES
 from fgi.search_space import OptunaDefineByRun, SearchSpaceError, dataset_space, parse_space
 
 BASE = apply_budget(Config(), "smoke")

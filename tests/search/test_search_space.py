@@ -7,7 +7,7 @@ import yaml
 
 from fgi.budgets import apply_budget
 from fgi.config import Config, from_dict
-from fgi.data.registry import DATASET_NAMES
+from fgi.datasets import DATASET_NAMES
 from fgi.search_space import (
     FRACTION,
     SearchSpaceError,

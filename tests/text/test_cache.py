@@ -13,7 +13,7 @@ import torch
 
 import fgi.text.cache as text_cache
 from fgi.config import TextConfig
-from fgi.data.registry import dataset_context
+from fgi.datasets import dataset_context
 from fgi.text.cache import (
     TextCacheError,
     build_text_cache,
@@ -125,7 +125,7 @@ _BUILDER = textwrap.dedent("""
     from tests.text.conftest import gaze_region
     from fgi.config import TextConfig
     from fgi.data.synthetic import make_split
-    from fgi.data.registry import dataset_context
+    from fgi.datasets import dataset_context
     from fgi.text.cache import build_text_cache
     from fgi.text.items import TextItem
     items = [TextItem(s.id, s.image, gaze_region(s.fixations, 48, 48)) for s in make_split("train", int(sys.argv[2]), 48, 0)]

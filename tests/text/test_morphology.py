@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fgi.data.registry import dataset_context
+from fgi.datasets import dataset_context
 from fgi.text.items import TextItem
 from fgi.text.morphology import MorphologyDescriber, measure_region
 from fgi.text.templates import get_template

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 import fgi.text
-from fgi.data.registry import DATASETS, dataset_context
+from fgi.datasets import DATASETS, dataset_context
 from fgi.text.morphology import measure_region
 from fgi.text.templates import (
     CONTEXT_KEYS,

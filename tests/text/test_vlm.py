@@ -10,7 +10,7 @@ import torch
 
 import fgi.text.cache as text_cache
 from fgi.config import TextConfig
-from fgi.data.registry import dataset_context
+from fgi.datasets import dataset_context
 from fgi.text.cache import build_text_cache, load_descriptions, open_embeddings, read_descriptions
 from fgi.text.describe import describer_model_id
 from fgi.text.items import TextItem

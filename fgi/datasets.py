@@ -3,15 +3,16 @@
 One entry per dataset gives its raw layout (which adapter in ``fgi.data.sources`` reads it), its image
 channels, and what its images show (the context the prompt templates render). Adding a dataset means
 adding one entry here (and, for a new layout, one adapter). An unknown name is an error listing the
-valid ones. Besides the error type, this module imports only the template registry, so checking a name
-is cheap.
+valid ones. It imports only the template registry and the config's error type, so ``fgi.config`` checks
+``data.dataset`` and ``text.template`` when a config is built, and text code may read dataset contexts
+without importing the data package.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fgi.data.errors import DataError
+from fgi.fields import ConfigError
 from fgi.text.templates import CONTEXT_KEYS, TemplateError, get_template
 
 
@@ -66,10 +67,10 @@ def get_dataset(name: str) -> DatasetInfo:
     """The registry entry of ``name``.
 
     Raises:
-        DataError: an unknown name; the message lists the valid ones.
+        ConfigError: an unknown name; the message lists the valid ones.
     """
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; valid datasets are {sorted(DATASETS)}")
+        raise ConfigError(f"unknown dataset {name!r}; valid datasets are {sorted(DATASETS)}")
     return DATASETS[name]
 
 
@@ -87,17 +88,17 @@ def validate_names(dataset: str, template: str) -> None:
         template: the value of ``text.template``.
 
     Raises:
-        DataError: an unknown dataset (the message starts with ``data.dataset:`` and lists the valid names).
-        TemplateError: an unknown template (the message starts with ``text.template:`` and lists them).
+        ConfigError: an unknown dataset (the message starts with ``data.dataset:``) or template (``text.template:``),
+            listing the valid names.
     """
     try:
         get_dataset(dataset)
-    except DataError as exc:
-        raise DataError(f"data.dataset: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"data.dataset: {exc}") from None
     try:
         get_template(template)
     except TemplateError as exc:
-        raise TemplateError(f"text.template: {exc}") from None
+        raise ConfigError(f"text.template: {exc}") from None
 
 
 __all__ = ["DATASETS", "DATASET_NAMES", "DatasetInfo", "dataset_context", "get_dataset", "validate_names"]

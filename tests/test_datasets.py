@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+
+from fgi.config import ConfigError, from_dict
+from fgi.data.sources import LAYOUTS
+from fgi.datasets import DATASET_NAMES, DATASETS, dataset_context, get_dataset, validate_names
+from fgi.text.templates import get_template
+
+
+def test_every_dataset_has_an_adapter_and_a_full_context():
+    assert set(DATASET_NAMES) == {"synthetic", "kvasir", "isic", "nci-isbi"}
+    for name, info in DATASETS.items():
+        assert info.name == name and info.layout in LAYOUTS and info.channels in (1, 3)
+        assert get_template("dataset_aware").prompt(dataset_context(name))  # every word a template may use
+    assert dataset_context("kvasir") == {"lesion": "polyp", "modality": "colonoscopy", "organ": "colon"}
+
+
+def test_case_grouping():
+    assert get_dataset("nci-isbi").group_of("Prostate3T-01-0021_17") == "Prostate3T-01-0021"
+    assert get_dataset("kvasir").group_of("cju0qkwl35piu0993l0dewei2") == ""
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown dataset 'kvasr'; valid datasets are \['isic', 'kvasir', 'nci-isbi', 'synthetic'\]"):
+        get_dataset("kvasr")
+    with pytest.raises(ConfigError, match=r"^data.dataset: unknown dataset 'mri'; valid datasets are \["):
+        validate_names("mri", "structured")
+    with pytest.raises(ConfigError, match=r"^text.template: unknown prompt template 'clinicl'.*valid templates are \[.*'clinical'"):
+        validate_names("kvasir", "clinicl")
+    validate_names("nci-isbi", "clinical")
+
+
+def test_a_config_with_an_unknown_name_fails_when_it_is_built():
+    with pytest.raises(ConfigError, match=r"^data.dataset: unknown dataset 'kvasr'"):
+        from_dict({"data": {"dataset": "kvasr"}})
+    with pytest.raises(ConfigError, match=r"^text.template: unknown prompt template 'clinicl'"):
+        from_dict({"text": {"template": "clinicl"}})
+    assert from_dict({"data": {"dataset": "kvasir"}, "text": {"template": "clinical"}}).data.dataset == "kvasir"
