@@ -1,8 +1,9 @@
 """DARM + CutMix on an 8x3x224x224 batch: vectorized torch against a per-pixel Python loop.
 
-The naive version has the same semantics (blocks centred in the uncertain region until the requested
-share is hidden, only uncertain pixels zeroed, one CutMix box pasted per sample) and is written the way
-research code often is: Python loops over blocks and pixels with NumPy round trips.
+Both follow the reference method: whole blocks of 3 to 10 px centred on distinct uncertain pixels until
+their summed area reaches 0.3 of the region, and two independent CutMixes of the noisy batch (one per
+model). The naive version is written the way research code often is: Python loops over blocks and
+pixels with NumPy round trips.
 
     python benchmarks/bench_masking.py            # full size
     python benchmarks/bench_masking.py --smoke    # tiny, for CI
@@ -15,11 +16,10 @@ import math
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from fgi.method.masking import apply_darm, darm_mask, uncertain_region
-from fgi.method.mixing import apply_mix, cutmix_boxes, uniform_noise
+from fgi.method.mixing import apply_mix, reference_cutmix_boxes, uniform_noise
 from fgi.seed import make_generator, numpy_rng
 
 
@@ -36,10 +36,13 @@ def make_inputs(batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torc
 
 
 def vectorized(image, tight, loose, gen, ratio, bmin, bmax, cutmix_prob, alpha, noise):
-    hidden = darm_mask(uncertain_region(tight, loose), ratio, bmin, bmax, gen)
+    hidden = darm_mask(uncertain_region(tight, loose), ratio, bmin, bmax, gen, "block")
     masked, target = apply_darm(image, loose, hidden)
-    box, perm = cutmix_boxes(image.shape[0], image.shape[2], image.shape[3], cutmix_prob, alpha, gen, image.device)
-    mixed = uniform_noise(apply_mix(image, box, perm), noise, gen)
+    mixed = []
+    for _ in range(2):  # one CutMix for each model's consistency input
+        box, perm = reference_cutmix_boxes(image.shape[0], image.shape[2], image.shape[3], cutmix_prob, alpha, gen,
+                                           image.device)
+        mixed.append(apply_mix(uniform_noise(image, noise, gen), box, perm))
     return masked, target, mixed
 
 
@@ -49,37 +52,37 @@ def naive(image, tight, loose, rng, ratio, bmin, bmax, cutmix_prob, alpha, noise
     b, c, h, w = image.shape
     masked = image.copy()
     target = loose.copy()
+    smin = max(1, round(bmin * min(h, w)))
+    smax = max(smin, round(bmax * min(h, w)))
     for i in range(b):
         region = [(y, x) for y in range(h) for x in range(w) if tight[i, y, x] != loose[i, y, x]]
-        need = math.ceil(ratio * len(region))
-        hidden = np.zeros((h, w), bool)
-        covered = 0
-        smin, smax = max(1, round(bmin * min(h, w))), max(1, round(bmax * min(h, w)))
-        while covered < need:
-            cy, cx = region[rng.integers(len(region))]
-            side = int(rng.integers(smin, smax + 1))
-            for y in range(cy - side // 2, cy - side // 2 + side):
-                for x in range(cx - side // 2, cx - side // 2 + side):
-                    if 0 <= y < h and 0 <= x < w and tight[i, y, x] != loose[i, y, x] and not hidden[y, x]:
-                        hidden[y, x] = True
-                        covered += 1
-        for y in range(h):
-            for x in range(w):
-                if hidden[y, x]:
+        need = math.floor(ratio * len(region))
+        spent = 0
+        for k in rng.permutation(len(region)):
+            if spent >= need:
+                break
+            cy, cx = region[k]
+            half = int(rng.integers(smin, smax + 1)) // 2
+            for y in range(max(0, cy - half), min(h, cy + half + 1)):
+                for x in range(max(0, cx - half), min(w, cx + half + 1)):
                     masked[i, :, y, x] = 0
                     target[i, y, x] = False
-    mixed = image.copy()
-    perm = rng.permutation(b)
-    for i in range(b):
-        if rng.uniform() < cutmix_prob:
-            lam = rng.beta(alpha, alpha)
-            bh, bw = round(math.sqrt(lam) * h), round(math.sqrt(lam) * w)
-            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-            for y in range(h):
-                for x in range(w):
-                    if cy - bh / 2 <= y < cy + bh / 2 and cx - bw / 2 <= x < cx + bw / 2:
-                        mixed[i, :, y, x] = image[perm[i], :, y, x]
-        mixed[i] += rng.uniform(-noise, noise, size=(c, h, w))
+                    spent += 1
+    mixed = []
+    for _ in range(2):
+        noisy = image + rng.uniform(-noise, noise, size=image.shape)
+        out = noisy.copy()
+        perm = rng.permutation(b)
+        cut = math.sqrt(1 - rng.beta(alpha, alpha))
+        cut_h, cut_w = int(h * cut), int(w * cut)
+        for i in range(b):
+            cy, cx = int(rng.integers(h // 8, h)), int(rng.integers(w // 8, w))
+            if rng.uniform() >= cutmix_prob:
+                continue
+            for y in range(max(0, cy - cut_h // 2), min(h, cy + cut_h // 2)):
+                for x in range(max(0, cx - cut_w // 2), min(w, cx + cut_w // 2)):
+                    out[i, :, y, x] = noisy[perm[i], :, y, x]
+        mixed.append(out)
     return masked, target, mixed
 
 
@@ -94,7 +97,7 @@ def main() -> None:
     if args.smoke:
         args.batch, args.size, args.repeats = 2, 32, 2
     torch.set_num_threads(args.threads)
-    knobs = dict(ratio=0.3, bmin=0.03, bmax=0.12, cutmix_prob=0.5, alpha=4.0, noise=0.2)
+    knobs = dict(ratio=0.3, bmin=3 / 224, bmax=10 / 224, cutmix_prob=1.0, alpha=4.0, noise=0.2)
     image, tight, loose = make_inputs(args.batch, args.size)
     gen = make_generator(0)
     vectorized(image, tight, loose, gen, **knobs)  # warm-up

@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 def run_sweep(name: str, search: str, scheduler: str, trials: int, budget: str, workdir: Path, uri: str) -> None:
-    """One sweep into the shared MLflow store; Tune's progress goes to ``<workdir>/<name>.log``."""
+    """One sweep into the shared MLflow store; Tune's progress and Ray's worker logs go to ``<workdir>/<name>.log``."""
     from fgi.search import SweepOptions
     from fgi.search import run_sweep as sweep
 
@@ -28,7 +28,7 @@ def run_sweep(name: str, search: str, scheduler: str, trials: int, budget: str, 
                            storage=str(workdir / "ray"), mlflow_uri=uri, experiment="fgi-search-bench", name=name,
                            best_dir=str(workdir / name))
     log = workdir / f"{name}.log"
-    with open(log, "w") as fh, contextlib.redirect_stdout(fh):
+    with open(log, "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
         result = sweep(options)
     if result.best_metrics is None:
         raise SystemExit(f"{name}: no trial reported {result.metric}:\n{log.read_text()[-3000:]}")

@@ -144,7 +144,7 @@ class MaskingConfig(Section):
 class MixConfig(Section):
     """CutMix inputs of the consistency loss."""
 
-    form: str = bounded("reference", choices=("reference", "single"))  # two independent CutMixes (reference) or one shared box
+    form: str = bounded("reference", choices=("reference", "single"))  # two independent CutMixes (reference); single: one shared box, earlier used with cutmix_prob 0.5
     cutmix_prob: float = bounded(1.0, lo=0.0, hi=1.0)  # probability that a sample gets a pasted box (reference: always)
     beta_alpha: float = bounded(4.0, lo=0.01, hi=100.0)  # Beta(a, a) draws the box area ratio
     noise: float = bounded(0.2, lo=0.0, hi=2.0)  # amplitude of uniform noise added to mixed inputs

@@ -324,7 +324,8 @@ class TeacherStudentTrainer:
         for batch in loader:
             if "mask" not in batch:
                 raise KeyError("evaluation needs ground-truth 'mask' in every batch")
-            text, text_mask = (None, None) if self.cfg.text.mode == "none" else (batch.get("text"), batch.get("text_mask"))
+            text = None if self.cfg.text.mode == "none" else batch.get("text")
+            text_mask = None if text is None else batch.get("text_mask")
             both = self.teacher is not None and (self.cfg.text.mode == "none" or text is not None)
             names = ("student", "teacher") if both else predictor
             probs = self._probabilities(batch["image"], text, text_mask, names)

@@ -52,7 +52,6 @@ class Blocks:
     height: torch.Tensor
     width: torch.Tensor
     keep: torch.Tensor
-    max_side: int
 
 
 def darm_blocks(uncertain: torch.Tensor, ratio: float, block_min: float, block_max: float,
@@ -77,7 +76,7 @@ def darm_blocks(uncertain: torch.Tensor, ratio: float, block_min: float, block_m
     need = torch.floor(region.sum(1).double() * ratio).long()
     if ratio <= 0 or int(need.max()) == 0:
         none = torch.zeros(b, 0, dtype=torch.long, device=device)
-        return Blocks(none, none, none, none, none.bool(), 0)
+        return Blocks(none, none, none, none, none.bool())
     # random keys, region pixels first: the sorted prefix is a uniform random order of distinct centres,
     # and a longer prefix extends a shorter one, so growing k keeps the blocks already drawn
     keys = torch.rand(b, h * w, generator=generator, device=device).masked_fill_(~region, 2.0)
@@ -102,31 +101,55 @@ def darm_blocks(uncertain: torch.Tensor, ratio: float, block_min: float, block_m
     used = (torch.searchsorted(covered, need[:, None]).squeeze(1) + 1).clamp_max(k)
     used = torch.where(need > 0, used, torch.zeros_like(used))
     keep = (torch.arange(k, device=device)[None] < used[:, None]) & valid
-    return Blocks(top, left, bottom - top, right - left, keep, 2 * (smax // 2) + 1)
+    last = int(used.max())  # blocks past every image's budget are never used
+    return Blocks(top[:, :last], left[:, :last], (bottom - top)[:, :last], (right - left)[:, :last], keep[:, :last])
 
 
 def paint_blocks(blocks: Blocks, height: int, width: int) -> torch.Tensor:
     """The union of the kept blocks as a mask.
 
+    Each block adds +1/-1 at its four corners of a difference image whose 2-D prefix sum counts the
+    blocks covering each pixel, so the cost follows the image size, not the blocks' area.
+
     Shape:
         returns (B, 1, height, width) bool.
     """
-    b, k = blocks.keep.shape
+    b = blocks.keep.shape[0]
     device = blocks.keep.device
-    if k == 0:
-        return torch.zeros(b, 1, height, width, dtype=torch.bool, device=device)
-    offsets = torch.arange(blocks.max_side, device=device)
-    dy = offsets.view(1, 1, -1, 1)
-    dx = offsets.view(1, 1, 1, -1)
-    inside = blocks.keep[:, :, None, None] & (dy < blocks.height[:, :, None, None]) & (dx < blocks.width[:, :, None, None])
-    image = torch.arange(b, device=device).view(b, 1, 1, 1)
-    dump = b * height * width
-    ys = blocks.top[:, :, None, None] + dy
-    xs = blocks.left[:, :, None, None] + dx
-    flat = torch.where(inside, (image * height + ys) * width + xs, dump).flatten()
-    out = torch.zeros(dump + 1, dtype=torch.bool, device=device)
-    out[flat] = True
-    return out[:dump].view(b, 1, height, width)
+    bottom, right = blocks.top + blocks.height, blocks.left + blocks.width
+    image = torch.arange(b, device=device)[:, None].expand_as(blocks.top)
+    weight = blocks.keep.long()
+    diff = torch.zeros(b * (height + 1) * (width + 1), dtype=torch.long, device=device)
+    corners = ((blocks.top, blocks.left, 1), (blocks.top, right, -1), (bottom, blocks.left, -1), (bottom, right, 1))
+    for ys, xs, sign in corners:
+        index = (image * (height + 1) + ys) * (width + 1) + xs
+        diff.index_put_((index.flatten(),), (sign * weight).flatten(), accumulate=True)
+    count = diff.view(b, height + 1, width + 1).cumsum(2).cumsum(1)
+    return (count[:, :height, :width] > 0)[:, None]
+
+
+def darm_mask(uncertain: torch.Tensor, ratio: float, block_min: float, block_max: float,
+              generator: torch.Generator, hide: str = "block", max_rounds: int = 6) -> torch.Tensor:
+    """Pixels DARM hides in each image (see the module docstring for the two forms).
+
+    Args:
+        uncertain: region where the masking acts.
+        ratio: share of the region to hide ("block": as summed block area).
+        block_min: smallest block size as a fraction of the shorter image side.
+        block_max: largest block size as a fraction of the shorter image side.
+        generator: seeded generator on the region's device.
+        hide: "block" (reference) or "ring".
+        max_rounds: "ring" only: times the number of candidate blocks doubles when coverage is short.
+
+    Shape:
+        uncertain (B, 1, H, W) bool. Returns (B, 1, H, W) bool.
+    """
+    if hide == "block":
+        h, w = uncertain.shape[-2:]
+        return paint_blocks(darm_blocks(uncertain, ratio, block_min, block_max, generator), h, w)
+    if hide == "ring":
+        return _ring_mask(uncertain, ratio, block_min, block_max, generator, max_rounds)
+    raise ValueError(f"masking.hide {hide!r} is unknown; valid forms are {list(HIDE_FORMS)}")
 
 
 def _first_cover(top: torch.Tensor, left: torch.Tensor, side: torch.Tensor, max_side: int,
@@ -155,30 +178,6 @@ def _first_cover(top: torch.Tensor, left: torch.Tensor, side: torch.Tensor, max_
     first = torch.full((dump + 1,), k, dtype=torch.int32, device=device)
     first.scatter_reduce_(0, flat, index, reduce="amin")
     return first[:dump].view(b, height, width)
-
-
-def darm_mask(uncertain: torch.Tensor, ratio: float, block_min: float, block_max: float,
-              generator: torch.Generator, hide: str = "block", max_rounds: int = 6) -> torch.Tensor:
-    """Pixels DARM hides in each image (see the module docstring for the two forms).
-
-    Args:
-        uncertain: region where the masking acts.
-        ratio: share of the region to hide ("block": as summed block area).
-        block_min: smallest block size as a fraction of the shorter image side.
-        block_max: largest block size as a fraction of the shorter image side.
-        generator: seeded generator on the region's device.
-        hide: "block" (reference) or "ring".
-        max_rounds: "ring" only: times the number of candidate blocks doubles when coverage is short.
-
-    Shape:
-        uncertain (B, 1, H, W) bool. Returns (B, 1, H, W) bool.
-    """
-    if hide == "block":
-        h, w = uncertain.shape[-2:]
-        return paint_blocks(darm_blocks(uncertain, ratio, block_min, block_max, generator), h, w)
-    if hide == "ring":
-        return _ring_mask(uncertain, ratio, block_min, block_max, generator, max_rounds)
-    raise ValueError(f"masking.hide {hide!r} is unknown; valid forms are {list(HIDE_FORMS)}")
 
 
 def _ring_mask(uncertain: torch.Tensor, ratio: float, block_min: float, block_max: float,

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fgi.config import dump_yaml
 from fgi.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from fgi.config import dump_yaml
 from fgi.engine import TeacherStudentTrainer
 from tests.core.helpers import make_batches, tiny_config
 
@@ -183,7 +183,7 @@ def test_each_model_gets_its_own_cutmix_in_the_reference_form(form):
     trainer = TeacherStudentTrainer(cfg, CPU)
     inputs = {}
     for name, model in trainer.models.items():
-        model.register_forward_hook(lambda _m, args, _o, name=name: inputs.setdefault(name, []).append(args[0]) and None)
+        model.register_forward_hook(lambda _m, args, _o, name=name: inputs.setdefault(name, []).append(args[0]))
     trainer.train_step(batch)
     mixed_t, mixed_s = inputs["teacher"][-1][8:], inputs["student"][-1][8:]
     assert not torch.equal(mixed_t, batch["image"]) and not torch.equal(mixed_s, batch["image"])

@@ -12,8 +12,8 @@ STUDENT_WIDTHS = (8, 8, 16, 16)
 TEXT_DIM = 12
 
 
-def _teacher(text_mode: str = "tokens", fusion_skip: bool = True, in_channels: int = 3, text_dim: int = TEXT_DIM) -> Teacher:
-    return Teacher(in_channels, WIDTHS, text_dim, fusion_scales=(1, 2, 3), align_scales=(1, 2, 3), heads=2,
+def _teacher(text_mode: str = "tokens", fusion_skip: bool = True, in_channels: int = 3) -> Teacher:
+    return Teacher(in_channels, WIDTHS, TEXT_DIM, fusion_scales=(1, 2, 3), align_scales=(1, 2, 3), heads=2,
                    dropout=0.0, text_mode=text_mode, norm_groups=4, fusion_skip=fusion_skip)
 
 

@@ -1,0 +1,347 @@
+"""Quality protocol v2 on real Kvasir-SEG gaze data: six arms at one budget, scored on a held-out test part.
+
+Data: the 900 shared Kvasir-SEG images with GazeMedSeg's real fixations, split once (seeded, committed in
+``benchmarks/splits_v2/``): 700 train, 100 val (the val ids of protocol v1), 100 test drawn from v1's
+training ids with ``fgi.seed.numpy_rng(2026)``. Val is only watched (curves); the test part is read once
+per run, after its last step, for the final table. No model is selected: every run reports its LAST
+checkpoint, so nothing is tuned on test and nothing is picked on val.
+
+Arms (``--arms``, ``--seeds``):
+    a_full      student alone on ground-truth masks: the upper bound, and the gate.
+    b_gaze      student alone on the loose CRF pseudo-mask (no masking).
+    b2_two      GazeMedSeg-style two-level baseline: two image-only networks, one per gaze level, with
+                cross-level consistency; predicts with their mean.
+    c_no_text   teacher-student with the learned null token instead of text.
+    d_fgi       teacher-student, reference-exact defaults (tokens text, reference CWC, block DARM).
+    e_tuned     d_fgi with the method knobs of ``--tuned-config`` (a platform sweep on val).
+
+Budget ``v2`` (``--steps``, ``--image-size`` and ``--amp`` override it): 96 px, batch 8, 5000 steps,
+AdamW 1e-3, 100 warm-up steps, cosine to 1e-5, consistency ramp-up over 30 % of the steps, flips and a
+mild affine; teacher widths 16..256, student widths 16..256; fp32. The gate: arm a_full must reach 0.72
+val Dice before any comparison is printed.
+
+Every run writes its last state under ``--out`` at each evaluation and ``--resume`` continues an
+interrupted run from it (same data order); a finished run writes its record (config, curve, per-image
+test metrics) to ``--records`` (committed, so the table can be rebuilt in a later session without the
+checkpoints). The report gives, per arm, mean ± sd over seeds of test Dice, IoU, HD95 at original
+resolution, and paired per-image bootstrap 95 % CIs of the differences named in ``COMPARISONS``.
+
+    python benchmarks/protocol_kvasir.py --probe-steps 10                    # s/step of each arm
+    python benchmarks/protocol_kvasir.py --arms a_full b_gaze d_fgi --seeds 0 1 2 --resume
+    python benchmarks/protocol_kvasir.py --report                           # table from the records
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fgi.checkpoint import read_checkpoint, write_checkpoint  # noqa: E402
+from fgi.config import Config, ConfigError, config_hash, load_yaml, override, to_dict  # noqa: E402
+from fgi.files import atomic_write_text  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data"
+DEFAULT_ROOT = SHARED / "kvasir-seg"
+DEFAULT_FIXATIONS = SHARED / "gazemedseg" / "kvasir_fixation.csv"
+DEFAULT_SPLITS = REPO / "benchmarks" / "splits_v2"
+DEFAULT_OUT = REPO / "benchmarks" / "out" / "protocol_v2"
+DEFAULT_RECORDS = REPO / "benchmarks" / "results" / "protocol_v2"
+
+BUDGET: dict[str, Any] = {
+    "data.image_size": 96,
+    "model.teacher_widths": (16, 32, 64, 128, 256),
+    "model.student_widths": (16, 32, 64, 128, 256),
+    "train.batch_size": 8,
+    "train.max_steps": 5000,
+    "train.eval_every": 250,
+    "optim.name": "adamw",
+    "optim.lr": 1e-3,
+    "optim.warmup_steps": 100,
+    "optim.min_lr_ratio": 0.01,
+    "augment.hflip": 0.5,
+    "augment.vflip": 0.5,
+    "augment.affine": 0.5,
+    "augment.rotate_limit": 15.0,
+    "augment.scale_limit": 0.1,
+    "augment.shift_limit": 0.05,
+    "augment.color": 0.0,
+}
+RAMPUP_FRACTION = 0.3  # the consistency ramp-up covers this share of the steps
+ARMS: dict[str, dict[str, Any]] = {
+    "a_full": {"train.method": "student_only", "data.supervision": "ground_truth", "masking.mask_ratio": 0.0,
+               "text.mode": "none"},
+    "b_gaze": {"train.method": "student_only", "masking.mask_ratio": 0.0, "text.mode": "none"},
+    "b2_two": {"train.method": "two_level", "text.mode": "none"},
+    "c_no_text": {"train.method": "teacher_student", "text.mode": "none"},
+    "d_fgi": {"train.method": "teacher_student"},
+    "e_tuned": {"train.method": "teacher_student"},
+}
+LABELS = {
+    "a_full": "(a) full supervision", "b_gaze": "(b) gaze, one student", "b2_two": "(b2) two-level gaze",
+    "c_no_text": "(c) FGI without text", "d_fgi": "(d) FGI, reference defaults", "e_tuned": "(e) FGI, tuned",
+}
+COMPARISONS = (("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"), ("e_tuned", "d_fgi"))
+GATE_DICE = 0.72  # arm a_full's val Dice needed before comparisons mean anything
+COMPUTE_KEYS = tuple(BUDGET) + ("loss.rampup_steps", "train.seed", "train.threads", "train.amp", "data.num_workers")
+BOOTSTRAP_SAMPLES = 10000
+
+
+class ProtocolError(RuntimeError):
+    """Missing data or an inconsistent option; the message names it."""
+
+
+def base_config(args: argparse.Namespace) -> Config:
+    """Defaults with the budget, the data paths and the command-line compute settings."""
+    steps = args.steps or BUDGET["train.max_steps"]
+    updates = {
+        **BUDGET, "data.dataset": "kvasir", "data.root": str(args.root), "data.fixations": str(args.fixations),
+        "data.split_dir": str(args.splits), "data.num_workers": 0, "train.threads": args.threads,
+        "train.max_steps": steps, "train.eval_every": min(BUDGET["train.eval_every"], steps),
+        "loss.rampup_steps": round(RAMPUP_FRACTION * steps), "train.amp": args.amp,
+        "optim.warmup_steps": min(BUDGET["optim.warmup_steps"], max(steps // 10, 1)),
+    }
+    if args.image_size:
+        updates["data.image_size"] = args.image_size
+    if args.cache_dir:
+        updates["data.cache_dir"] = str(Path(args.cache_dir).resolve())
+    return override(Config(), updates)
+
+
+def arm_config(arm: str, base: Config, seed: int, tuned: Config | None) -> Config:
+    """One run's config: the arm's method settings on the shared budget (the tuned arm keeps its method knobs)."""
+    if arm != "e_tuned":
+        return override(base, {**ARMS[arm], "train.seed": seed})
+    if tuned is None:
+        raise ProtocolError("arm e_tuned needs --tuned-config FILE")
+    flat_base = {k: getattr(getattr(base, k.split(".")[0]), k.split(".")[1]) for k in COMPUTE_KEYS}
+    data = {f"data.{k}": v for k, v in to_dict(base.data).items()}
+    return override(tuned, {**data, **flat_base, **ARMS[arm], "train.seed": seed})
+
+
+def check_data(args: argparse.Namespace) -> None:
+    """Fail with the path when the dataset, the fixations or a split file is missing."""
+    for path in (args.root / "images", args.root / "masks", args.fixations,
+                 *(args.splits / f"{s}.txt" for s in ("train", "val", "test"))):
+        if not path.exists():
+            raise ProtocolError(f"{path}: not found (the shared Kvasir-SEG copy lives in {DEFAULT_ROOT})")
+
+
+def train_run(cfg: Config, run_dir: Path, label: str, resume: bool, probe_steps: int = 0) -> dict[str, Any]:
+    """Train one run to ``train.max_steps`` (or time ``probe_steps`` steps) and return its record.
+
+    Args:
+        cfg: the run's config with a prepared ``data.cache_dir``.
+        run_dir: holds ``last/`` (the state at the latest evaluation) and ``curve.json``.
+        label: printed with each progress line.
+        resume: continue from ``last/`` when it exists.
+        probe_steps: when > 0, time that many steps after one warm-up step and stop (nothing is written).
+    """
+    from fgi.distributed import build_loaders, epoch_batches
+    from fgi.engine import TeacherStudentTrainer
+    from fgi.loop import run_loop
+
+    device = torch.device("cpu")
+    t0 = time.perf_counter()
+    trainer = TeacherStudentTrainer(cfg, device)
+    loaders = build_loaders(cfg, rank=0, world=1)
+    last, curve_file = run_dir / "last", run_dir / "curve.json"
+    curve: list[dict[str, float]] = []
+    if resume and not probe_steps and (last / "trainer.pt").is_file():
+        trainer.load_state_dict(read_checkpoint(last))
+        curve = json.loads(curve_file.read_text()) if curve_file.is_file() else []
+        curve = [c for c in curve if c["step"] <= trainer.step]
+        print(f"[{label}] resumed at step {trainer.step}", flush=True)
+    max_steps = probe_steps + 1 if probe_steps else cfg.train.max_steps
+
+    def on_eval(step: int, val: Mapping[str, float], losses: Mapping[str, float]) -> None:
+        if probe_steps:
+            return
+        curve.append({"step": step, **{k: round(float(v), 5) for k, v in {**val, **losses}.items()}})
+        write_checkpoint(last, trainer, dict(val), loaders["normalization"])
+        atomic_write_text(curve_file, json.dumps(curve))
+        models = " ".join(f"{k[9:]} {val[k]:.4f}" for k in ("val_dice_teacher", "val_dice_student") if k in val)
+        print(f"[{label}] step {step}/{max_steps} val Dice {val['val_dice']:.4f} {models} "
+              f"loss {losses.get('loss', float('nan')):.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    times = run_loop(trainer, epoch_batches(loaders, trainer.step), max_steps=max_steps,
+                     eval_every=max_steps if probe_steps else cfg.train.eval_every,
+                     evaluate=lambda: trainer.evaluate(loaders["val"]), on_eval=on_eval)
+    steps = times.step_wall[1:] or times.step_wall
+    record = {"s_per_step": statistics.median(steps) if steps else float("nan"),
+              "cpu_s_per_step": statistics.median(times.step_cpu[1:] or times.step_cpu or [float("nan")])}
+    if probe_steps:
+        return record
+    return {**record, "trainer": trainer, "normalization": loaders["normalization"], "curve": curve,
+            "train_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def test_rows(trainer: Any, normalization: Mapping[str, Any], root: Path, split_dir: Path) -> list[dict[str, Any]]:
+    """Per-image test metrics of the deployable model at original resolution."""
+    from fgi.evaluation import evaluate_folder, read_ids
+
+    return evaluate_folder(trainer, normalization, root, read_ids(split_dir / "test.txt"))
+
+
+def record_path(records: Path, arm: str, seed: int) -> Path:
+    """Where a finished run's record lives."""
+    return records / f"{arm}-seed{seed}.json"
+
+
+def load_records(records: Path) -> dict[str, list[dict[str, Any]]]:
+    """Finished runs by arm, seeds in order."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(records.glob("*.json")):
+        rec = json.loads(path.read_text())
+        runs.setdefault(rec["arm"], []).append(rec)
+    for rs in runs.values():
+        rs.sort(key=lambda r: r["seed"])
+    return runs
+
+
+def paired_bootstrap(a: Sequence[Mapping[str, float]], b: Sequence[Mapping[str, float]], seed: int = 0,
+                     samples: int = BOOTSTRAP_SAMPLES) -> tuple[float, float, float]:
+    """Mean difference of per-image Dice (a - b) and its percentile 95 % bootstrap interval over images.
+
+    Args:
+        a, b: per-image Dice by image id, each already averaged over the arm's seeds.
+        seed: bootstrap seed.
+        samples: bootstrap resamples.
+    """
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        raise ProtocolError("no common test images between the two arms")
+    diff = np.array([a[i] - b[i] for i in ids])
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(diff.mean()), float(lo), float(hi)
+
+
+def per_image_dice(runs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Test Dice per image averaged over an arm's seeds."""
+    by_id: dict[str, list[float]] = {}
+    for r in runs:
+        for row in r["test_rows"]:
+            by_id.setdefault(row["id"], []).append(row["dice"])
+    return {i: float(np.mean(v)) for i, v in by_id.items()}
+
+
+def _mean_sd(values: Sequence[float], digits: int) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def report(runs: Mapping[str, list[dict[str, Any]]]) -> str:
+    """The markdown table, the gate, the paired CIs and the goals."""
+    lines = ["| arm | seeds | test Dice | test IoU | test HD95 (px) | last val Dice | val Dice teacher / student | min/run |",
+             "|---|---|---|---|---|---|---|---|"]
+    for arm in ARMS:
+        rs = runs.get(arm)
+        if not rs:
+            continue
+        metric = {m: [statistics.fmean(row[m] for row in r["test_rows"]) for r in rs] for m in ("dice", "iou", "hd95")}
+        last = [r["curve"][-1] for r in rs]
+        models = "—"
+        if "val_dice_teacher" in last[0]:
+            models = (f"{statistics.fmean(c['val_dice_teacher'] for c in last):.4f} / "
+                      f"{statistics.fmean(c['val_dice_student'] for c in last):.4f}")
+        lines.append(f"| {LABELS[arm]} | {' '.join(str(r['seed']) for r in rs)} | {_mean_sd(metric['dice'], 4)} | "
+                     f"{_mean_sd(metric['iou'], 4)} | {_mean_sd(metric['hd95'], 1)} | "
+                     f"{_mean_sd([c['val_dice'] for c in last], 4)} | {models} | "
+                     f"{statistics.fmean(r['train_seconds'] for r in rs) / 60:.0f} |")
+    gate = runs.get("a_full")
+    gate_dice = statistics.fmean(r["curve"][-1]["val_dice"] for r in gate) if gate else None
+    met = gate_dice is not None and gate_dice >= GATE_DICE
+    lines += ["", f"Gate: (a) last val Dice {'n/a' if gate_dice is None else f'{gate_dice:.4f}'} "
+              f"(needs ≥ {GATE_DICE}): {'met' if met else 'NOT met'}.", ""]
+    if not met:
+        lines.append("Comparisons withheld: the gate is not met, so the budget does not train the strongest arm.")
+        return "\n".join(lines) + "\n"
+    lines += ["| difference | mean Δ test Dice | 95 % CI (paired bootstrap over images) | seeds |", "|---|---|---|---|"]
+    for x, y in COMPARISONS:
+        if x in runs and y in runs:
+            mean, lo, hi = paired_bootstrap(per_image_dice(runs[x]), per_image_dice(runs[y]))
+            lines.append(f"| {LABELS[x]} − {LABELS[y]} | {100 * mean:+.2f} | [{100 * lo:+.2f}, {100 * hi:+.2f}] | "
+                         f"{len(runs[x])} vs {len(runs[y])} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="Kvasir-SEG folder with images/ and masks/")
+    ap.add_argument("--fixations", type=Path, default=DEFAULT_FIXATIONS, help="GazeMedSeg fixation CSV")
+    ap.add_argument("--splits", type=Path, default=DEFAULT_SPLITS, help="folder with train/val/test.txt")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="run states (git-ignored)")
+    ap.add_argument("--records", type=Path, default=DEFAULT_RECORDS, help="finished-run records (committed)")
+    ap.add_argument("--cache-dir", default="", help="prepared cache (default: fgi's cache location)")
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--steps", type=int, default=0, help="override the budget's 5000 steps")
+    ap.add_argument("--image-size", type=int, default=0, help="override the budget's 96 px")
+    ap.add_argument("--amp", default="none", choices=("none", "bf16"), help="autocast dtype")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--tuned-config", type=Path, default=None, help="config of arm e_tuned")
+    ap.add_argument("--resume", action="store_true", help="continue interrupted runs and skip finished ones")
+    ap.add_argument("--probe-steps", type=int, default=0, help="time this many steps per arm and stop")
+    ap.add_argument("--report", action="store_true", help="print the table from the records and stop")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the protocol (or the probe, or the report)."""
+    args = parse_args(argv)
+    if args.report:
+        print(report(load_records(args.records)), end="")
+        return 0
+    try:
+        check_data(args)
+        from fgi.distributed import prepare
+
+        base = prepare(base_config(args))
+        tuned = load_yaml(args.tuned_config) if args.tuned_config else None
+        for arm in args.arms:
+            for seed in args.seeds:
+                cfg = arm_config(arm, base, seed, tuned)
+                label = f"{arm} seed {seed}"
+                if args.probe_steps:
+                    rec = train_run(cfg, args.out / "probe", label, False, args.probe_steps)
+                    print(f"{label}: {rec['s_per_step']:.3f} s/step wall, {rec['cpu_s_per_step']:.3f} CPU-s/step; "
+                          f"{cfg.train.max_steps} steps ≈ {rec['s_per_step'] * cfg.train.max_steps / 60:.0f} min",
+                          flush=True)
+                    continue
+                done = record_path(args.records, arm, seed)
+                if args.resume and done.is_file() and json.loads(done.read_text())["config_hash"] == config_hash(cfg):
+                    print(f"[{label}] finished earlier: {done}", flush=True)
+                    continue
+                run = train_run(cfg, args.out / f"{arm}-seed{seed}", label, args.resume)
+                rows = test_rows(run["trainer"], run["normalization"], args.root, args.splits)
+                rec = {"arm": arm, "seed": seed, "config_hash": config_hash(cfg), "config": to_dict(cfg),
+                       "curve": run["curve"], "test_rows": rows, "train_seconds": run["train_seconds"],
+                       "s_per_step": run["s_per_step"]}
+                atomic_write_text(done, json.dumps(rec, indent=None))
+                print(f"[{label}] test Dice {statistics.fmean(r['dice'] for r in rows):.4f} -> {done}", flush=True)
+    except (ProtocolError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.probe_steps:
+        print(report(load_records(args.records)), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
