@@ -29,7 +29,7 @@ VARIANTS = {
     "no_cwc": {"loss.cwc_weight": 0.0},
     "no_align": {"loss.align_weight": 0.0},
     "no_darm": {"masking.mask_ratio": 0.0},
-    "slow_rampup": {"loss.rampup_steps": 1000},
+    "slow_rampup": {"loss.rampup_fraction": 1.0},
 }
 
 

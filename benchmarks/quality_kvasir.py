@@ -124,8 +124,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "train.amp": "none",
         "train.channels_last": False,
         "train.compile": False,
-        "optim.warmup_steps": 1,
-        "loss.rampup_steps": 2,
+        "optim.warmup_fraction": 0.25,
+        "loss.rampup_fraction": 0.5,
     },
 }
 

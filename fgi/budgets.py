@@ -2,15 +2,20 @@
 
 A budget only changes how much compute a run spends (image size, widths, data size, steps, evaluation
 interval); it never touches the method's hyperparameters, so a configuration found under one budget
-means the same thing under another.
+means the same thing under another (schedule lengths are fractions of ``train.max_steps``).
+
+``portable_config_text`` writes a config as a portable best config: the method's hyperparameters only
+(``COMPUTE_KEYS``, what a budget or the machine decides, are left out), under a comment header.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from fgi.config import Config, ConfigError, override
+import yaml
+
+from fgi.config import Config, ConfigError, flatten, override
 
 BUDGETS: dict[str, dict[str, Any]] = {
     # Seconds per trial on one CPU core: for tests and CI.
@@ -24,8 +29,6 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "train.max_steps": 12,
         "train.eval_every": 4,
         "train.batch_size": 4,
-        "optim.warmup_steps": 2,
-        "loss.rampup_steps": 6,
     },
     # A meaningful search on a laptop: `python tune.py --dataset synthetic` in minutes on 2 cores.
     "cpu": {
@@ -38,8 +41,6 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "train.max_steps": 60,
         "train.eval_every": 15,
         "train.batch_size": 8,
-        "optim.warmup_steps": 5,
-        "loss.rampup_steps": 30,
     },
     # Paper scale, for GPUs: 224 px, the published widths (teacher 64..1024, student 32..512), and about
     # 90 epochs of a 900-image training set at batch 8.
@@ -50,9 +51,44 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "train.max_steps": 10000,
         "train.eval_every": 250,
         "train.batch_size": 8,
-        "optim.warmup_steps": 250,
     },
 }
+
+
+# where the data is, how big the run is, and how the machine runs it: never part of a portable config
+MACHINE_KEYS = (
+    "data.root", "data.cache_dir", "data.fixations", "data.split_dir", "data.num_workers", "text.vlm_path",
+    "text.vlm_batch_size", "crf.work_size", "train.threads", "train.amp", "train.channels_last", "train.compile",
+)
+
+
+def compute_keys() -> frozenset[str]:
+    """Dotted keys a budget or the machine decides: every budget's keys and ``MACHINE_KEYS``."""
+    return frozenset(k for b in BUDGETS.values() for k in b) | frozenset(MACHINE_KEYS)
+
+
+def method_dict(cfg: Config, keep: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+    """The config's method hyperparameters as nested sections (compute keys dropped unless in ``keep``)."""
+    drop = compute_keys() - set(keep)
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in flatten(cfg).items():
+        if key in drop:
+            continue
+        section, field = key.split(".", 1)
+        out.setdefault(section, {})[field] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def portable_config_text(cfg: Config, keep: Iterable[str], header: str) -> str:
+    """YAML of a portable best config: ``header`` as comment lines, then ``method_dict(cfg, keep)``.
+
+    Args:
+        cfg: the best trial's config.
+        keep: searched keys, kept even when they are compute keys.
+        header: lines saying where the config came from (sweep, trial, metric, budget, commit).
+    """
+    comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    return comments + yaml.safe_dump(method_dict(cfg, keep), sort_keys=False, default_flow_style=None)
 
 
 def budget_names() -> list[str]:
@@ -76,4 +112,5 @@ def apply_budget(cfg: Config, name: str) -> Config:
     return override(cfg, budget_overrides(name))
 
 
-__all__ = ["BUDGETS", "apply_budget", "budget_names", "budget_overrides"]
+__all__ = ["BUDGETS", "MACHINE_KEYS", "apply_budget", "budget_names", "budget_overrides", "compute_keys", "method_dict",
+           "portable_config_text"]

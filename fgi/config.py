@@ -161,9 +161,10 @@ class LossConfig(Section):
     tau_neg: float = bounded(0.2, lo=0.0, hi=0.5)  # probability under which a class is a negative target
     cwc_form: str = bounded("reference", choices=("reference", "symmetric"))  # reference: min-P negative weight, per-term means
     cwc_weight: float = bounded(1.0, lo=0.0, hi=100.0)  # lambda of the confidence-weighted consistency
+    level_weight: float = bounded(3.0, lo=0.0, hi=100.0)  # two_level baseline: cross-level consistency weight (GazeMedSeg's Kvasir script)
     align_scales: tuple[int, ...] = bounded((1, 2, 3, 4), lo=0, hi=6, items_lo=0, items_hi=7)  # levels aligned; () is off
     align_weight: float = bounded(0.05, lo=0.0, hi=100.0)  # lambda of the feature alignment
-    rampup_steps: int = bounded(200, lo=0)  # sigmoid ramp-up length of the unsupervised weights
+    rampup_fraction: float = bounded(0.3, lo=0.0, hi=1.0)  # sigmoid ramp-up of the unsupervised weights, as a share of train.max_steps
     rampup_shape: float = bounded(5.0, lo=0.0, hi=50.0)  # exponent of exp(-k (1 - t/T)^2)
 
 
@@ -177,7 +178,7 @@ class OptimConfig(Section):
     momentum: float = bounded(0.9, lo=0.0, hi=0.999)  # SGD momentum
     beta1: float = bounded(0.9, lo=0.0, hi=0.9999)  # AdamW beta1
     beta2: float = bounded(0.999, lo=0.0, hi=0.99999)  # AdamW beta2
-    warmup_steps: int = bounded(20, lo=0)  # linear warm-up length
+    warmup_fraction: float = bounded(0.02, lo=0.0, hi=1.0)  # linear warm-up, as a share of train.max_steps
     min_lr_ratio: float = bounded(0.01, lo=0.0, hi=1.0)  # cosine floor as a fraction of lr
     grad_clip: float = bounded(0.0, lo=0.0)  # max global grad norm; 0 turns clipping off
 
@@ -186,7 +187,7 @@ class OptimConfig(Section):
 class TrainConfig(Section):
     """Loop length, batch, precision and seeding."""
 
-    method: str = bounded("teacher_student", choices=("teacher_student", "student_only"))  # student_only is the gaze-only baseline
+    method: str = bounded("teacher_student", choices=("teacher_student", "student_only", "two_level"))  # student_only and two_level (GazeMedSeg) are the gaze-only baselines
 
     max_steps: int = bounded(300, lo=1)  # optimizer steps
     batch_size: int = bounded(8, lo=1, hi=4096)  # global batch (split across workers)

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from fgi.checkpoint import checkpoint_name, read_checkpoint, read_metrics, write_checkpoint
 from fgi.config import Config, ConfigError, dump_yaml, load_yaml_text, override
-from fgi.loop import run_loop
+from fgi.loop import Reporter, run_loop
 from fgi.paths import staging_dir
 from fgi.seed import derive_seed
 
@@ -168,20 +168,39 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    cfg = load_yaml_text(loop_config["config_yaml"], "trial config")
+    ctx = ray.train.get_context()
+    if not cfg.train.threads:
+        torch.set_num_threads(worker_threads())
+    train_worker(cfg, trial=int(loop_config.get("trial", 0)), rank=ctx.get_world_rank(), world=ctx.get_world_size(),
+                 device=ray.train.torch.get_device(), reporter=RayTrainReporter(),
+                 checkpoint=ray.train.get_checkpoint(), staging=Path(loop_config["staging_dir"]),
+                 wrap_model=ray.train.torch.prepare_model)
+
+
+def train_worker(cfg: Config, *, trial: int, rank: int, world: int, device: torch.device, reporter: Reporter,
+                 checkpoint: Any | None, staging: Path, wrap_model: Any | None = None) -> None:
+    """Train one worker of a run from its latest checkpoint to ``train.max_steps``, reporting at each evaluation.
+
+    The one body of Ray Train workers and of in-process Tune trials (``fgi.trial``): only the reporter,
+    the device and the checkpoint to restore differ, so both report the same metrics and write the same
+    checkpoint folders.
+
+    Args:
+        cfg: the resolved run config.
+        trial: seed offset of the run.
+        rank: this worker's rank.
+        world: number of workers.
+        device: where the engine trains.
+        reporter: where metrics and checkpoint folders go.
+        checkpoint: the checkpoint to restore (anything with ``as_directory()``), or None.
+        staging: where rank 0 writes checkpoint folders before the reporter persists them.
+        wrap_model: wraps the models (DDP); None keeps them as they are.
+    """
     from fgi.engine import TeacherStudentTrainer
     from fgi.viz import validation_overlay
 
-    cfg = load_yaml_text(loop_config["config_yaml"], "trial config")
-    trial = int(loop_config.get("trial", 0))
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    if not cfg.train.threads:
-        torch.set_num_threads(worker_threads())
-    reporter = RayTrainReporter()
-
-    trainer = TeacherStudentTrainer(cfg, device, rank=rank, trial=trial, wrap_model=ray.train.torch.prepare_model)
-    checkpoint = ray.train.get_checkpoint()
+    trainer = TeacherStudentTrainer(cfg, device, rank=rank, trial=trial, wrap_model=wrap_model)
     restored: dict[str, Any] = {}
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -195,7 +214,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     loaders = build_loaders(cfg, rank, world, trial)
     norm = loaders["normalization"]
-    staging = Path(loop_config["staging_dir"])
 
     def evaluate() -> dict[str, float]:
         return _means(_all_reduce_sums(trainer.evaluate_sums(loaders["val"]), device))
@@ -291,5 +309,5 @@ def prepare(cfg: Config) -> Config:
 
 __all__ = [
     "RayTrainReporter", "build_loaders", "build_trainer", "epoch_batches", "fit", "local_batch_size", "prepare",
-    "train_loop_per_worker", "worker_threads",
+    "train_loop_per_worker", "train_worker", "worker_threads",
 ]

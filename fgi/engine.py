@@ -25,11 +25,17 @@ import torch
 from torch import nn
 
 from fgi.config import Config, dump_yaml, load_yaml_text
-from fgi.method.losses import ConfidenceWeightedConsistency, FeatureAlignment, SegmentationLoss, sigmoid_rampup
+from fgi.method.losses import (
+    ConfidenceWeightedConsistency,
+    FeatureAlignment,
+    SegmentationLoss,
+    level_consistency,
+    sigmoid_rampup,
+)
 from fgi.method.masking import apply_darm, darm_mask, uncertain_region
 from fgi.method.mixing import apply_mix, cutmix_boxes, reference_cutmix_boxes, uniform_noise
 from fgi.metrics import METRICS, batch_metrics
-from fgi.models import Student, Teacher
+from fgi.models import Student, Teacher, TwoLevel
 from fgi.seed import derive_seed, make_generator
 
 ModelWrapper = Callable[[nn.Module], nn.Module]
@@ -46,6 +52,12 @@ def _unwrap(model: nn.Module) -> nn.Module:
             model = model.module
         else:
             return model
+
+
+def schedule_steps(fraction: float, max_steps: int) -> int:
+    """Length in steps of a schedule phase given as a fraction of the run (``loss.rampup_fraction``,
+    ``optim.warmup_fraction``), so a config means the same at any ``train.max_steps``."""
+    return int(round(fraction * max_steps))
 
 
 def lr_lambda(warmup: int, total: int, floor: float) -> Callable[[int], float]:
@@ -111,7 +123,8 @@ class TeacherStudentTrainer:
             self.models[name] = model
         self.seg_teacher, self.seg_student, self.cwc, self.align = self.build_losses()
         self.optimizers = {name: self.build_optimizer(_unwrap(m)) for name, m in self.models.items()}
-        factor = lr_lambda(cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.min_lr_ratio)
+        factor = lr_lambda(schedule_steps(cfg.optim.warmup_fraction, cfg.train.max_steps), cfg.train.max_steps,
+                           cfg.optim.min_lr_ratio)
         self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, factor) for name, opt in self.optimizers.items()}
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
         self.generator = make_generator(derive_seed(cfg.train.seed, rank, trial), self.device)
@@ -125,6 +138,8 @@ class TeacherStudentTrainer:
             teacher = Teacher(cfg.data.in_channels, m.teacher_widths, cfg.text.dim, m.fusion_scales,
                               cfg.loss.align_scales, m.attn_heads, m.dropout, cfg.text.mode, m.norm_groups,
                               m.fusion_skip)
+        if cfg.train.method == "two_level":
+            return None, TwoLevel(cfg.data.in_channels, m.student_widths, m.norm_groups)
         student = Student(cfg.data.in_channels, m.student_widths, m.teacher_widths, cfg.loss.align_scales,
                           m.norm_groups, m.student_adapter)
         return teacher, student
@@ -205,7 +220,9 @@ class TeacherStudentTrainer:
         batch = self._to_device(batch)
         image = batch["image"]
         tight, loose = self._targets(batch)
-        if self.teacher is None:
+        if self.cfg.train.method == "two_level":
+            losses = self._two_level_losses(image, tight, loose)
+        elif self.teacher is None:
             losses = self._student_only_losses(image, tight, loose)
         else:
             losses = self._teacher_student_losses(image, tight, loose, *self._text(batch))
@@ -234,6 +251,15 @@ class TeacherStudentTrainer:
         loss = self.seg_student(out["logits"], masked_target)
         return {"loss": loss, "loss_student_seg": loss}
 
+    def _two_level_losses(self, image: torch.Tensor, tight: torch.Tensor, loose: torch.Tensor) -> dict:
+        """GazeMedSeg's two-level step: each network learns its level; their predictions agree (no masking)."""
+        with self.autocast():
+            levels = self.models["student"](image)["levels"].float()
+        seg_tight, seg_loose = self.seg_student(levels[0], tight), self.seg_student(levels[1], loose)
+        consistency = level_consistency(levels)
+        total = seg_tight + seg_loose + self.cfg.loss.level_weight * consistency
+        return {"loss": total, "loss_tight_seg": seg_tight, "loss_loose_seg": seg_loose, "loss_level": consistency}
+
     def _teacher_student_losses(self, image: torch.Tensor, tight: torch.Tensor, loose: torch.Tensor,
                                 text: torch.Tensor | None, text_mask: torch.Tensor | None) -> dict:
         cfg, n = self.cfg, image.shape[0]
@@ -261,7 +287,8 @@ class TeacherStudentTrainer:
         s_masked, s_mixed = s_out["logits"].float().split(n)
 
         # the reference ramps with its 1-based iteration count
-        weight = sigmoid_rampup(self.step + 1, cfg.loss.rampup_steps, cfg.loss.rampup_shape)
+        weight = sigmoid_rampup(self.step + 1, schedule_steps(cfg.loss.rampup_fraction, cfg.train.max_steps),
+                                cfg.loss.rampup_shape)
         t_seg = self.seg_teacher(t_clean, tight)
         s_seg = self.seg_student(s_masked, masked_target)
         student_target = torch.sigmoid(s_masked.detach()) if reference else student_clean

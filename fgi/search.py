@@ -9,7 +9,12 @@ The searched values reach a trial in its Tune config under their dotted keys; th
 config from the prepared base with one ``override``. The first trial is the base configuration (the
 published one unless ``config`` says otherwise).
 
-Layering: ``search`` builds trials with ``fgi.distributed`` and logs through ``fgi.tracking``; with
+A trial with one worker trains inside its Tune trial's process; with more, it runs a Ray Train DDP run
+(``fgi.trial``). The console shows one line per finished trial, the sweep's progress and one summary;
+``verbose`` brings Ray's own output back. Everything a user can get wrong (options, names, data paths,
+a cluster too small for one trial) is checked before Ray starts or an MLflow run exists.
+
+Layering: ``search`` builds trials with ``fgi.trial`` and logs through ``fgi.tracking``; with
 ``fgi.search_space`` it is the only code that knows Ray Tune and Optuna.
 """
 
@@ -17,13 +22,16 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fgi.config import Config, ConfigError, flatten, override, save_yaml
-from fgi.paths import storage_path
+from fgi.budgets import portable_config_text
+from fgi.config import Config, ConfigError, flatten, load_yaml_text
+from fgi.files import atomic_write_text
+from fgi.paths import git_commit, storage_path
 from fgi.search_space import OptunaDefineByRun, SearchSpace
 from fgi.sweep_settings import (
     METRIC_MODES,
@@ -36,8 +44,7 @@ from fgi.sweep_settings import (
     saved_record,
     write_sweep_file,
 )
-
-_TRIAL_MEMORY = 64 * 1024**2  # Tune's reservation for a trial's driver; its Train workers reserve the CPUs/GPUs
+from fgi.trial import TrialSettings, run_distributed, run_in_process, trainable
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,8 @@ class SweepResult:
         importances: fANOVA importances of the searched keys (empty with fewer than two scored trials).
         experiment: the MLflow experiment.
         parent_run_id: the sweep's MLflow parent run.
+        mlflow_uri: the tracking URI.
+        seconds: wall time of the sweep.
     """
 
     name: str
@@ -71,33 +80,8 @@ class SweepResult:
     importances: dict[str, float]
     experiment: str
     parent_run_id: str
-
-
-@dataclass(frozen=True)
-class TrialSettings:
-    """What every trial of a sweep shares (sent to trials with ``tune.with_parameters``).
-
-    Args:
-        base: the prepared base config (``data.cache_dir`` set); a trial overrides the searched keys.
-        keys: the searched dotted keys, read from the trial config.
-        train_storage: where each trial's Ray Train run keeps its checkpoints (``<trial id>/``).
-        workers: data-parallel workers per trial.
-        cpus_per_worker: CPUs per worker.
-        gpus_per_worker: GPUs per worker.
-        max_failures: worker-group restarts inside a trial.
-        metric: the validation metric.
-        mode: "max" or "min".
-    """
-
-    base: Config
-    keys: tuple[str, ...]
-    train_storage: str
-    workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    max_failures: int = 2
-    metric: str = "val_dice"
-    mode: str = "max"
+    mlflow_uri: str = ""
+    seconds: float = 0.0
 
 
 class ParamsOf:
@@ -108,26 +92,6 @@ class ParamsOf:
 
     def __call__(self, trial_config: Mapping[str, Any]) -> dict[str, Any]:
         return {**self.flat, **{k: trial_config[k] for k in self.keys}}
-
-
-def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
-    """The Tune function trainable: one Ray Train ``TorchTrainer`` run per trial.
-
-    The Train run is named after the trial id, so a retried or resumed trial continues from the run's
-    latest checkpoint. Metrics and checkpoint paths reach Tune through ``TuneReportCallback``. Every
-    trial uses the same seeds (trial offset 0): trials then differ only in their hyperparameters, and a
-    trial's result is reproducible from its config alone.
-    """
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from fgi import distributed
-
-    cfg = override(settings.base, {k: config[k] for k in settings.keys})
-    distributed.fit(cfg, storage_path=settings.train_storage, name=tune.get_context().get_trial_id(),
-                    workers=settings.workers, cpus_per_worker=settings.cpus_per_worker,
-                    gpus_per_worker=settings.gpus_per_worker, trial=0, max_failures=settings.max_failures,
-                    callbacks=[TuneReportCallback()], metric=settings.metric, mode=settings.mode)
 
 
 def _cluster_slots(workers: int, cpus: float, gpus: float) -> int:
@@ -147,7 +111,41 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _new_tuner(trainable: Any, space: SearchSpace, record: SweepRecord, storage: str, callback: Any) -> Any:
+def check_capacity(workers: int, cpus: float, gpus: float) -> None:
+    """A local Ray that fgi starts (this machine's CPUs and GPUs) can hold one trial.
+
+    Raises:
+        ConfigError: naming the options, before Ray starts.
+    """
+    have_cpus = os.cpu_count() or 1
+    if workers * cpus > have_cpus:
+        raise ConfigError(f"--workers-per-trial {workers} x --cpus-per-worker {cpus} needs {workers * cpus:g} CPUs; "
+                          f"this machine has {have_cpus}")
+    if gpus:
+        import torch
+
+        have_gpus = torch.cuda.device_count()
+        if workers * gpus > have_gpus:
+            raise ConfigError(f"--workers-per-trial {workers} x --gpus-per-worker {gpus} needs {workers * gpus:g} "
+                              f"GPUs; this machine has {have_gpus}")
+
+
+def start_ray(verbose: bool) -> None:
+    """Connect to ``RAY_ADDRESS`` or start a local Ray bound to 127.0.0.1, without dashboard; quiet unless verbose."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=verbose, configure_logging=False)
+    else:
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=verbose,
+                 configure_logging=False)
+
+
+def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage: str, callbacks: list,
+               verbose: bool) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -172,61 +170,77 @@ def _new_tuner(trainable: Any, space: SearchSpace, record: SweepRecord, storage:
     scheduler = (ASHAScheduler(time_attr="step", max_t=max_steps, grace_period=min(record.grace_steps, max_steps),
                                reduction_factor=record.reduction_factor)
                  if record.scheduler == "asha" else FIFOScheduler())
+    # in-process trials report checkpoints to Tune: keep the best by the metric (and Tune keeps the latest);
+    # Ray Train trials keep theirs in their own runs
+    checkpoints = tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=record.metric,
+                                        checkpoint_score_order=record.mode, checkpoint_at_end=False)
     return tune.Tuner(
-        trainable,
+        trainable_,
         param_space=param_space,
         tune_config=tune.TuneConfig(metric=record.metric, mode=record.mode, search_alg=searcher, scheduler=scheduler,
                                     num_samples=record.num_samples, time_budget_s=record.time_budget,
                                     max_concurrent_trials=concurrent, trial_dirname_creator=_trial_dirname),
-        run_config=tune.RunConfig(name=record.name, storage_path=storage, callbacks=[callback],
+        run_config=tune.RunConfig(name=record.name, storage_path=storage, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=record.max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
+                                  checkpoint_config=checkpoints, verbose=2 if verbose else 0,
+                                  log_to_file=not verbose),
     )
 
 
 def run_sweep(options: SweepOptions) -> SweepResult:
     """Validate everything, prepare the data once, run (or resume) the sweep, export the best config.
 
-    Starts a local Ray unless one is initialized or ``RAY_ADDRESS`` names a cluster.
+    Starts a local Ray (127.0.0.1 only) unless one is initialized or ``RAY_ADDRESS`` names a cluster.
 
     Raises:
-        ConfigError: bad options, config or sweep file (``SearchSpaceError`` for the space), before any
-            trial starts.
+        ConfigError: bad options, config, data paths, sweep file (``SearchSpaceError`` for the space) or a
+            local machine too small for one trial, before Ray starts or an MLflow run exists.
     """
+    from fgi import tracking
+    from fgi.sweep_console import ConsoleCallback, quiet_ray
+
     storage = storage_path(options.storage)
-    record, space = saved_record(options, storage) if options.resume else new_record(options)
+    if options.resume:
+        record, space = saved_record(options, storage)
+    else:
+        record, space = new_record(options, tracking.resolve_uri(options.mlflow_uri), storage)
     import ray
     from ray import tune
 
-    from fgi import distributed, tracking
+    from fgi import distributed
 
-    if options.resume:
-        print(f"resuming sweep {record.name} with its saved settings ({storage}/{record.name}/{SWEEP_FILE})")
-    uri = tracking.resolve_uri(options.mlflow_uri)
-    print(f"sweep {record.name}: storage {storage}/{record.name}, MLflow {uri} (experiment {record.experiment})",
-          flush=True)
+    if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):
+        check_capacity(record.workers, record.cpus_per_worker, record.gpus_per_worker)
+    uri = record.mlflow_uri or tracking.resolve_uri(options.mlflow_uri)
+    quiet_ray(options.verbose)
+    verb = "resuming" if options.resume else "sweep"
+    mode = "in-process trials" if record.workers == 1 else f"Ray Train trials of {record.workers} workers"
+    print(f"{verb} {record.name}: {record.num_samples} trials ({mode}), storage {storage}/{record.name}, "
+          f"MLflow {uri} (experiment {record.experiment})", flush=True)
 
     prepared = distributed.prepare(space.base)
     settings = TrialSettings(prepared, tuple(space.keys), f"{storage}/{record.name}/trials", record.workers,
                              record.cpus_per_worker, record.gpus_per_worker, record.max_failures, record.metric,
                              record.mode)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
-                                    {"cpu": 0, "memory": _TRIAL_MEMORY})
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True, configure_logging=False)
+    start_ray(options.verbose)
     tracker = tracking.SweepTracker(uri, record.experiment, record.name, record.dataset)
     tracker.start(record.space_text, space.base, record.tracked_settings())
 
     path = f"{storage}/{record.name}"
+    t0 = time.monotonic()
     if options.resume and tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(path, trainable=trainable(settings), resume_unfinished=True, resume_errored=True)
     else:
         write_sweep_file(storage, record)
-        callback = tracking.TrialCallback(uri, tracker.experiment_id, tracker.parent_run_id, record.name,
-                                          ParamsOf(prepared, space.keys), space.base.train.max_steps, record.metric,
-                                          record.mode)
-        tuner = _new_tuner(trainable, space, record, storage, callback)
-    return _finish(tuner.fit(), space, record, tracker, path)
+        callbacks = [
+            tracking.TrialCallback(uri, tracker.experiment_id, tracker.parent_run_id, record.name,
+                                   ParamsOf(prepared, space.keys), space.base.train.max_steps, record.metric,
+                                   record.mode),
+            ConsoleCallback(record.num_samples, record.metric, record.mode, space.base.train.max_steps),
+        ]
+        tuner = _new_tuner(trainable(settings), space, record, storage, callbacks, options.verbose)
+    results = tuner.fit()
+    return _finish(results, space, record, tracker, path, uri, time.monotonic() - t0)
 
 
 def _best_row(result: Any, metric: str, mode: str) -> dict[str, Any] | None:
@@ -260,11 +274,24 @@ def importances(space: SearchSpace, points: list[tuple[Mapping[str, Any], float]
     return {k: float(v) for k, v in optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
 
 
-def _finish(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any, path: str) -> SweepResult:
+def best_config_header(record: SweepRecord, trial: str, row: Mapping[str, Any]) -> str:
+    """The comment header of an exported best config: its sweep, trial, metric value, budget and commit."""
+    steps = int(load_yaml_text(record.base_config).train.max_steps)
+    return (f"fgi best config of sweep {record.name} (dataset {record.dataset})\n"
+            f"trial {trial}: {record.metric} {float(row[record.metric]):.4f} at step {int(row.get('step', 0))}; "
+            f"budget {record.budget} ({steps} steps)\n"
+            f"git commit {git_commit()}\n"
+            "method hyperparameters only: data location and compute come from train.py's flags or --budget;\n"
+            "loss.rampup_fraction and optim.warmup_fraction are fractions of the run length")
+
+
+def _finish(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any, path: str, uri: str,
+            seconds: float) -> SweepResult:
     scored = [(r, row) for r in results if (row := _best_row(r, record.metric, record.mode)) is not None]
     failed = sum(1 for r in results if r.error is not None)
     common = {"name": record.name, "path": path, "trials": len(results), "failed": failed, "metric": record.metric,
-              "experiment": record.experiment, "parent_run_id": tracker.parent_run_id}
+              "experiment": record.experiment, "parent_run_id": tracker.parent_run_id, "mlflow_uri": uri,
+              "seconds": seconds}
     if not scored:
         tracker.finish(None, None, None, failed=True)
         return SweepResult(best_metrics=None, best_config=None, best_config_path=None, best_trial=None,
@@ -279,13 +306,15 @@ def _finish(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any,
         print(f"parameter importances skipped: {exc}", file=sys.stderr)
         imps = {}
     tracker.finish(row, best_cfg, imps)
+    trial = Path(best.path).name.removeprefix("trial_")
     out = Path(record.best_dir).expanduser().resolve() / f"{record.dataset}.yaml"
-    save_yaml(best_cfg, out)
-    return SweepResult(best_metrics=row, best_config=best_cfg, best_config_path=out, best_trial=best.path,
+    atomic_write_text(out, portable_config_text(best_cfg, space.keys, best_config_header(record, trial, row)))
+    return SweepResult(best_metrics=row, best_config=best_cfg, best_config_path=out, best_trial=trial,
                        importances=imps, **common)
 
 
 __all__ = [
     "METRIC_MODES", "SCHEDULERS", "SEARCHERS", "SWEEP_FILE", "ParamsOf", "SweepOptions", "SweepRecord", "SweepResult",
-    "TrialSettings", "importances", "run_sweep", "run_trial",
+    "TrialSettings", "best_config_header", "check_capacity", "importances", "run_distributed", "run_in_process",
+    "run_sweep", "start_ray",
 ]

@@ -7,7 +7,7 @@ A space is a YAML file; the shipped ones are package data in ``fgi/search_spaces
       loss.tau_pos: {distribution: uniform, low: 0.6, high: 0.95}
       optim.lr: {distribution: loguniform, low: 3.0e-4, high: 1.0e-2}
       loss.align_scales: {distribution: categorical, choices: [[], [3, 4], [1, 2, 3, 4]]}
-      loss.rampup_steps: null   # drop an entry inherited through extends
+      loss.rampup_fraction: null   # drop an entry inherited through extends
     constraints:
       - data.loose_level < data.tight_level
 

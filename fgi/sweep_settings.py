@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 from fgi import budgets
 from fgi.config import Config, ConfigError, dump_yaml, from_dict, load_yaml, load_yaml_text, override
 from fgi.files import atomic_write_text
+from fgi.paths import fgi_home
 from fgi.search_space import SearchSpace, dataset_space, load_space, space_from_text
 
 SWEEP_FILE = "fgi_sweep.json"
@@ -25,6 +27,8 @@ SCHEDULERS = ("asha", "none")  # ASHA early stopping, or every trial runs to the
 DEFAULT_BUDGET = {"synthetic": "cpu"}  # other datasets default to "full"
 # per budget: trials, ASHA grace period in evaluations, ASHA reduction factor
 SEARCH_DEFAULTS = {"smoke": (3, 1, 2), "cpu": (10, 2, 2), "full": (40, 2, 3)}
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # a sweep name is a folder name and an MLflow tag value
+DATA_PATHS = {"data.root": "--root", "data.fixations": "--fixations", "data.split_dir": "--split-dir"}
 
 
 def _positive(name: str, value: float | None, allow_zero: bool = False) -> None:
@@ -56,6 +60,7 @@ class SweepOptions:
         max_steps: optimizer steps per trial; default the budget's.
         grace_steps: steps before ASHA may stop a trial; default a budget-dependent number of evaluations.
         metric: validation metric to optimize (``METRIC_MODES``).
+        root: raw dataset folder (``data.root``); default the config's.
         storage: local folder or URI for Tune state and checkpoints; default ``$FGI_HOME/ray_results``.
         name: sweep name; default ``fgi-<dataset>-<budget>-<time>``.
         resume: finish sweep ``name`` (default the latest ``fgi-<dataset>-*``) with its saved settings.
@@ -64,7 +69,8 @@ class SweepOptions:
         time_budget: seconds after which no new trial starts.
         seed: seed of the TPE sampler and ``train.seed``; default the config's.
         max_failures: retries of a failed trial or worker group.
-        best_dir: folder of the local ``<dataset>.yaml`` best config.
+        best_dir: folder of the local ``<dataset>.yaml`` best config; default ``$FGI_HOME/best_configs``.
+        verbose: show Ray's and Tune's own console output.
     """
 
     dataset: str
@@ -81,6 +87,7 @@ class SweepOptions:
     max_steps: int | None = None
     grace_steps: int | None = None
     metric: str = "val_dice"
+    root: str | None = None
     storage: str | None = None
     name: str | None = None
     resume: bool = False
@@ -89,7 +96,8 @@ class SweepOptions:
     time_budget: float | None = None
     seed: int | None = None
     max_failures: int = 2
-    best_dir: str = "best_configs"
+    best_dir: str | None = None
+    verbose: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "max_concurrent", "workers_per_trial", "max_steps", "grace_steps",
@@ -102,6 +110,31 @@ class SweepOptions:
         _one_of("search", self.search, SEARCHERS)
         _one_of("scheduler", self.scheduler, SCHEDULERS)
         _one_of("metric", self.metric, sorted(METRIC_MODES))
+        if self.name is not None:
+            check_name(self.name)
+
+
+def check_name(name: str) -> None:
+    """A sweep name is letters, digits and ``._-`` (a folder name; no ``..``).
+
+    Raises:
+        ConfigError: naming the bad name.
+    """
+    if not SAFE_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"--name: {name!r} is not a safe name (letters, digits and ._- only, no '..')")
+
+
+def check_data_paths(cfg: Config) -> None:
+    """Every local data path the config names exists (checked before Ray or MLflow start).
+
+    Raises:
+        ConfigError: naming the option and the missing path.
+    """
+    for key, flag in DATA_PATHS.items():
+        section, field = key.split(".")
+        value = getattr(getattr(cfg, section), field)
+        if value and "://" not in value and not Path(value).expanduser().exists():
+            raise ConfigError(f"{flag}: {value} not found ({key})")
 
 
 
@@ -132,6 +165,8 @@ class SweepRecord:
     max_failures: int
     experiment: str
     best_dir: str
+    mlflow_uri: str = ""  # "" in files written before it was recorded: resolved as a new sweep would
+    storage: str = ""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -147,11 +182,12 @@ class SweepRecord:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{source}: not valid JSON ({exc})") from None
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in data] if isinstance(data, dict) else names
+        fields = dataclasses.fields(cls)
+        required = [f.name for f in fields if f.default is dataclasses.MISSING]
+        missing = [n for n in required if n not in data] if isinstance(data, dict) else required
         if missing:
             raise ConfigError(f"{source}: missing sweep settings {missing}")
-        return cls(**{n: data[n] for n in names})
+        return cls(**{f.name: data[f.name] for f in fields if f.name in data})
 
     def tracked_settings(self) -> dict[str, Any]:
         """The settings logged as ``sweep.*`` params of the parent run."""
@@ -211,11 +247,25 @@ def _base_config(options: SweepOptions, budget: str) -> Config:
         updates["train.seed"] = options.seed
     if options.max_steps is not None:
         updates["train.max_steps"] = options.max_steps
-    return override(cfg, updates)
+    if options.root is not None:
+        updates["data.root"] = options.root
+    cfg = override(cfg, updates)
+    check_data_paths(cfg)
+    return cfg
 
 
-def new_record(options: SweepOptions) -> tuple[SweepRecord, SearchSpace]:
+def default_best_dir(value: str | None) -> str:
+    """The absolute folder of best configs: ``value``, else ``$FGI_HOME/best_configs`` (survives ``ray job submit``)."""
+    return str(Path(value).expanduser().resolve()) if value else str(fgi_home() / "best_configs")
+
+
+def new_record(options: SweepOptions, mlflow_uri: str = "", storage: str = "") -> tuple[SweepRecord, SearchSpace]:
     """The record of a new sweep and its validated space (the space file is read and parsed once).
+
+    Args:
+        options: the sweep options.
+        mlflow_uri: the resolved tracking URI, recorded for resume.
+        storage: the resolved storage, recorded for resume.
 
     Raises:
         ConfigError: a bad base config; ``SearchSpaceError`` for the space.
@@ -234,7 +284,8 @@ def new_record(options: SweepOptions) -> tuple[SweepRecord, SearchSpace]:
         grace_steps=options.grace_steps or grace_evals * base.train.eval_every, reduction_factor=factor,
         metric=options.metric, mode=METRIC_MODES[options.metric], time_budget=options.time_budget,
         seed=base.train.seed, max_failures=options.max_failures,
-        experiment=options.experiment or f"fgi-{options.dataset}", best_dir=options.best_dir)
+        experiment=options.experiment or f"fgi-{options.dataset}", best_dir=default_best_dir(options.best_dir),
+        mlflow_uri=mlflow_uri, storage=storage)
     return record, space
 
 
@@ -243,11 +294,17 @@ def saved_record(options: SweepOptions, storage: str) -> tuple[SweepRecord, Sear
     name = options.name or latest_sweep(storage, options.dataset)
     record = read_sweep_file(storage, name)
     source = f"{storage}/{name}/{SWEEP_FILE}"
+    given = {"--mlflow-uri": (options.mlflow_uri, record.mlflow_uri), "--experiment": (options.experiment, record.experiment),
+             "--storage": (options.storage and storage, record.storage)}
+    for flag, (value, saved) in given.items():
+        if value and saved and value != saved:
+            raise ConfigError(f"{flag}: sweep {name} was started with {saved!r}, not {value!r}; resume it with "
+                              f"its own value (or start a new sweep with another --name)")
     base = load_yaml_text(record.base_config, source)
     return record, space_from_text(record.space_text, base, f"{source} (space of {record.space_path})")
 
 
 __all__ = [
-    "DEFAULT_BUDGET", "METRIC_MODES", "SCHEDULERS", "SEARCHERS", "SEARCH_DEFAULTS", "SWEEP_FILE", "SweepOptions",
-    "SweepRecord", "latest_sweep", "new_record", "read_sweep_file", "saved_record", "write_sweep_file",
+    "DATA_PATHS", "DEFAULT_BUDGET", "METRIC_MODES", "SCHEDULERS", "SEARCHERS", "SEARCH_DEFAULTS", "SWEEP_FILE", "SweepOptions",
+    "SweepRecord", "check_data_paths", "check_name", "default_best_dir", "latest_sweep", "new_record", "read_sweep_file", "saved_record", "write_sweep_file",
 ]

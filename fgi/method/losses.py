@@ -23,6 +23,23 @@ def sigmoid_rampup(step: int, length: int, shape: float) -> float:
     return float(math.exp(-shape * phase * phase))
 
 
+def level_consistency(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-level consistency of GazeMedSeg's "pure" mode: each level's two-class probabilities agree with
+    the other levels' (detached): the sum over levels of -mean over pixels of sum_c P_i,c * P_j,c.
+
+    Shape:
+        logits (K, B, 1, H, W) for K >= 2 levels. Returns a scalar.
+    """
+    p = torch.sigmoid(logits.float())
+    probs = torch.cat([1 - p, p], dim=2)  # (K, B, 2, H, W)
+    k = probs.shape[0]
+    total = logits.new_zeros((), dtype=torch.float32)
+    for i in range(k):
+        others = torch.cat([probs[:i], probs[i + 1:]]).detach()
+        total = total - (probs[i][None] * others).sum(2).mean()
+    return total
+
+
 class SegmentationLoss(nn.Module):
     """BCE, soft Dice, or their weighted sum, averaged per sample.
 

@@ -2,6 +2,7 @@
 
 from fgi.models.student import Student
 from fgi.models.teacher import Teacher
+from fgi.models.two_level import TwoLevel
 from fgi.models.unet import UNet
 
-__all__ = ["Student", "Teacher", "UNet"]
+__all__ = ["Student", "Teacher", "TwoLevel", "UNet"]

@@ -26,9 +26,9 @@ def tiny_config(**sections) -> Config:
         "data": {"image_size": 32},
         "model": {"teacher_widths": [8, 16, 16, 32], "student_widths": [8, 8, 16, 16], "norm_groups": 4,
                   "fusion_scales": [1, 2, 3], "attn_heads": 2},
-        "loss": {"align_scales": [1, 2, 3], "rampup_steps": 10},
+        "loss": {"align_scales": [1, 2, 3], "rampup_fraction": 0.5},
         "text": {"dim": 12},
-        "optim": {"warmup_steps": 2},
+        "optim": {"warmup_fraction": 0.1},
         "train": {"max_steps": 20, "batch_size": 4},
     }
     for key, value in sections.items():

@@ -14,8 +14,8 @@ CPU = torch.device("cpu")
 def test_training_lowers_loss_and_beats_untrained_student():
     cfg = tiny_config(
         train={"max_steps": 80, "batch_size": 8, "seed": 0},
-        optim={"lr": 5e-3, "warmup_steps": 5},
-        loss={"rampup_steps": 30},
+        optim={"lr": 5e-3, "warmup_fraction": 0.0625},
+        loss={"rampup_fraction": 0.375},
     )
     train = make_batches(cfg, "train", 48, 8)
     val = make_batches(cfg, "val", 24, 8)

@@ -26,7 +26,7 @@ def test_shipped_spaces_validate_and_start_at_the_published_config(dataset, budg
     assert first["loss.align_scales"] == (1, 2, 3, 4)
     assert (first["data.tight_level"], first["data.loose_level"]) == (0.5, 0.3)
     covered = {"loss.tau_pos", "loss.tau_neg", "masking.mask_ratio", "masking.block_min", "masking.block_max",
-               "loss.align_scales", "loss.align_weight", "loss.cwc_weight", "loss.rampup_steps", "text.template",
+               "loss.align_scales", "loss.align_weight", "loss.cwc_weight", "loss.rampup_fraction", "text.template",
                "data.tight_level", "data.loose_level", "optim.lr", "optim.weight_decay"}
     assert covered <= set(space.keys)
 
@@ -44,7 +44,7 @@ def _bad(mutate) -> str:
     (lambda d: d["params"]["loss.tau_pos"].update({"high": 1.5}), "loss.tau_pos"),
     (lambda d: d["params"]["optim.lr"].update({"distribution": "gaussian"}), "optim.lr.distribution"),
     (lambda d: d["params"]["optim.lr"].update({"low": 0.0}), "optim.lr.low"),
-    (lambda d: d["params"]["loss.rampup_steps"].update({"distribution": "uniform"}), "loss.rampup_steps"),
+    (lambda d: d["params"]["loss.rampup_fraction"].update({"distribution": "int"}), "loss.rampup_fraction"),
     (lambda d: d["params"]["loss.align_scales"].update({"choices": [[1, 9]]}), "loss.align_scales.choices"),
     (lambda d: d["params"]["text.template"].update({"choices": ["structured", "nonsense"]}), "text.template.choices"),
     (lambda d: d["params"]["data.loose_level"].update({"low": 0.45}), "data.loose_level"),

@@ -16,8 +16,8 @@ def test_each_distribution_gets_its_own_type_with_canonical_bounds():
     assert _parse("loss.tau_pos", distribution="uniform", low=0.6, high=0.9) == Uniform("loss.tau_pos", 0.6, 0.9)
     lr = _parse("optim.lr", distribution="loguniform", low=1e-4, high=1e-2)
     assert isinstance(lr, LogUniform) and lr.log
-    steps = _parse("loss.rampup_steps", distribution="int", low=0.0, high=100, step=10)
-    assert steps == IntParam("loss.rampup_steps", 0, 100, 10) and isinstance(steps.low, int)
+    steps = _parse("train.seed", distribution="int", low=0.0, high=100, step=10)
+    assert steps == IntParam("train.seed", 0, 100, 10) and isinstance(steps.low, int)
     scales = _parse("loss.align_scales", distribution="categorical", choices=[[1, 2], [3], []])
     assert scales == Categorical("loss.align_scales", ((1, 2), (3,), ()))
 
@@ -27,12 +27,12 @@ def test_each_distribution_gets_its_own_type_with_canonical_bounds():
     ("loss.tau_pos", {"distribution": "uniform", "low": "a", "high": 0.9}, "loss.tau_pos.low: expected a number"),
     ("loss.tau_pos", {"distribution": "uniform", "high": 0.9}, "loss.tau_pos.low: missing"),
     ("loss.tau_pos", {"distribution": "uniform", "low": 0.9, "high": 0.6}, "loss.tau_pos: low 0.9 must be below high 0.6"),
-    ("loss.rampup_steps", {"distribution": "uniform", "low": 0, "high": 10}, "loss.rampup_steps: uniform needs a float field"),
+    ("train.seed", {"distribution": "uniform", "low": 0, "high": 10}, "train.seed: uniform needs a float field"),
     ("optim.lr", {"distribution": "int", "low": 1, "high": 10}, "optim.lr: int needs an integer field"),
     ("optim.weight_decay", {"distribution": "loguniform", "low": 0.0, "high": 0.1}, "optim.weight_decay.low: loguniform"),
-    ("loss.rampup_steps", {"distribution": "int", "low": 0, "high": 2.5}, "loss.rampup_steps.high: expected an integer"),
-    ("loss.rampup_steps", {"distribution": "int", "low": 0, "high": 25, "step": 10}, "loss.rampup_steps.step: 10 does not"),
-    ("loss.rampup_steps", {"distribution": "int", "low": 1, "high": 21, "step": 10, "log": True}, "loss.rampup_steps.log"),
+    ("train.seed", {"distribution": "int", "low": 0, "high": 2.5}, "train.seed.high: expected an integer"),
+    ("train.seed", {"distribution": "int", "low": 0, "high": 25, "step": 10}, "train.seed.step: 10 does not"),
+    ("train.seed", {"distribution": "int", "low": 1, "high": 21, "step": 10, "log": True}, "train.seed.log"),
     ("loss.align_scales", {"distribution": "categorical", "choices": [[1], [1]]}, "loss.align_scales.choices: repeated"),
     ("loss.align_scales", {"distribution": "categorical", "choices": [[1, 9]]}, "loss.align_scales.choices[0][1]: 9 is outside"),
     ("model.predictor", {"distribution": "categorical", "choices": ["student", "oracle"]}, "model.predictor.choices[1]"),
@@ -59,11 +59,11 @@ def test_optuna_and_tune_forms_agree_on_the_range():
     from ray.tune.search.sample import Categorical as TuneCategorical
     from ray.tune.search.sample import Function, Integer
 
-    steps = _parse("loss.rampup_steps", distribution="int", low=0, high=100, step=10)
+    steps = _parse("train.seed", distribution="int", low=0, high=100, step=10)
     dist = steps.optuna_distribution()
     assert (dist.low, dist.high, dist.step) == (0, 100, 10)
-    assert steps.suggest(optuna.trial.FixedTrial({"loss.rampup_steps": 30})) == 30
-    assert isinstance(steps.to_tune()["loss.rampup_steps"], Integer)
+    assert steps.suggest(optuna.trial.FixedTrial({"train.seed": 30})) == 30
+    assert isinstance(steps.to_tune()["train.seed"], Integer)
     lr = _parse("optim.lr", distribution="loguniform", low=1e-4, high=1e-2)
     assert lr.optuna_distribution().log and lr.at(0.5) == pytest.approx(1e-3)
     assert lr.fraction_of(lr.at(0.25)) == pytest.approx(0.25)

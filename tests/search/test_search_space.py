@@ -34,7 +34,7 @@ def test_real_datasets_share_the_base_space_and_synthetic_changes_two_entries():
     assert _entries(spaces["isic"]) == kvasir and _entries(spaces["nci-isbi"]) == kvasir
     synthetic = _entries(spaces["synthetic"])
     assert list(synthetic) == list(kvasir), "overrides keep the drawing order of the base"
-    assert {k for k in kvasir if synthetic[k] != kvasir[k]} == {"loss.rampup_steps", "optim.lr"}
+    assert {k for k in kvasir if synthetic[k] != kvasir[k]} == {"loss.rampup_fraction", "optim.lr"}
     assert synthetic["optim.lr"] == {"distribution": "loguniform", "low": 3.0e-4, "high": 1.0e-2}
 
 

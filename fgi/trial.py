@@ -1,0 +1,160 @@
+"""One sweep trial, as a Ray Tune function trainable: in-process (one worker) or a Ray Train run (DDP).
+
+A trial with one worker trains inside the Tune trial's own process (``run_in_process``): no Train
+controller, no worker group, no process group, so a trial starts in about a second. Trials with two or
+more workers run a Ray Train ``TorchTrainer`` (``run_distributed``). Both train through
+``fgi.distributed.train_worker``: the same loop, the same metrics and the same checkpoint folders; only
+the ``fgi.loop.Reporter`` differs (``TuneReporter`` here, ``RayTrainReporter`` in ``fgi.distributed``).
+
+Every report that carries a checkpoint also carries ``checkpoint_path``, the folder where the checkpoint
+is persisted, as Tune's report callback of the Ray Train path adds it: ``fgi.tracking.TrialCallback``
+reads that key in both paths.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fgi.config import Config, ConfigError, override
+from fgi.paths import staging_dir
+
+CHECKPOINT_PATH_KEY = "checkpoint_path"  # the key of Ray's TuneReportCallback (ray.tune.integration.ray_train)
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of a sweep shares (sent to trials with ``tune.with_parameters``).
+
+    Args:
+        base: the prepared base config (``data.cache_dir`` set); a trial overrides the searched keys.
+        keys: the searched dotted keys, read from the trial config.
+        train_storage: where each trial keeps its staging folder, and a Ray Train trial its run (``<trial id>/``).
+        workers: data-parallel workers per trial; 1 trains in the trial's own process.
+        cpus_per_worker: CPUs per worker.
+        gpus_per_worker: GPUs per worker.
+        max_failures: worker-group restarts inside a Ray Train trial.
+        metric: the validation metric.
+        mode: "max" or "min".
+    """
+
+    base: Config
+    keys: tuple[str, ...]
+    train_storage: str
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_failures: int = 2
+    metric: str = "val_dice"
+    mode: str = "max"
+
+    @property
+    def in_process(self) -> bool:
+        """True when trials train inside the Tune trial's process (one worker)."""
+        return self.workers == 1
+
+    def resources(self) -> dict[str, float]:
+        """Tune's reservation of one trial: the worker's CPUs and GPUs in-process; a Ray Train trial's
+        driver reserves nothing, its workers reserve the CPUs and GPUs."""
+        if self.in_process:
+            return {"cpu": self.cpus_per_worker, "gpu": self.gpus_per_worker}
+        return {"cpu": 0, "memory": _TRAIN_DRIVER_MEMORY}
+
+    def trial_config(self, config: Mapping[str, Any]) -> Config:
+        """The trial's config: the base with the searched values of the Tune config."""
+        return override(self.base, {k: config[k] for k in self.keys})
+
+
+_TRAIN_DRIVER_MEMORY = 64 * 1024**2  # Tune's reservation for a Ray Train trial's driver
+
+
+class TuneReporter:
+    """The ``fgi.loop.Reporter`` of in-process trials: ``ray.tune.report``.
+
+    Tune copies a reported folder into the trial's storage (``checkpoint_<index>``); the staging copy is
+    deleted afterwards, as Ray Train deletes its own.
+    """
+
+    def report(self, metrics: Mapping[str, Any], checkpoint_dir: Path | None) -> None:
+        """Report ``metrics`` and, when given, the checkpoint folder ``checkpoint_dir``."""
+        from ray import tune
+
+        if checkpoint_dir is None:
+            tune.report(dict(metrics))
+            return
+        out = {**metrics, CHECKPOINT_PATH_KEY: _next_checkpoint_path()}
+        tune.report(out, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+def _next_checkpoint_path() -> str:
+    """Where Tune persists the next reported checkpoint of this trial."""
+    from ray.train._internal.session import get_session
+
+    return get_session().storage.checkpoint_fs_path
+
+
+def trial_device(gpus: float) -> torch.device:
+    """The device of an in-process trial: the GPU Ray assigned it, else the CPU.
+
+    Raises:
+        ConfigError: when the trial reserved a GPU that torch cannot see.
+    """
+    if gpus <= 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--gpus-per-worker: {gpus} GPUs reserved but torch sees no CUDA device")
+    return torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU
+
+
+def run_in_process(config: dict[str, Any], settings: TrialSettings) -> None:
+    """The Tune function trainable of one-worker trials: train here, report with ``ray.tune.report``.
+
+    Restores from ``ray.tune.get_checkpoint()`` (a retried or resumed trial continues at the saved step
+    and data position). Every trial uses seed offset 0, so a trial's result follows from its config alone.
+    """
+    from ray import tune
+
+    from fgi.distributed import train_worker, worker_threads
+
+    cfg = settings.trial_config(config)
+    if not cfg.train.threads:
+        torch.set_num_threads(worker_threads())
+    staging = Path(staging_dir(settings.train_storage, tune.get_context().get_trial_id()))
+    train_worker(cfg, trial=0, rank=0, world=1, device=trial_device(settings.gpus_per_worker),
+                 reporter=TuneReporter(), checkpoint=tune.get_checkpoint(), staging=staging)
+
+
+def run_distributed(config: dict[str, Any], settings: TrialSettings) -> None:
+    """The Tune function trainable of DDP trials: one Ray Train ``TorchTrainer`` run per trial.
+
+    The Train run is named after the trial id, so a retried or resumed trial continues from the run's
+    latest checkpoint. Metrics and checkpoint paths reach Tune through ``TuneReportCallback``.
+    """
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from fgi import distributed
+
+    distributed.fit(settings.trial_config(config), storage_path=settings.train_storage,
+                    name=tune.get_context().get_trial_id(), workers=settings.workers,
+                    cpus_per_worker=settings.cpus_per_worker, gpus_per_worker=settings.gpus_per_worker, trial=0,
+                    max_failures=settings.max_failures, callbacks=[TuneReportCallback()], metric=settings.metric,
+                    mode=settings.mode)
+
+
+def trainable(settings: TrialSettings) -> Any:
+    """The Tune trainable of a sweep's trials, with its resources and shared settings."""
+    from ray import tune
+
+    fn = run_in_process if settings.in_process else run_distributed
+    return tune.with_resources(tune.with_parameters(fn, settings=settings), settings.resources())
+
+
+__all__ = ["CHECKPOINT_PATH_KEY", "TrialSettings", "TuneReporter", "run_distributed", "run_in_process",
+           "trainable", "trial_device"]

@@ -1,0 +1,42 @@
+"""The GazeMedSeg-style two-level baseline: its consistency term and its training step."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fgi.engine import TeacherStudentTrainer
+from fgi.method.losses import level_consistency
+from tests.core.helpers import make_batches, tiny_config
+
+
+def test_level_consistency_matches_a_hand_computed_value_and_gradient():
+    # one pixel: level 1 p = 0.8, level 2 p = 0.75; P1 . P2 = 0.2*0.25 + 0.8*0.75 = 0.65 for each level
+    logits = torch.tensor([math.log(4.0), math.log(3.0)]).view(2, 1, 1, 1, 1).requires_grad_(True)
+    loss = level_consistency(logits)
+    assert loss.item() == pytest.approx(-1.3, abs=1e-6)
+    loss.backward()
+    # d/dl1 of -(P1 . P2) with P2 detached: -p1 (1 - p1) (2 p2 - 1) = -0.16 * 0.5
+    assert logits.grad.flatten().tolist() == pytest.approx([-0.08, -0.1875 * 0.6], abs=1e-6)
+
+
+def test_two_level_trains_both_networks_and_predicts_their_mean():
+    cfg = tiny_config(train={"method": "two_level"}, text={"mode": "none"})
+    trainer = TeacherStudentTrainer(cfg, torch.device("cpu"))
+    batch = make_batches(cfg, "train", 4, 4)[0]
+    before = [p.detach().clone() for p in trainer.student.nets.parameters()]
+    losses = trainer.train_step(batch)
+    assert {"loss_tight_seg", "loss_loose_seg", "loss_level"} <= set(losses)
+    assert losses["loss"] == pytest.approx(losses["loss_tight_seg"] + losses["loss_loose_seg"]
+                                           + cfg.loss.level_weight * losses["loss_level"], rel=1e-5)
+    for net in trainer.student.nets:
+        moved = [not torch.equal(a, b) for a, b in zip(before, trainer.student.nets.parameters(), strict=False)]
+        assert any(moved) and any(p.grad is not None for p in net.parameters())
+    image = batch["image"][:2]
+    trainer.student.eval()
+    with torch.no_grad():
+        l1, l2 = (net(image) for net in trainer.student.nets)
+    expected = torch.sigmoid((l1 + l2) / 2)
+    assert torch.allclose(trainer.predict(image), expected, atol=1e-5)
