@@ -88,7 +88,7 @@ def portable_config_text(cfg: Config, keep: Iterable[str], header: str) -> str:
         header: lines saying where the config came from (sweep, trial, metric, budget, commit).
     """
     comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
-    return comments + yaml.safe_dump(method_dict(cfg, keep), sort_keys=False, default_flow_style=None)
+    return comments + yaml.safe_dump(method_dict(cfg, keep), sort_keys=False)
 
 
 def budget_names() -> list[str]:

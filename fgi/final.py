@@ -16,6 +16,7 @@ from typing import Any
 from fgi import budgets
 from fgi.config import Config, ConfigError, load_yaml, load_yaml_text, override
 from fgi.paths import storage_path
+from fgi.sweep_settings import check_data_paths
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,12 @@ class FinalResult:
 
 
 def final_config(*, config: str | os.PathLike | None = None, run_id: str | None = None, mlflow_uri: str | None = None,
-                 budget: str | None = None, max_steps: int | None = None) -> tuple[Config, str]:
+                 budget: str | None = None, max_steps: int | None = None, data_root: str | None = None,
+                 fixations: str | None = None, split_dir: str | None = None) -> tuple[Config, str]:
     """The config to train and its source, from a YAML file or an MLflow run (exactly one).
+
+    A portable best config holds the method only; the budget gives the compute and the data options
+    say where the data is.
 
     Args:
         config: config YAML, e.g. ``best_configs/<dataset>.yaml``.
@@ -55,9 +60,12 @@ def final_config(*, config: str | os.PathLike | None = None, run_id: str | None 
         mlflow_uri: tracking URI for ``run_id``.
         budget: compute preset applied on top (``fgi.budgets``).
         max_steps: ``train.max_steps`` on top.
+        data_root: ``data.root`` on top.
+        fixations: ``data.fixations`` on top.
+        split_dir: ``data.split_dir`` on top.
 
     Raises:
-        ConfigError: a missing or invalid config, or a bad budget or step count.
+        ConfigError: a missing or invalid config, a bad budget or step count, or a data path that does not exist.
         LookupError: a run without a stored config.
     """
     if (config is None) == (run_id is None):
@@ -74,7 +82,12 @@ def final_config(*, config: str | os.PathLike | None = None, run_id: str | None 
     updates = dict(budgets.budget_overrides(budget)) if budget else {}
     if max_steps is not None:
         updates["train.max_steps"] = max_steps
-    return (override(cfg, updates) if updates else cfg), source
+    for key, value in (("data.root", data_root), ("data.fixations", fixations), ("data.split_dir", split_dir)):
+        if value is not None:
+            updates[key] = str(Path(value).expanduser().resolve())
+    cfg = override(cfg, updates) if updates else cfg
+    check_data_paths(cfg)
+    return cfg, source
 
 
 def train_final(cfg: Config, *, source: str, workers: int = 1, cpus_per_worker: float = 1.0,

@@ -34,6 +34,7 @@ from fgi.files import atomic_write_text
 from fgi.paths import git_commit, storage_path
 from fgi.search_space import OptunaDefineByRun, SearchSpace
 from fgi.sweep_settings import (
+    DATA_PATHS,
     METRIC_MODES,
     SCHEDULERS,
     SEARCHERS,
@@ -45,6 +46,7 @@ from fgi.sweep_settings import (
     write_sweep_file,
 )
 from fgi.trial import TrialSettings, run_distributed, run_in_process, trainable
+
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class SweepResult:
         parent_run_id: the sweep's MLflow parent run.
         mlflow_uri: the tracking URI.
         seconds: wall time of the sweep.
+        train_args: ``train.py`` options that train the best config on the sweep's data and budget.
     """
 
     name: str
@@ -82,6 +85,7 @@ class SweepResult:
     parent_run_id: str
     mlflow_uri: str = ""
     seconds: float = 0.0
+    train_args: tuple[str, ...] = ()
 
 
 class ParamsOf:
@@ -285,13 +289,19 @@ def best_config_header(record: SweepRecord, trial: str, row: Mapping[str, Any]) 
             "loss.rampup_fraction and optim.warmup_fraction are fractions of the run length")
 
 
+def train_args(base: Config, budget: str) -> tuple[str, ...]:
+    """The ``train.py`` options that give a portable best config the sweep's data and budget."""
+    flags = [(flag, getattr(base.data, key.split(".")[1])) for key, flag in DATA_PATHS.items()]
+    return (*(x for flag, value in flags if value for x in (flag, value)), "--budget", budget)
+
+
 def _finish(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any, path: str, uri: str,
             seconds: float) -> SweepResult:
     scored = [(r, row) for r in results if (row := _best_row(r, record.metric, record.mode)) is not None]
     failed = sum(1 for r in results if r.error is not None)
     common = {"name": record.name, "path": path, "trials": len(results), "failed": failed, "metric": record.metric,
               "experiment": record.experiment, "parent_run_id": tracker.parent_run_id, "mlflow_uri": uri,
-              "seconds": seconds}
+              "seconds": seconds, "train_args": train_args(space.base, record.budget)}
     if not scored:
         tracker.finish(None, None, None, failed=True)
         return SweepResult(best_metrics=None, best_config=None, best_config_path=None, best_trial=None,

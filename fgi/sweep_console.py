@@ -17,8 +17,10 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "optuna")
-QUIET_ENV = {"RAY_DEDUP_LOGS": "1"}  # inherited by a local Ray started afterwards
+QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "mlflow", "alembic")
+# RAY_AIR_NEW_OUTPUT=0: Tune's newer console prints its experiment table and paths at any verbosity;
+# the classic one is silent at verbose=0. RAY_DEDUP_LOGS: inherited by a local Ray started afterwards.
+QUIET_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "1"}
 
 
 def quiet_ray(verbose: bool) -> None:
@@ -29,6 +31,9 @@ def quiet_ray(verbose: bool) -> None:
         os.environ.setdefault(key, value)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _duration(seconds: float) -> str:
@@ -84,6 +89,11 @@ class ConsoleCallback(Callback):
         if isinstance(value, (int, float)) and self._better(float(value), self.best.get(trial.trial_id)):
             self.best[trial.trial_id] = float(value)
 
+    def setup(self, **info: Any) -> None:
+        """Called as the sweep starts (again on resume): elapsed time and ETA count from here."""
+        self.t0 = time.monotonic()
+        self.started.clear()
+
     def _finished(self, trials: list, trial: Any, outcome: str) -> None:
         self.done += 1
         steps = int((trial.last_result or {}).get("step", 0))
@@ -91,10 +101,10 @@ class ConsoleCallback(Callback):
         value = self.best.get(trial.trial_id)
         score = f"{self.metric} {value:.4f}" if value is not None else f"no {self.metric}"
         self._print(f"trial {trial.trial_id} {outcome:<13} best {score}  {steps} steps  {seconds:.1f} s")
-        self._print(self.progress(trials))
+        self._print(self.progress([t for t in trials if t is not trial]))
 
     def progress(self, trials: list) -> str:
-        """``[done/total] running, pending, best so far, ETA`` of the sweep."""
+        """``[done/total] running, pending, best so far, ETA`` of the sweep (``trials``: those not just ended)."""
         running = sum(1 for t in trials if t.status == "RUNNING")
         pending = max(self.total - self.done - running, 0)
         elapsed = time.monotonic() - self.t0

@@ -28,7 +28,8 @@ DEFAULT_BUDGET = {"synthetic": "cpu"}  # other datasets default to "full"
 # per budget: trials, ASHA grace period in evaluations, ASHA reduction factor
 SEARCH_DEFAULTS = {"smoke": (3, 1, 2), "cpu": (10, 2, 2), "full": (40, 2, 3)}
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # a sweep name is a folder name and an MLflow tag value
-DATA_PATHS = {"data.root": "--root", "data.fixations": "--fixations", "data.split_dir": "--split-dir"}
+DATA_PATHS = {"data.root": "--data-root",  # tune also takes --root
+              "data.fixations": "--fixations", "data.split_dir": "--split-dir"}
 
 
 def _positive(name: str, value: float | None, allow_zero: bool = False) -> None:

@@ -93,10 +93,16 @@ class TuneReporter:
 
 
 def _next_checkpoint_path() -> str:
-    """Where Tune persists the next reported checkpoint of this trial."""
+    """Where Tune persists the next reported checkpoint of this trial.
+
+    ``ray.tune.report`` advances the trial's checkpoint index, then copies the folder to
+    ``<trial dir>/checkpoint_<index>``; Ray exposes that path only through the session's storage context.
+    """
     from ray.train._internal.session import get_session
 
-    return get_session().storage.checkpoint_fs_path
+    storage = get_session().storage
+    name = storage._make_checkpoint_dir_name(storage.current_checkpoint_index + 1)
+    return Path(storage.trial_fs_path, name).as_posix()
 
 
 def trial_device(gpus: float) -> torch.device:
@@ -128,6 +134,8 @@ def run_in_process(config: dict[str, Any], settings: TrialSettings) -> None:
     staging = Path(staging_dir(settings.train_storage, tune.get_context().get_trial_id()))
     train_worker(cfg, trial=0, rank=0, world=1, device=trial_device(settings.gpus_per_worker),
                  reporter=TuneReporter(), checkpoint=tune.get_checkpoint(), staging=staging)
+    if staging.parent.is_dir() and not any(staging.parent.iterdir()):
+        staging.parent.rmdir()  # Tune keeps this trial's checkpoints in its own folder
 
 
 def run_distributed(config: dict[str, Any], settings: TrialSettings) -> None:

@@ -8,6 +8,7 @@ import sys
 
 from fgi import budgets
 from fgi.config import ConfigError
+from fgi.data.errors import DataError
 from fgi.final import final_config, train_final
 
 
@@ -17,8 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--config", default=None, help="config YAML, e.g. best_configs/<dataset>.yaml")
     src.add_argument("--from-mlflow", default=None, metavar="RUN_ID",
                      help="MLflow run whose best_config.yaml (sweep) or config.yaml (trial, final run) to train")
+    parser.add_argument("--data-root", "--root", dest="data_root", default=None,
+                        help="raw dataset folder (data.root); a portable best config names no data")
+    parser.add_argument("--fixations", default=None, help="eye-tracking CSV (data.fixations) of kvasir and nci-isbi")
+    parser.add_argument("--split-dir", default=None, help="folder of train.txt / val.txt / test.txt (data.split_dir)")
     parser.add_argument("--budget", default=None, choices=budgets.budget_names(),
-                        help="compute preset applied on top of the config (default: none, the config as is)")
+                        help="compute preset (image size, widths, steps) applied on top of the config (default: "
+                             "none, the config as is)")
     parser.add_argument("--max-steps", type=int, default=None, help="override train.max_steps")
     parser.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker; 0 trains on CPU (gloo)")
@@ -35,12 +41,13 @@ def main(args: argparse.Namespace) -> int:
     """Train and register; a bad config, option or run id prints one line and exits 2."""
     try:
         cfg, source = final_config(config=args.config, run_id=args.from_mlflow, mlflow_uri=args.mlflow_uri,
-                                   budget=args.budget, max_steps=args.max_steps)
+                                   budget=args.budget, max_steps=args.max_steps, data_root=args.data_root,
+                                   fixations=args.fixations, split_dir=args.split_dir)
         result = train_final(cfg, source=source, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                              gpus_per_worker=args.gpus_per_worker, storage=args.storage, name=args.name,
                              mlflow_uri=args.mlflow_uri, experiment=args.experiment, register_as=args.register_as,
                              max_failures=args.max_failures)
-    except (ConfigError, LookupError) as exc:
+    except (ConfigError, DataError, FileNotFoundError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     best = result.best_metrics

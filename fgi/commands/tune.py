@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from fgi import budgets
 from fgi.config import ConfigError
+from fgi.data.errors import DataError
 from fgi.datasets import DATASET_NAMES
 from fgi.search import METRIC_MODES, SCHEDULERS, SEARCHERS, SweepOptions, SweepResult, run_sweep
 
@@ -15,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fgi tune``; each maps to the ``SweepOptions`` field of the same name."""
     parser.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="dataset to search on")
     parser.add_argument("--config", default=None, help="base config YAML (default: the published configuration)")
+    parser.add_argument("--root", "--data-root", dest="root", default=None,
+                        help="raw dataset folder (data.root; default: the config's)")
     parser.add_argument("--space", default=None,
                         help="search-space YAML (default: the shipped fgi/search_spaces/<dataset>.yaml)")
     parser.add_argument("--budget", default=None, choices=budgets.budget_names(),
@@ -23,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, default=None, help="trials (default by budget: smoke 3, cpu 10, full 40)")
     parser.add_argument("--max-concurrent", type=int, default=None,
                         help="trials at once (default: as many as the cluster's CPUs or GPUs hold)")
-    parser.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel Ray Train workers per trial")
+    parser.add_argument("--workers-per-trial", type=int, default=1,
+                        help="workers per trial: 1 trains in the Tune trial's own process (fast start); 2 or more "
+                             "run a Ray Train DDP run per trial")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker; 0 trains on CPU (gloo)")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker")
     parser.add_argument("--search", default="tpe", choices=SEARCHERS,
@@ -46,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget", type=float, default=None, help="stop starting trials after this many seconds")
     parser.add_argument("--seed", type=int, default=None, help="seed of the TPE sampler and of train.seed (default: the config's)")
     parser.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial or worker group")
-    parser.add_argument("--best-dir", default="best_configs", help="folder for the local <dataset>.yaml best config")
+    parser.add_argument("--best-dir", default=None,
+                        help="folder for the <dataset>.yaml best config (default: $FGI_HOME/best_configs, absolute)")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's and Tune's own console output")
 
 
 def options_of(args: argparse.Namespace) -> SweepOptions:
@@ -59,30 +67,41 @@ def options_of(args: argparse.Namespace) -> SweepOptions:
         dataset=args.dataset, config=args.config, space=args.space, budget=args.budget, num_samples=args.num_samples,
         max_concurrent=args.max_concurrent, workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, search=args.search,
-        scheduler=args.scheduler, max_steps=args.max_steps, grace_steps=args.grace_steps, metric=args.metric,
+        scheduler=args.scheduler, max_steps=args.max_steps, grace_steps=args.grace_steps, metric=args.metric, root=args.root,
         storage=args.storage, name=args.name, resume=args.resume, mlflow_uri=args.mlflow_uri,
         experiment=args.experiment, time_budget=args.time_budget, seed=args.seed, max_failures=args.max_failures,
-        best_dir=args.best_dir)
+        best_dir=args.best_dir, verbose=args.verbose)
+
+
+def summary(result: SweepResult) -> list[str]:
+    """The sweep's closing lines: the best trial and its metric, where the best config is, what to run next."""
+    if result.best_metrics is None:
+        return [f"no trial reported {result.metric}; {result.failed} of {result.trials} trials failed "
+                f"(see the MLflow runs and {result.path})"]
+    best = result.best_metrics
+    config = shlex.quote(str(result.best_config_path))
+    return [
+        f"done in {result.seconds:.0f} s: {result.trials} trials, {result.failed} failed",
+        f"best trial {result.best_trial}: {result.metric} {best[result.metric]:.4f} at step {int(best.get('step', 0))}",
+        f"best config: {result.best_config_path}",
+        f"MLflow parent run: {result.parent_run_id} (experiment {result.experiment})",
+        "next:",
+        f"  mlflow ui --backend-store-uri {shlex.quote(result.mlflow_uri)}",
+        f"  python train.py --config {config} {shlex.join(result.train_args)}".rstrip(),
+    ]
 
 
 def report(result: SweepResult) -> int:
     """Print how a sweep ended; 0 when some trial reported the metric, else 1."""
-    if result.best_metrics is None:
-        print(f"no trial reported {result.metric}; {result.failed} of {result.trials} trials failed (see the MLflow "
-              f"runs and {result.path})", file=sys.stderr)
-        return 1
-    best = result.best_metrics
-    print(f"best {result.metric} {best[result.metric]:.4f} at step {int(best.get('step', 0))} of trial {result.best_trial}")
-    print(f"best config: {result.best_config_path}")
-    print(f"MLflow parent run: {result.parent_run_id} (experiment {result.experiment}); "
-          f"{result.trials} trials, {result.failed} failed")
-    return 0
+    lines = summary(result)
+    print("\n".join(lines), file=sys.stdout if result.best_metrics is not None else sys.stderr)
+    return 0 if result.best_metrics is not None else 1
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the sweep; bad settings print one line naming the option or key and exit 2."""
+    """Run the sweep; bad settings or data print one line naming the option, key or file and exit 2."""
     try:
         return report(run_sweep(options_of(args)))
-    except ConfigError as exc:
+    except (ConfigError, DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -91,8 +92,8 @@ class ConfidenceWeightedConsistency(nn.Module):
     - "reference" (FGI ``crc_loss``): the positive term -max(P) * log Q_y on pixels where
       max(P) >= tau_pos; the negative term -min(P) * log(max(1 - Q_{1-y}, eps)) on pixels where
       min(P) < tau_neg. Each term is the mean over ITS OWN selected pixels of the whole batch (an empty
-      selection gives 0), and the loss is their sum. The pooled mean follows the reference exactly on one
-      worker; under data parallelism each worker pools its own shard.
+      selection gives 0), and the loss is their sum. Under data parallelism the selected-pixel counts are
+      summed over workers, so N workers give the gradient of one worker on the whole batch.
     - "symmetric" (ablation): the positive term as above and, for each class c with P_c < tau_neg,
       -max(P) * log(1 - Q_c); both summed over pixels and divided by the pixel count, per sample, then
       averaged over the batch.
@@ -144,9 +145,17 @@ class ConfidenceWeightedConsistency(nn.Module):
 
 
 def _selected_mean(values: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over the ``selected`` entries; 0 (with a zero gradient) when none is."""
+    """Mean of ``values`` over the ``selected`` entries; 0 (with a zero gradient) when none is.
+
+    Under data parallelism the count is summed over all workers and the local sum scaled by the world
+    size, so the averaged gradient equals that of the mean over the whole global batch (as on one worker).
+    """
     picked = torch.where(selected, values, torch.zeros_like(values))
-    return picked.sum() / selected.sum().clamp_min(1)
+    count = selected.sum().to(values.dtype)
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world > 1:
+        dist.all_reduce(count)
+    return picked.sum() * world / count.clamp_min(1)
 
 
 class FeatureAlignment(nn.Module):

@@ -35,7 +35,7 @@ class TouchOnUnpickle:
         return pathlib.Path.touch, (self.path,)
 
 
-def trained(cfg=None, steps: int = 2) -> TeacherStudentTrainer:
+def trained(cfg=None, steps: int = 1) -> TeacherStudentTrainer:
     cfg = cfg or tiny_config()
     trainer = TeacherStudentTrainer(cfg, CPU)
     batches = make_batches(cfg, "train", 4, 4)
@@ -45,7 +45,7 @@ def trained(cfg=None, steps: int = 2) -> TeacherStudentTrainer:
 
 
 def test_folder_round_trip_gives_the_same_next_step(tmp_path):
-    a = trained()
+    a = trained(steps=2)
     folder = write_checkpoint(tmp_path / "run" / checkpoint_name(a.step), a, {"val_dice": 0.25}, NORM, b"png")
     assert folder.name == "step_0000002"
     assert sorted(p.name for p in folder.iterdir()) == [
@@ -68,13 +68,13 @@ def test_every_trainer_state_loads_with_weights_only(tmp_path, sections):
     trainer = trained(tiny_config(**sections))
     write_checkpoint(tmp_path / "ck", trainer, {}, NORM)
     raw = torch.load(tmp_path / "ck" / CHECKPOINT_FILE, weights_only=True)
-    assert raw["step"] == 2 and set(raw) == set(trainer.state_dict())
-    assert load_checkpoint(tmp_path / "ck", TeacherStudentTrainer).step == 2
+    assert raw["step"] == 1 and set(raw) == set(trainer.state_dict())
+    assert load_checkpoint(tmp_path / "ck", TeacherStudentTrainer).step == 1
 
 
 def test_a_pickle_that_runs_code_is_refused_and_runs_nothing(tmp_path):
     marker, control = tmp_path / "ran", tmp_path / "ran_unsafely"
-    state = trained().state_dict()
+    state = trained(steps=0).state_dict()
     folder = tmp_path / "evil"
     folder.mkdir()
     torch.save({**state, "extra": TouchOnUnpickle(marker)}, folder / CHECKPOINT_FILE)
@@ -114,7 +114,7 @@ def test_unreadable_and_foreign_files_get_one_line_errors(tmp_path):
 
 
 def test_rewriting_replaces_the_whole_folder_and_leaves_no_temporaries(tmp_path):
-    trainer = trained()
+    trainer = trained(steps=0)
     dest = tmp_path / "best"
     write_checkpoint(dest, trainer, {"val_dice": 0.1}, NORM, b"old overlay")
     (dest / "stale.txt").write_text("from an older run")
@@ -125,7 +125,7 @@ def test_rewriting_replaces_the_whole_folder_and_leaves_no_temporaries(tmp_path)
 
 
 def test_a_failed_write_keeps_the_previous_folder(tmp_path):
-    trainer = trained()
+    trainer = trained(steps=0)
     dest = tmp_path / "best"
     write_checkpoint(dest, trainer, {"val_dice": 0.1}, NORM)
     before = {p.name: p.read_bytes() for p in dest.iterdir()}

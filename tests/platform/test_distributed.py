@@ -22,11 +22,10 @@ PARITY = textwrap.dedent('''
     storage = sys.argv[1]
     # every per-rank random draw off: no augmentation, no DARM blocks, no CutMix, no input noise; plain SGD
     # so that each update is linear in the gradient (Adam divides by sqrt(v) + eps, which turns float
-    # rounding in near-zero gradients into full-size steps); the symmetric consistency, a mean of per-sample
-    # means (the reference form pools the selected pixels of each worker's shard, so 2 x 2 != 1 x 4 there)
+    # rounding in near-zero gradients into full-size steps); the default (reference) consistency, whose
+    # selected-pixel counts are summed over workers so that 2 x 2 matches 1 x 4
     cfg = override(apply_budget(Config(), "smoke"), {
         "augment.enabled": False, "masking.mask_ratio": 0.0, "mix.cutmix_prob": 0.0, "mix.noise": 0.0,
-        "loss.cwc_form": "symmetric",
         "optim.name": "sgd", "optim.momentum": 0.0, "optim.lr": 0.05, "optim.warmup_fraction": 0.0,
         "train.batch_size": 4, "train.max_steps": 3, "train.eval_every": 3, "train.threads": 1})
     cfg = distributed.prepare(cfg)

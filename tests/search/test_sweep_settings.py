@@ -64,6 +64,7 @@ def test_sweep_file_round_trips_and_resume_rebuilds_the_space(tmp_path):
 def test_old_sweep_files_are_read_and_bad_ones_named(tmp_path):
     record, _ = new_record(SweepOptions(dataset="synthetic", budget="smoke", name="old"))
     old = {k: json.loads(record.to_json())[k] for k in OLD_KEYS}
+    # files written before the tracking URI and storage were recorded: those read as "" (resolved afresh)
     assert SweepRecord.from_json(json.dumps(old), "old.json") == record
     del old["seed"]
     with pytest.raises(ConfigError, match=r"old.json: missing sweep settings \['seed'\]"):
@@ -87,3 +88,34 @@ def test_config_and_space_of_the_wrong_kind_fail_before_anything_starts(tmp_path
     bad.write_text("params:\n  loss.tau_pos: {distribution: uniform, low: 0.85, high: 0.9}\n")
     with pytest.raises(SearchSpaceError, match="space.yaml: loss.tau_pos: the base configuration's value 0.8"):
         new_record(SweepOptions(dataset="synthetic", space=str(bad)))
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "x..y", "a b", "", "é"])
+def test_unsafe_sweep_names_are_refused(name):
+    with pytest.raises(ConfigError, match="--name: .* is not a safe name"):
+        SweepOptions(dataset="synthetic", name=name)
+    assert SweepOptions(dataset="synthetic", name="fgi-kvasir_cpu.2").name == "fgi-kvasir_cpu.2"
+
+
+def test_missing_data_paths_fail_before_anything_starts(tmp_path):
+    with pytest.raises(ConfigError, match=f"--data-root: {tmp_path}/absent not found \\(data.root\\)"):
+        new_record(SweepOptions(dataset="kvasir", root=str(tmp_path / "absent")))
+    record, space = new_record(SweepOptions(dataset="kvasir", root=str(tmp_path)))
+    assert space.base.data.root == str(tmp_path)
+
+
+def test_the_record_keeps_tracking_and_storage_and_resume_refuses_others(tmp_path, monkeypatch):
+    monkeypatch.setenv("FGI_HOME", str(tmp_path / "home"))
+    record, _ = new_record(SweepOptions(dataset="synthetic", budget="smoke", name="r"), "sqlite:///a.db", str(tmp_path))
+    assert record.best_dir == str(tmp_path / "home" / "best_configs")
+    assert (record.mlflow_uri, record.storage) == ("sqlite:///a.db", str(tmp_path))
+    write_sweep_file(str(tmp_path), record)
+    again, _ = saved_record(SweepOptions(dataset="synthetic", resume=True, name="r"), str(tmp_path))
+    assert again.mlflow_uri == "sqlite:///a.db"
+    for kwargs, flag in (({"mlflow_uri": "sqlite:///b.db"}, "--mlflow-uri"), ({"experiment": "other"}, "--experiment")):
+        with pytest.raises(ConfigError, match=f"{flag}: sweep r was started with"):
+            saved_record(SweepOptions(dataset="synthetic", resume=True, name="r", **kwargs), str(tmp_path))
+    moved = tmp_path / "moved"
+    write_sweep_file(str(moved), record)
+    with pytest.raises(ConfigError, match="--storage: sweep r was started with"):
+        saved_record(SweepOptions(dataset="synthetic", resume=True, name="r", storage=str(moved)), str(moved))

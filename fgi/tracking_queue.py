@@ -1,0 +1,203 @@
+"""A bounded queue of tracking operations drained by one background thread, so training never waits on MLflow.
+
+``fgi.tracking`` turns every MLflow call of a sweep into an operation: a name and JSON-able arguments
+(``{"op": "log_batch", "args": {...}}``). ``LogQueue.put`` only enqueues and returns at once; one
+daemon thread executes the operations in order, retrying transient errors (server down, stalled,
+restarted) with exponential back-off. A full queue spills new operations to the spool file instead of
+waiting. ``close`` flushes with a deadline and writes whatever is left to the spool file (JSON lines),
+which ``replay`` (or the next ``fgi tune --resume`` of the sweep) sends later.
+
+This module knows nothing of MLflow: ``fgi.tracking`` passes the function that executes an operation and
+the one that tells a permanent error (a rejected request, a missing local file) from a transient one.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from fgi.files import atomic_write_text
+
+SPOOL_FILE = "mlflow_spool.jsonl"  # operations not yet sent, one JSON object a line
+
+Op = dict[str, Any]  # {"op": name, "args": {...}}
+Execute = Callable[[str, dict[str, Any]], None]
+
+
+class LogQueue:
+    """Operations executed in order by one background thread, with retries and back-off.
+
+    Args:
+        execute: runs one operation (name, args); raises on failure.
+        is_permanent: True for an error that no retry can fix (the operation is dropped, reported once).
+        spool_path: where ``close`` writes the operations it could not send.
+        maxsize: queue bound; beyond it operations go straight to the spool file.
+        base_delay_s: first retry delay; doubled after each failure up to ``max_delay_s``.
+        max_delay_s: the longest delay between two tries.
+    """
+
+    def __init__(self, execute: Execute, is_permanent: Callable[[BaseException], bool], spool_path: str | Path,
+                 maxsize: int = 10000, base_delay_s: float = 0.5, max_delay_s: float = 30.0) -> None:
+        self.execute, self.is_permanent, self.spool_path = execute, is_permanent, Path(spool_path)
+        self.base_delay_s, self.max_delay_s = base_delay_s, max_delay_s
+        self._q: queue.Queue[Op] = queue.Queue(maxsize)
+        self._lock = threading.Lock()
+        self._inflight: Op | None = None
+        self._stop = threading.Event()
+        self._closed = False
+        self._reported: set[tuple[str, str]] = set()
+        self.dropped = 0  # operations dropped on a permanent error
+        self._thread = threading.Thread(target=self._run, name="fgi-mlflow-log", daemon=True)
+        self._thread.start()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put(self, op: str, **args: Any) -> None:
+        """Enqueue one operation; never waits (a full or closed queue spills it to the spool file)."""
+        item = {"op": op, "args": args}
+        with self._lock:
+            if not self._closed:
+                try:
+                    self._q.put_nowait(item)
+                    return
+                except queue.Full:
+                    pass
+            _append_spool(self.spool_path, [item])
+
+    def extend(self, items: Iterable[Op]) -> None:
+        """Enqueue operations read back from a spool file."""
+        for item in items:
+            self.put(item["op"], **item["args"])
+
+    def pending(self) -> int:
+        """Operations enqueued and not yet done (the one in flight included)."""
+        return self._q.unfinished_tasks
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for every enqueued operation to be done; True when all were."""
+        deadline = time.monotonic() + timeout_s
+        while self._q.unfinished_tasks:
+            if time.monotonic() >= deadline or not self._thread.is_alive():
+                return False
+            time.sleep(0.05)
+        return True
+
+    def close(self, timeout_s: float) -> int:
+        """Flush for up to ``timeout_s``, stop the thread and spool what is left; returns how many were spooled."""
+        self.flush(timeout_s)
+        with self._lock:
+            self._closed = True
+            self._stop.set()
+            left: list[Op] = [self._inflight] if self._inflight is not None else []
+            while True:
+                try:
+                    left.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            if left:
+                _append_spool(self.spool_path, left)
+        return len(left)
+
+    def _report(self, item: Op, exc: BaseException) -> None:
+        key = (item["op"], type(exc).__name__)
+        if key not in self._reported:
+            self._reported.add(key)
+            print(f"fgi tracking: {item['op']} dropped ({type(exc).__name__}: {exc}); later ones of this kind "
+                  "are dropped silently", file=sys.stderr, flush=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self._q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            with self._lock:
+                if self._stop.is_set():  # close() took the queue's items for the spool; put this one back there
+                    _append_spool(self.spool_path, [item])
+                    return
+                self._inflight = item
+            delay = self.base_delay_s
+            while True:
+                try:
+                    self.execute(item["op"], item["args"])
+                    break
+                except Exception as exc:  # noqa: BLE001 - any failure of the tracking server is retried or reported
+                    if self.is_permanent(exc):
+                        self.dropped += 1
+                        self._report(item, exc)
+                        break
+                    if self._stop.wait(delay):
+                        return  # close() spools the in-flight operation
+                    delay = min(delay * 2, self.max_delay_s)
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self._inflight = None
+                self._q.task_done()
+
+
+def _append_spool(path: Path, items: list[Op]) -> None:
+    old = path.read_text() if path.is_file() else ""
+    atomic_write_text(path, old + "".join(json.dumps(i, sort_keys=True) + "\n" for i in items))
+
+
+def read_spool(path: str | Path) -> list[Op]:
+    """The operations in a spool file (none when it does not exist).
+
+    Raises:
+        ValueError: a line that is not an operation; the message names the file and line.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return []
+    ops = []
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}:{n}: not JSON ({exc.msg})") from None
+        if not isinstance(item, dict) or not isinstance(item.get("op"), str) or not isinstance(item.get("args"), dict):
+            raise ValueError(f"{p}:{n}: not a tracking operation (needs 'op' and 'args')")
+        ops.append(item)
+    return ops
+
+
+def take_spool(path: str | Path) -> list[Op]:
+    """Read a spool file and remove it (its operations are about to be enqueued again)."""
+    ops = read_spool(path)
+    Path(path).unlink(missing_ok=True)
+    return ops
+
+
+def replay(path: str | Path, execute: Execute, is_permanent: Callable[[BaseException], bool]) -> tuple[int, int]:
+    """Send a spool file's operations in order, now; what fails transiently stays in the file.
+
+    Returns:
+        (operations sent, operations left in the file).
+    """
+    ops = read_spool(path)
+    sent = 0
+    for i, item in enumerate(ops):
+        try:
+            execute(item["op"], item["args"])
+        except Exception as exc:  # noqa: BLE001 - reported and kept or dropped like the queue does
+            if not is_permanent(exc):
+                atomic_write_text(path, "".join(json.dumps(o, sort_keys=True) + "\n" for o in ops[i:]))
+                return sent, len(ops) - i
+            print(f"fgi tracking: {item['op']} dropped ({type(exc).__name__}: {exc})", file=sys.stderr)
+        sent += 1
+    Path(path).unlink(missing_ok=True)
+    return sent, 0
+
+
+__all__ = ["SPOOL_FILE", "LogQueue", "read_spool", "replay", "take_spool"]
