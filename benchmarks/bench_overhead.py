@@ -1,25 +1,26 @@
-"""Platform overhead: K identical trials through tune.py (Ray Tune + Ray Train + MLflow) against the same
-K configs through the bare engine in one process, side by side in one run.
+"""Platform overhead: K identical trials through tune.py (Ray Tune + MLflow) against the same K configs
+through the bare engine in one process, side by side in one run.
 
-The bare path uses the same data loaders (``fgi.distributed.build_loaders``), the same training loop
-(``fgi.loop.run_loop``) and writes the same checkpoint folders; only Ray and MLflow are missing. The sweep has one
-single-choice parameter, so all K trials train the same config; no early stopping; one trial at a time.
+Three paths train the same config K times, one trial at a time, without early stopping:
 
-The sweep runs twice: as shipped (Ray Train's controller collects reports at its health-check poll,
-every 2 s by default), and with the poll exported at 0.1 s the way a user can
-(``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.1``). Each sweep's time splits into its fixed part (process
-start, data preparation, Ray start-up and shutdown, MLflow parent run) and its trials: each trial's span
-is its MLflow child run, from Tune starting the trial to its completion (the trial's eight Ray actor
-processes, training, checkpoints, MLflow logging).
+- bare: ``fgi.loop.run_loop`` over the same loaders in this process, writing the same checkpoint folders;
+- in-process trials: ``tune.py --workers-per-trial 1`` (the default), the engine inside the Tune trial;
+- Ray Train trials: ``tune.py --workers-per-trial 2`` (DDP, half the CPUs each), a TorchTrainer per trial.
+
+A sweep's time splits into its fixed part (process start, data preparation, Ray start-up and shutdown,
+the MLflow parent run) and its trials: each trial's span is its MLflow child run, from Tune starting
+the trial to its completion. "sweep" is the time ``tune.py`` reports for its Tune run ("done in"), the
+wall figure adds the process and Ray start-up. Per-trial fixed cost: (trial spans - bare) / K.
 
     python benchmarks/bench_overhead.py            # K = 4, smoke budget
-    python benchmarks/bench_overhead.py --smoke    # K = 2, shipped sweep only, for CI
+    python benchmarks/bench_overhead.py --smoke    # K = 2, in-process sweep only, for CI
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-POLL_ENV_VAR = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # Ray Train's controller poll, which also collects reports
-FAST_POLL_S = "0.1"
+PATHS = {"in-process trials": 1, "Ray Train trials (2 workers)": 2}  # label -> --workers-per-trial
 
 
 def bare_trial(cfg: Any, trial: int, workdir: Path) -> None:
@@ -73,62 +73,59 @@ def bare_trials(k: int, budget: str, workdir: Path) -> list[float]:
     return times
 
 
-def platform_sweep(k: int, budget: str, workdir: Path, poll_s: str | None) -> tuple[float, list[float]]:
-    """Wall seconds of ``tune.py`` running ``k`` identical trials (Ray start-up included), and each trial's span.
+def platform_sweep(k: int, budget: str, workdir: Path, workers: int) -> tuple[float, float, list[float]]:
+    """``tune.py`` running ``k`` identical trials of ``workers`` workers (all CPUs in all).
 
-    ``poll_s`` exports Ray Train's report poll interval; None keeps Ray's default.
+    Returns:
+        (wall seconds of the process, seconds of its Tune run, each trial's span).
     """
     import mlflow
 
     workdir.mkdir(parents=True)
     space = workdir / "space.yaml"
     space.write_text("params:\n  train.seed: {distribution: categorical, choices: [0]}\n")
+    cpus = max((os.cpu_count() or 1) // workers, 1)
     cmd = [sys.executable, str(REPO / "tune.py"), "--dataset", "synthetic", "--budget", budget,
            "--num-samples", str(k), "--space", str(space), "--scheduler", "none", "--max-concurrent", "1",
-           "--workers-per-trial", "1", "--cpus-per-worker", str(os.cpu_count() or 1),
+           "--workers-per-trial", str(workers), "--cpus-per-worker", str(cpus),
            "--storage", str(workdir / "ray"), "--mlflow-uri", f"sqlite:///{workdir / 'mlflow.db'}",
            "--best-dir", str(workdir / "best"), "--name", "overhead"]
-    env = {k_: v for k_, v in os.environ.items() if k_ not in ("RAY_ADDRESS", POLL_ENV_VAR)}
-    if poll_s is not None:
-        env[POLL_ENV_VAR] = poll_s
+    env = {k_: v for k_, v in os.environ.items() if k_ != "RAY_ADDRESS"}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"tune.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    found = re.search(r"^done in (\d+) s", proc.stdout, re.MULTILINE)
     client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`fgi.kind` = 'trial'")
     spans = sorted((r.info.start_time, (r.info.end_time - r.info.start_time) / 1000) for r in runs)
     if len(spans) != k:
         raise SystemExit(f"expected {k} trial runs in MLflow, found {len(spans)}")
-    return wall, [span for _, span in spans]
+    return wall, float(found.group(1)) if found else wall, [span for _, span in spans]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=4, help="identical trials on each path")
     parser.add_argument("--budget", default="smoke", choices=("smoke", "cpu"))
-    parser.add_argument("--smoke", action="store_true", help="K = 2 and the shipped sweep only: checks the script runs")
+    parser.add_argument("--smoke", action="store_true", help="K = 2 and in-process trials only: checks the script runs")
     args = parser.parse_args()
     k = 2 if args.smoke else args.k
+    paths = dict(list(PATHS.items())[:1]) if args.smoke else PATHS
     with tempfile.TemporaryDirectory(prefix="fgi-overhead-") as tmp:
         workdir = Path(tmp)
         bare = bare_trials(k, args.budget, workdir)
-        polls = (None,) if args.smoke else (None, FAST_POLL_S)
-        sweeps = {poll: platform_sweep(k, args.budget, workdir / f"poll-{poll}", poll) for poll in polls}
+        sweeps = {label: platform_sweep(k, args.budget, workdir / f"workers-{w}", w) for label, w in paths.items()}
     total = sum(bare)
     print(f"{k} identical trials, budget {args.budget}, one at a time, {os.cpu_count()} CPUs")
-    print(f"bare engine, one process : {total:7.1f} s  ({', '.join(f'{t:.1f}' for t in bare)} s per trial)")
-    for poll, label in ((None, "tune.py, Ray's 2 s poll"), (FAST_POLL_S, f"tune.py, poll {FAST_POLL_S} s")):
-        if poll not in sweeps:
-            continue
-        wall, spans = sweeps[poll]
-        print(f"{label:25s}: {wall:7.1f} s  ratio platform / bare {wall / total:.2f}; fixed {wall - sum(spans):.1f} s; "
-              f"trial spans {', '.join(f'{t:.1f}' for t in spans)} s; start-up per trial "
-              f"{(sum(spans) - total) / k:.1f} s")
-    print(f"ratio platform / bare    : {sweeps[None][0] / total:.2f}")
-    if FAST_POLL_S in sweeps:
-        print(f"fast poll saves per trial: {(sum(sweeps[None][1]) - sum(sweeps[FAST_POLL_S][1])) / k:.1f} s")
+    print(f"{'bare loop, one process':30s}: {total:7.1f} s  ({', '.join(f'{t:.1f}' for t in bare)} s per trial)")
+    for label, (wall, sweep, spans) in sweeps.items():
+        print(f"{label:30s}: sweep {sweep:6.1f} s, wall {wall:6.1f} s; ratio platform / bare {sweep / total:.2f} "
+              f"(wall {wall / total:.2f}); per-trial fixed cost {(sum(spans) - total) / k:.1f} s; trial spans "
+              f"{', '.join(f'{t:.1f}' for t in spans)} s")
+
+
 
 
 if __name__ == "__main__":

@@ -48,7 +48,6 @@ from fgi.sweep_settings import (
 from fgi.trial import TrialSettings, run_distributed, run_in_process, trainable
 
 
-
 @dataclass(frozen=True)
 class SweepResult:
     """How a sweep ended.

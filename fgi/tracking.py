@@ -1,59 +1,65 @@
 """MLflow integration: sweeps as parent runs, trials as nested child runs, the final model in the registry.
 
-This is the only module that imports mlflow, and it imports nothing that trains.
+The only module that imports mlflow (``tracking_queue``, ``tracking_staging`` and ``tracking_trials``
+are its MLflow-free parts); it imports nothing that trains. ``SweepTracker``: the parent run and the log
+queue; ``TrialCallback`` (Ray Tune): child runs, only enqueued; ``TrainCallback`` (Ray Train): the final
+training's curves; ``register_model`` / ``fetch_model``: the registry and checkpoint folders.
 
-- ``SweepTracker`` owns the sweep's parent run (found again by its ``fgi.sweep`` tag, so a resumed sweep
-  continues it) and writes the summary: best metrics, ``best_config.yaml`` and Optuna importances.
-- ``TrialCallback`` (Ray Tune) keeps one child run per trial (found again by its ``fgi.trial_id`` tag, so
-  retries and resumes never duplicate runs), logs params and metric curves against the training step,
-  uploads the trial's best checkpoint and overlay, and tags how the trial ended.
-- ``TrainCallback`` (Ray Train) logs the final training's curves live.
-- ``register_model`` logs a checkpoint as a pyfunc model and registers it; ``fetch_model`` turns a
-  ``models:/`` URI, a ``runs:/`` model or a local path into a checkpoint folder for ``fgi.checkpoint``.
+Operations the queue could not send before the sweep ended are in ``<sweep storage>/mlflow_spool.jsonl``;
+``fgi tune --resume`` sends them again, or ``python -c "from fgi.tracking import replay_spool;
+replay_spool('<file>')"`` sends them now.
 
-Trust: ``models:/`` URIs name MLflow pyfunc models, whose wrapper is cloudpickled: loading one with
-``mlflow.pyfunc.load_model`` runs code stored in the registry, so such URIs must come from a trusted
-registry. fgi itself downloads only the model's files and reads ``trainer.pt`` with
-``torch.load(weights_only=True)``, so a crafted checkpoint runs nothing there.
+Trust: a ``models:/`` pyfunc wrapper is cloudpickled (``mlflow.pyfunc.load_model`` runs registry code);
+fgi downloads only the files and reads ``trainer.pt`` with ``torch.load(weights_only=True)``.
 
-Without ``--mlflow-uri`` or ``MLFLOW_TRACKING_URI`` the store is ``sqlite:///$FGI_HOME/mlflow.db`` with
-artifacts in ``$FGI_HOME/mlartifacts`` (absolute: ``ray job submit`` runs the driver in a temporary copy
-of the working directory).
+Without ``--mlflow-uri`` or ``MLFLOW_TRACKING_URI`` the store is ``sqlite:///$FGI_HOME/mlflow.db``; a
+SQLite store keeps artifacts beside its database file, in ``mlartifacts/`` (absolute paths: ``ray job
+submit`` runs the driver in a temporary copy of the working directory).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
 import os
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.train import UserCallback
-from ray.tune import Callback
 
 import fgi
 from fgi.checkpoint import CHECKPOINT_FILE, NORMALIZATION_FILE, load_folder
 from fgi.config import Config, dump_yaml, flatten
 from fgi.paths import fgi_home, git_commit
+from fgi.tracking_queue import QUEUES, SPOOL_FILE, LogQueue, replay, take_spool
+from fgi.tracking_trials import (
+    KIND_TAG,
+    OUTCOME_TAG,
+    PARENT_TAG,
+    SWEEP_TAG,
+    TRIAL_TAG,
+    UNFINISHED,
+    TrialLogger,
+    artifact_location,
+    default_root,
+    find_run,
+    find_runs,
+    metrics_of,
+)
 from fgi.viz import importance_figure
 
-SWEEP_TAG = "fgi.sweep"  # marks a sweep's parent run and its children
-TRIAL_TAG = "fgi.trial_id"  # Tune trial id of a child run
-KIND_TAG = "fgi.kind"  # sweep | trial | final
-OUTCOME_TAG = "fgi.outcome"  # finished | stopped_early | failed
-PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag
-LOGGED_PREFIXES = ("val_", "loss", "test_", "best_val_")  # reported keys logged as metrics
-LOGGED_KEYS = ("lr", "rampup", "epoch")
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3 UI: the training layout
 BEST_CONFIG_ARTIFACT = "best_config.yaml"
+FLUSH_TIMEOUT_S = 600.0  # how long the end of a sweep waits for MLflow before spooling the rest
 _MAX_BATCH = 100  # params per log_batch request (MLflow's limit)
 
 
@@ -75,44 +81,31 @@ def _client(uri: str) -> MlflowClient:
 
 
 def experiment_id(uri: str, name: str) -> str:
-    """Id of experiment ``name``, created if missing (local stores keep artifacts under ``$FGI_HOME``)."""
+    """Id of experiment ``name``, created if missing, tagged as model development (MLflow's training layout)."""
     client = _client(uri)
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = None
-    if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
-        location = (fgi_home() / "mlartifacts" / name).as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except mlflow.exceptions.MlflowException:
-        exp = client.get_experiment_by_name(name)  # created concurrently
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location(uri, name),
+                                            tags=dict([EXPERIMENT_KIND]))
+        except MlflowException:
+            exp = client.get_experiment_by_name(name)  # created concurrently
+            if exp is None:
+                raise
+    if EXPERIMENT_KIND[0] not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+    return exp.experiment_id
 
 
-def _find_run(client: MlflowClient, exp_id: str, tags: Mapping[str, str]) -> str | None:
-    clause = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = client.search_runs([exp_id], filter_string=clause, max_results=2, order_by=["attributes.start_time ASC"])
-    return runs[0].info.run_id if runs else None
+def _param_text(v: Any) -> str:
+    return json.dumps(list(v)) if isinstance(v, (list, tuple)) else str(v)
 
 
 def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
     existing = client.get_run(run_id).data.params
-    items = [Param(k, json.dumps(v) if isinstance(v, (list, tuple)) else str(v)) for k, v in params.items()
-             if k not in existing]
+    items = [Param(k, _param_text(v)) for k, v in params.items() if k not in existing]
     for i in range(0, len(items), _MAX_BATCH):
         client.log_batch(run_id, params=items[i:i + _MAX_BATCH])
-
-
-def _metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
-    out = {}
-    for k, v in result.items():
-        if (k.startswith(LOGGED_PREFIXES) or k in LOGGED_KEYS) and isinstance(v, (int, float)) and not isinstance(v, bool):
-            if math.isfinite(float(v)):
-                out[k] = float(v)
-    return out
 
 
 def _log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int) -> None:
@@ -120,26 +113,100 @@ def _log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float]
     client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
 
+def is_permanent(exc: BaseException) -> bool:
+    """An error that no retry fixes: a request the server rejected (4xx but 429) or a missing local file."""
+    if isinstance(exc, MlflowException):
+        code = exc.get_http_status_code()
+        return 400 <= code < 500 and code != 429
+    return isinstance(exc, (FileNotFoundError, LookupError))
+
+
+class Executor:
+    """Runs the queue's operations against one tracking URI. A run is named by its id, or for a trial by
+    ``{"exp", "sweep", "trial", "parent"}``: found by tags, else created, so spooled operations replay anywhere."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri, self._client, self._ids = uri, None, {}
+
+    def run_id(self, ref: str | Mapping[str, str]) -> str:
+        if isinstance(ref, str):
+            return ref
+        key = (ref["exp"], ref["sweep"], ref["trial"])
+        if key not in self._ids:
+            c = self.client
+            tags = {SWEEP_TAG: ref["sweep"], TRIAL_TAG: ref["trial"]}
+            self._ids[key] = find_run(c, ref["exp"], tags) or c.create_run(ref["exp"], run_name=f"trial-{ref['trial']}", tags={
+                **tags, KIND_TAG: "trial", PARENT_TAG: ref["parent"]}).info.run_id
+        return self._ids[key]
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = _client(self.uri)
+        return self._client
+
+    def __call__(self, op: str, a: dict[str, Any]) -> None:
+        c, run = self.client, self.run_id(a["run"])
+        if op == "params":
+            _log_params(c, run, a["params"])
+        elif op == "log_batch":
+            c.log_batch(run, metrics=[Metric(*m) for m in a.get("metrics", [])],
+                        tags=[RunTag(k, v) for k, v in a.get("tags", {}).items()])
+        elif op == "status":
+            c.update_run(run, status=a["status"]) if a["status"] == "RUNNING" else c.set_terminated(run, a["status"])
+        elif op == "best_trial":  # the parent names its best trial's run
+            child = find_run(c, a["exp"], {SWEEP_TAG: a["sweep"], TRIAL_TAG: a["trial"]})
+            if child:
+                c.set_tag(run, "fgi.best_trial_run_id", child)
+        elif op == "text":
+            c.log_text(run, a["text"], a["path"])
+        elif op == "files":
+            local = Path(a["local"])
+            if not local.exists():
+                raise FileNotFoundError(f"{local} (staged for run {run}) no longer exists")
+            if local.is_dir():
+                c.log_artifacts(run, str(local), a["path"])
+            else:
+                c.log_artifact(run, str(local), a["path"])
+        else:
+            raise LookupError(f"unknown tracking operation {op!r}")
+
+
+def replay_spool(path: str | os.PathLike, uri: str | None = None) -> tuple[int, int]:
+    """Send a spool file's operations now (``uri``: default ``resolve_uri()``); returns (sent, left)."""
+    return replay(path, Executor(resolve_uri(uri)), is_permanent)
+
+
 class SweepTracker:
-    """The sweep's parent run.
+    """The sweep's parent run and its log queue.
 
     Args:
         uri: tracking URI.
         experiment: MLflow experiment name.
         sweep: sweep name (Tune experiment name); tags the parent and its children.
         dataset: dataset name (tag).
+        storage: the sweep's storage folder, where the spool file goes; default ``default_root(sweep)``.
+        metric: the sweep's metric, tagged on the parent with its best trial (``fgi.best_<metric>``).
+        flush_timeout_s: how long ``finish`` waits for the queue before spooling the rest.
     """
 
-    def __init__(self, uri: str, experiment: str, sweep: str, dataset: str) -> None:
-        self.uri, self.experiment, self.sweep, self.dataset = uri, experiment, sweep, dataset
+    def __init__(self, uri: str, experiment: str, sweep: str, dataset: str, storage: str | os.PathLike | None = None,
+                 metric: str = "val_dice", flush_timeout_s: float = FLUSH_TIMEOUT_S) -> None:
+        self.uri, self.experiment, self.sweep, self.dataset, self.metric = uri, experiment, sweep, dataset, metric
+        self.root = Path(storage) if storage else default_root(sweep)
+        self.flush_timeout_s = flush_timeout_s
         self.experiment_id = ""
         self.parent_run_id = ""
+        self.queue: LogQueue | None = None
 
     def start(self, space_text: str, base_config: Config, settings: Mapping[str, Any]) -> str:
-        """Create the parent run, or find it again when the sweep resumes; returns its id."""
+        """Create the parent run, or find it again when the sweep resumes; returns its id.
+
+        Runs before the sweep, directly (a bad server fails here); an earlier run's spool is enqueued again.
+        """
         client = _client(self.uri)
         self.experiment_id = experiment_id(self.uri, self.experiment)
-        run_id = _find_run(client, self.experiment_id, {SWEEP_TAG: self.sweep, KIND_TAG: "sweep"})
+        run_id = find_run(client, self.experiment_id, {SWEEP_TAG: self.sweep, KIND_TAG: "sweep"})
         if run_id is None:
             run = client.create_run(self.experiment_id, run_name=self.sweep, tags={
                 SWEEP_TAG: self.sweep, KIND_TAG: "sweep", "dataset": self.dataset, "git_commit": git_commit(),
@@ -151,143 +218,75 @@ class SweepTracker:
         else:
             client.update_run(run_id, status="RUNNING")
         self.parent_run_id = run_id
+        self.queue = QUEUES[run_id] = LogQueue(Executor(self.uri), is_permanent, self.root / SPOOL_FILE)
+        self.queue.extend(take_spool(self.root / SPOOL_FILE))
+        UNFINISHED[run_id] = self.queue
         return run_id
 
-    def finish(self, best_metrics: Mapping[str, float] | None, best_config: Config | None,
-               importances: Mapping[str, float] | None, failed: bool = False) -> None:
-        """Log the best trial's metrics, ``best_config.yaml`` and the parameter importances; close the run."""
-        client = _client(self.uri)
-        run_id = self.parent_run_id
+    def finish(self, best_metrics: Mapping[str, Any] | None, best_config: Config | None,
+               importances: Mapping[str, float] | None, failed: bool = False) -> int:
+        """Log the best trial (metrics, ``fgi.best_trial_run_id``), ``best_config.yaml`` and the parameter
+        importances, close the run, then flush the queue; returns how many operations were spooled."""
+        q, run_id = self.queue or QUEUES[self.parent_run_id], self.parent_run_id
         if best_metrics:
-            _log_metrics(client, run_id, {f"best_{k}": v for k, v in _metrics_of(best_metrics).items()},
-                         int(best_metrics.get("step", 0)))
+            now, step = int(time.time() * 1000), int(best_metrics.get("step", 0))
+            q.put("log_batch", run=run_id, metrics=[[f"best_{k}", v, now, step] for k, v in metrics_of(best_metrics).items()])
+            tags = {f"fgi.best_{self.metric}": str(best_metrics[self.metric])} if self.metric in best_metrics else {}
+            if best_metrics.get("trial_id"):
+                tags["fgi.best_trial_id"] = str(best_metrics["trial_id"])
+                q.put("best_trial", run=run_id, exp=self.experiment_id, sweep=self.sweep, trial=str(best_metrics["trial_id"]))
+            q.put("log_batch", run=run_id, tags=tags)
         if best_config is not None:
-            client.log_text(run_id, dump_yaml(best_config), BEST_CONFIG_ARTIFACT)
+            q.put("text", run=run_id, text=dump_yaml(best_config), path=BEST_CONFIG_ARTIFACT)
         if importances:
-            client.log_dict(run_id, dict(importances), "param_importances.json")
-            client.log_figure(run_id, importance_figure(importances), "param_importances.png")
-        client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+            q.put("text", run=run_id, text=json.dumps(dict(importances), indent=1), path="param_importances.json")
+            figure = self.root / "param_importances.png"
+            figure.parent.mkdir(parents=True, exist_ok=True)
+            importance_figure(importances).savefig(figure)
+            q.put("files", run=run_id, local=str(figure), path="")
+        q.put("status", run=run_id, status="FAILED" if failed else "FINISHED")
+        UNFINISHED.pop(run_id, None)
+        spooled = q.close(self.flush_timeout_s)
+        if not spooled:  # no trial is live any more: a child still RUNNING lost its ending
+            try:
+                reconcile(self.uri, self.experiment_id, self.sweep, {})
+            except (MlflowException, OSError) as exc:
+                print(f"fgi tracking: open trial runs not reconciled ({exc})", file=sys.stderr)
+        return spooled
 
 
-class TrialCallback(Callback):
-    """Ray Tune callback: one nested MLflow run per trial.
+class TrialCallback(TrialLogger):
+    """``fgi.tracking_trials.TrialLogger`` whose queue (when no ``SweepTracker`` made one) logs to MLflow."""
+
+    make_executor = Executor
+    is_permanent = staticmethod(is_permanent)
+
+
+def reconcile(uri: str, experiment_id: str, sweep: str, tune_status: Mapping[str, str]) -> list[str]:
+    """Close the child runs of ``sweep`` left RUNNING whose trial Tune does not hold as live.
+
+    For ``--resume``: a child whose trial Tune holds as TERMINATED or ERROR (or not at all) lost its ending
+    in a crash; it ends KILLED with ``fgi.outcome=orphaned``.
 
     Args:
         uri: tracking URI.
-        experiment_id: MLflow experiment id.
-        parent_run_id: the sweep's parent run.
-        sweep: sweep name (tag).
-        params_of: maps a Tune trial config to the flattened params to log (picklable).
-        max_steps: the run length; a trial that ends before it was stopped early.
-        metric: the metric whose best step picks the uploaded checkpoint.
-        mode: "max" or "min".
+        experiment_id: the sweep's experiment.
+        sweep: sweep name.
+        tune_status: Tune trial id -> status (``Trial.status``) of the restored sweep.
+
+    Returns:
+        The run ids it closed.
     """
-
-    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, sweep: str,
-                 params_of: Callable[[Mapping[str, Any]], Mapping[str, Any]], max_steps: int,
-                 metric: str = "val_dice", mode: str = "max") -> None:
-        self.uri, self.experiment_id, self.parent_run_id, self.sweep = uri, experiment_id, parent_run_id, sweep
-        self.params_of, self.max_steps, self.metric, self.mode = params_of, max_steps, metric, mode
-        self.runs: dict[str, str] = {}
-        self.best: dict[str, dict[str, Any]] = {}
-        self.last_step: dict[str, int] = {}  # newest logged step per trial: a replayed report is not logged twice
-        self._client: MlflowClient | None = None
-        self._synced: set[str] = set()  # trials whose last_step this process has read back from MLflow
-
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_client", "_synced")}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._client = None
-        self._synced = set()
-
-    @property
-    def client(self) -> MlflowClient:
-        if self._client is None:
-            self._client = _client(self.uri)
-        return self._client
-
-    def get_state(self) -> dict:
-        return {"runs": dict(self.runs), "best": dict(self.best), "last_step": dict(self.last_step)}
-
-    def set_state(self, state: dict) -> None:
-        self.runs.update(state.get("runs", {}))
-        self.best.update(state.get("best", {}))
-        self.last_step.update(state.get("last_step", {}))
-
-    def run_of(self, trial: Any) -> str:
-        """The child run of a trial: cached, found by tag, or created with the trial's params."""
-        tid = trial.trial_id
-        if tid in self._synced:
-            return self.runs[tid]
-        # first sight of this trial in this process: a resumed sweep's saved state may lag behind MLflow
-        run_id = self.runs.get(tid) or _find_run(self.client, self.experiment_id, {SWEEP_TAG: self.sweep, TRIAL_TAG: tid})
-        if run_id is None:
-            run_id = self.client.create_run(self.experiment_id, run_name=f"trial-{tid}", tags={
-                SWEEP_TAG: self.sweep, TRIAL_TAG: tid, KIND_TAG: "trial", PARENT_TAG: self.parent_run_id}).info.run_id
-            _log_params(self.client, run_id, self.params_of(trial.config))
-        else:
-            history = self.client.get_metric_history(run_id, self.metric)
-            self.last_step[tid] = max([m.step for m in history] + [self.last_step.get(tid, -1)])
-        self.runs[tid] = run_id
-        self._synced.add(tid)
-        return run_id
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.client.update_run(self.run_of(trial), status="RUNNING")
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.client.set_tag(self.run_of(trial), "fgi.retries", str(trial.num_failures))
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        run_id = self.run_of(trial)
-        step = int(result.get("step", result.get("training_iteration", 0)))
-        if step > self.last_step.get(trial.trial_id, -1):
-            _log_metrics(self.client, run_id, _metrics_of(result), step)
-            self.last_step[trial.trial_id] = step
-        value = result.get(self.metric)
-        if value is None:
-            return
-        best = self.best.get(trial.trial_id)
-        if best is None or (value > best["value"] if self.mode == "max" else value < best["value"]):
-            self.best[trial.trial_id] = {"value": float(value), "step": step,
-                                         "checkpoint": result.get("checkpoint_path") or (best or {}).get("checkpoint")}
-
-    def _upload_best(self, trial: Any, run_id: str) -> None:
-        best = self.best.get(trial.trial_id)
-        if not best or not best.get("checkpoint"):
-            return
-        from ray.train import Checkpoint
-
-        path = best["checkpoint"]
-        if "://" not in path and not Path(path).is_dir():
-            self.client.set_tag(run_id, "fgi.checkpoint_missing", path)
-            return
-        with Checkpoint(path).as_directory() as folder:
-            self.client.log_artifacts(run_id, folder, "checkpoint")
-            overlay = Path(folder) / "overlay.png"
-            if overlay.is_file():
-                self.client.log_artifact(run_id, str(overlay), "overlay")
-        self.client.set_tag(run_id, "fgi.best_step", str(best["step"]))
-        _log_metrics(self.client, run_id, {f"best_{self.metric}": best["value"]}, best["step"])
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.run_of(trial)
-        self._upload_best(trial, run_id)
-        early = int((trial.last_result or {}).get("step", 0)) < self.max_steps
-        self.client.set_tag(run_id, OUTCOME_TAG, "stopped_early" if early else "finished")
-        self.client.set_terminated(run_id, "KILLED" if early else "FINISHED")
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.run_of(trial)
-        self._upload_best(trial, run_id)
-        self.client.set_tag(run_id, OUTCOME_TAG, "failed")
-        if trial.error_file and Path(trial.error_file).is_file():
-            self.client.log_artifact(run_id, trial.error_file, "error")
-        self.client.set_terminated(run_id, "FAILED")
+    client, closed = _client(uri), []
+    for run in find_runs(client, experiment_id, {SWEEP_TAG: sweep, KIND_TAG: "trial"}):
+        if run.info.status == "RUNNING" and tune_status.get(run.data.tags.get(TRIAL_TAG, "")) not in _LIVE:
+            client.set_tag(run.info.run_id, OUTCOME_TAG, "orphaned")
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed.append(run.info.run_id)
+    return closed
 
 
+_LIVE = ("PENDING", "RUNNING", "PAUSED")  # Tune trial statuses whose run stays open
 class TrainCallback(UserCallback):
     """Ray Train callback that logs every report of a run to MLflow run ``run_id``, live."""
 
@@ -296,7 +295,7 @@ class TrainCallback(UserCallback):
 
     def after_report(self, run_context: Any, metrics: list, checkpoint: Any) -> None:
         m = metrics[0]
-        _log_metrics(_client(self.uri), self.run_id, _metrics_of(m), int(m.get("step", 0)))
+        _log_metrics(_client(self.uri), self.run_id, metrics_of(m), int(m.get("step", 0)))
 
 
 def start_final_run(uri: str, experiment: str, cfg: Config, run_name: str, source: str) -> str:
@@ -313,7 +312,7 @@ def start_final_run(uri: str, experiment: str, cfg: Config, run_name: str, sourc
 
 def log_final_metrics(uri: str, run_id: str, metrics: Mapping[str, float], step: int) -> None:
     """Log test metrics (or any final numbers) on a run."""
-    _log_metrics(_client(uri), run_id, _metrics_of(metrics), step)
+    _log_metrics(_client(uri), run_id, metrics_of(metrics), step)
 
 
 def end_run(uri: str, run_id: str, failed: bool = False) -> None:
@@ -326,12 +325,8 @@ MODEL_ARTIFACTS = "artifacts"  # folder of a logged pyfunc model that holds its 
 
 @functools.cache
 def model_class() -> type:
-    """The MLflow pyfunc class of fgi models (``predict``: images (B, C, H, W) to probabilities).
-
-    Built on first use: MLflow warns at class creation that ``predict`` has no type hints (inputs are plain
-    arrays on purpose), and only registering or loading a model should pay for that. cloudpickle stores
-    the class by value with the logged model, and the engine class it rebuilds by reference.
-    """
+    """The MLflow pyfunc class of fgi models (``predict``: images (B, C, H, W) to probabilities), built on
+    first use (MLflow warns at class creation about ``predict``'s untyped plain-array input)."""
 
     class FgiModel(mlflow.pyfunc.PythonModel):
         """MLflow pyfunc wrapper of an fgi checkpoint, rebuilt as ``trainer_class``."""
@@ -417,8 +412,8 @@ def fetch_best_config(uri: str, experiment: str, sweep: str | None = None) -> tu
     if exp is None:
         names = [e.name for e in client.search_experiments()]
         raise LookupError(f"--experiment: no experiment {experiment!r} at {uri}; experiments there: {names}")
-    clause = f"tags.`{KIND_TAG}` = 'sweep'" + (f" and tags.`{SWEEP_TAG}` = '{sweep}'" if sweep else "")
-    for run in client.search_runs([exp.experiment_id], filter_string=clause, order_by=["attributes.start_time DESC"]):
+    tags = {KIND_TAG: "sweep", **({SWEEP_TAG: sweep} if sweep else {})}
+    for run in find_runs(client, exp.experiment_id, tags, order="DESC"):
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
         if BEST_CONFIG_ARTIFACT in names:
             with tempfile.TemporaryDirectory() as tmp:
@@ -441,7 +436,8 @@ def config_of_run(uri: str, run_id: str) -> str:
 
 
 __all__ = [
-    "BEST_CONFIG_ARTIFACT", "SweepTracker", "TrainCallback", "TrialCallback", "config_of_run", "end_run",
-    "experiment_id", "fetch_best_config", "fetch_model", "log_final_metrics", "model_class",
-    "register_model", "resolve_uri", "start_final_run",
+    "BEST_CONFIG_ARTIFACT", "EXPERIMENT_KIND", "Executor", "SweepTracker", "TrainCallback", "TrialCallback",
+    "config_of_run", "end_run", "experiment_id", "fetch_best_config", "fetch_model", "is_permanent",
+    "log_final_metrics", "model_class", "reconcile", "register_model", "replay_spool", "resolve_uri",
+    "start_final_run",
 ]

@@ -27,6 +27,7 @@ from fgi.files import atomic_write_text
 SPOOL_FILE = "mlflow_spool.jsonl"  # operations not yet sent, one JSON object a line
 
 Op = dict[str, Any]  # {"op": name, "args": {...}}
+QUEUES: dict[str, LogQueue] = {}  # the one log queue of each sweep in this process, by parent run id
 Execute = Callable[[str, dict[str, Any]], None]
 
 
@@ -200,4 +201,4 @@ def replay(path: str | Path, execute: Execute, is_permanent: Callable[[BaseExcep
     return sent, 0
 
 
-__all__ = ["SPOOL_FILE", "LogQueue", "read_spool", "replay", "take_spool"]
+__all__ = ["QUEUES", "SPOOL_FILE", "Execute", "LogQueue", "read_spool", "replay", "take_spool"]

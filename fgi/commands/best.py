@@ -1,4 +1,4 @@
-"""``fgi best``: fetch a sweep's ``best_config.yaml`` from MLflow and write it locally."""
+"""``fgi best``: fetch a sweep's ``best_config.yaml`` from MLflow and write it locally, in the portable form."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from fgi.budgets import portable_config_text
 from fgi.config import ConfigError, load_yaml_text
 from fgi.files import atomic_write_text
+from fgi.paths import fgi_home
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,12 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", required=True, help="MLflow experiment of the sweep (e.g. fgi-kvasir)")
     parser.add_argument("--sweep", default=None, help="sweep name (default: the latest sweep with a best config)")
     parser.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or $FGI_HOME)")
-    parser.add_argument("--out", default=None, help="where to write it (default: best_configs/<dataset>.yaml)")
+    parser.add_argument("--out", default=None,
+                        help="where to write it (default: $FGI_HOME/best_configs/<dataset>.yaml, absolute)")
 
 
 def fetch_best(experiment: str, *, sweep: str | None = None, mlflow_uri: str | None = None,
                out: str | Path | None = None) -> tuple[Path, str]:
-    """Write the best config of a sweep (default the latest with one) and return (its path, the run id).
+    """Write the best config of a sweep (default the latest with one), method keys only, and return (its path,
+    the run id).
 
     Raises:
         LookupError: no such experiment, or no sweep there with a best config.
@@ -31,8 +35,10 @@ def fetch_best(experiment: str, *, sweep: str | None = None, mlflow_uri: str | N
     uri = tracking.resolve_uri(mlflow_uri)
     text, run_id = tracking.fetch_best_config(uri, experiment, sweep)
     cfg = load_yaml_text(text, f"runs:/{run_id}/best_config.yaml")
-    path = Path(out) if out else Path("best_configs") / f"{cfg.data.dataset}.yaml"
-    atomic_write_text(path, text)
+    path = Path(out).expanduser().resolve() if out else fgi_home() / "best_configs" / f"{cfg.data.dataset}.yaml"
+    header = (f"fgi best config of sweep run {run_id} (experiment {experiment}, {uri})\n"
+              "method hyperparameters only: data location and compute come from train.py's flags or --budget")
+    atomic_write_text(path, portable_config_text(cfg, (), header))
     return path, run_id
 
 

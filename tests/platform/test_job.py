@@ -72,15 +72,20 @@ def test_job_sweep_is_tracked_in_mlflow(sweep, mlflow_server):
     from fgi.search_space import dataset_space
 
     searched = dataset_space("synthetic", apply_budget(Config(), "smoke")).keys
-    published = {"loss.tau_pos": "0.8", "loss.tau_neg": "0.2", "masking.mask_ratio": "0.3",
-                 "loss.align_scales": "[1, 2, 3, 4]", "data.tight_level": "0.5", "data.loose_level": "0.3"}
+    published = {"loss.tau_pos": 0.8, "loss.tau_neg": 0.2, "masking.mask_ratio": 0.3,
+                 "loss.align_scales": [1, 2, 3, 4], "data.tight_level": 0.5, "data.loose_level": 0.3}
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     first_trial_seen = False
     for child in children:
         params = client.get_run(child.info.run_id).data.params
-        assert set(searched) <= set(params), "every searched key is a param of the trial"
-        first_trial_seen |= all(params[k] == v for k, v in published.items())
+        assert set(params) == set(searched), "the params of a trial are its searched keys"
+        assert child.data.tags["fgi.tuned_params"] == ",".join(sorted(searched))
+        config = yaml.safe_load(Path(client.download_artifacts(child.info.run_id, "config.yaml", str(sweep["work"]))).read_text())
+        flat = {f"{section}.{k}": v for section, values in config.items() for k, v in values.items()}
+        assert {k: str(flat[k]) for k in searched} == {k: str(yaml.safe_load(params[k])) for k in searched}
+        first_trial_seen |= all(flat[k] == v for k, v in published.items())
         outcome = child.data.tags["fgi.outcome"]
-        assert child.info.status == {"finished": "FINISHED", "stopped_early": "KILLED"}[outcome]
+        assert outcome in ("finished", "stopped_early") and child.info.status == "FINISHED"
         history = client.get_metric_history(child.info.run_id, "val_dice")
         steps = [m.step for m in history]
         assert steps == sorted(set(steps)), "one continuous history per trial"
@@ -95,11 +100,18 @@ def test_job_sweep_is_tracked_in_mlflow(sweep, mlflow_server):
     assert first_trial_seen, "the published configuration is one of the trials"
     parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"best_config.yaml", "search_space.yaml", "param_importances.json", "param_importances.png"} <= parent_artifacts
-    assert client.get_run(parent.info.run_id).data.metrics["best_val_dice"] > 0
+    parent = client.get_run(parent.info.run_id)
+    assert parent.data.metrics["best_val_dice"] > 0
+    assert parent.data.tags["fgi.best_trial_run_id"] in {c.info.run_id for c in children}
+    assert float(parent.data.tags["fgi.best_val_dice"]) == parent.data.metrics["best_val_dice"]
     local = sweep["work"] / "best_configs" / "synthetic.yaml"
     best = yaml.safe_load(local.read_text())
     remote = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "best_config.yaml", str(sweep["work"]))).read_text())
-    assert best == remote
+    # the local best config is the portable form: the method keys of the logged config, no data paths or compute
+    assert all(remote[section][key] == value for section, fields in best.items() for key, value in fields.items())
+    assert "root" not in best["data"] and "image_size" not in best["data"]
+    assert "max_steps" not in best.get("train", {}) and "batch_size" not in best.get("train", {})
+    assert f"best config: {local}" in sweep["logs"] and "mlflow ui --backend-store-uri" in sweep["logs"]
     assert best["data"]["loose_level"] < best["data"]["tight_level"]
 
 

@@ -76,7 +76,11 @@ def test_resume_after_driver_is_killed(ray_head, mlflow_server, tmp_path):
     assert (tmp_path / "best" / "synthetic.yaml").is_file()
 
 
-def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path):
+@pytest.mark.parametrize("workers, actor", [("1", "ImplicitFunc"), ("2", "RayTrainWorker")],
+                         ids=["in-process", "ray-train"])
+def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path, workers, actor):
+    """A killed training process (the in-process trial's actor, or a Ray Train worker) resumes from the
+    latest checkpoint: Tune retries the in-process trial, Ray Train restarts its worker group."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(mlflow_server.uri)
@@ -84,7 +88,7 @@ def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path)
     experiment = "fgi-fault"
     max_steps, every = 24, 4
     cmd = _tune(mlflow_server, tmp_path, experiment, "--num-samples", "1", "--scheduler", "none",
-                "--max-steps", str(max_steps), "--name", "fault-sweep")
+                "--max-steps", str(max_steps), "--name", "fault-sweep", "--workers-per-trial", workers, "--verbose")
     driver = _start(cmd, env, tmp_path / "driver.log")
     killed = None
     try:
@@ -95,7 +99,7 @@ def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path)
             runs = _children(client, experiment)
             if runs and client.get_metric_history(runs[0].info.run_id, "val_dice"):
                 listing = run_cli([str(BIN / "ray"), "list", "actors", "--address", ray_head.dashboard, "--format",
-                                   "json", "--filter", "class_name=RayTrainWorker", "--filter", "state=ALIVE"],
+                                   "json", "--filter", f"class_name={actor}", "--filter", "state=ALIVE"],
                                   ray_head.env, 60)
                 text = listing.stdout.strip()
                 pids = [] if text.startswith("No resource") else [a["pid"] for a in json.loads(text)]
@@ -113,5 +117,8 @@ def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path)
     assert run.info.status == "FINISHED" and run.data.tags["fgi.outcome"] == "finished"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_dice")]
     assert steps == list(range(every, max_steps + 1, every)), f"one continuous history, got {steps} (killed after {before})"
-    log = (tmp_path / "driver.log").read_text()
-    assert "[FailurePolicy] RETRY" in log, "Ray Train restarted the worker group after the killed worker"
+    if workers == "1":
+        assert run.data.tags.get("fgi.retries") == "1", "Tune retried the in-process trial after its actor died"
+    else:
+        log = (tmp_path / "driver.log").read_text()
+        assert "[FailurePolicy] RETRY" in log, "Ray Train restarted the worker group after the killed worker"

@@ -1,0 +1,265 @@
+"""The Ray Tune side of tracking: one MLflow child run per trial, written only through the sweep's log queue.
+
+``TrialLogger`` never calls MLflow: every hook enqueues operations (``fgi.tracking_queue``) that
+``fgi.tracking.Executor`` runs on the queue's thread, so a slow or restarting server never stalls Tune's
+driver loop. ``fgi.tracking.TrialCallback`` is this class bound to that executor.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray.tune import Callback
+
+from fgi.checkpoint import OVERLAY_FILE, read_metrics
+from fgi.paths import fgi_home
+from fgi.tracking_queue import QUEUES, SPOOL_FILE, Execute, LogQueue, take_spool
+from fgi.tracking_staging import stage, staged
+
+SWEEP_TAG = "fgi.sweep"  # marks a sweep's parent run and its children
+TRIAL_TAG = "fgi.trial_id"  # Tune trial id of a child run
+KIND_TAG = "fgi.kind"  # sweep | trial | final
+OUTCOME_TAG = "fgi.outcome"  # finished | stopped_early | failed | orphaned
+TUNED_TAG = "fgi.tuned_params"  # the searched keys of a trial, comma-separated
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag
+LOGGED_PREFIXES = ("val_", "loss", "test_", "best_val_")  # reported keys logged as metrics
+LOGGED_KEYS = ("lr", "rampup", "epoch")
+CRASH_FLUSH_TIMEOUT_S = 30.0  # how long an exit without SweepTracker.finish waits for MLflow
+STAGING_DIR = "mlflow_staging"  # staged best checkpoints, beside the sweep's trials
+_SAFE_VALUE = re.compile(r"[^'\"\\]*")  # filter values MLflow's parser reads back verbatim inside '...'
+
+
+def metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numeric entries of a report that are logged as MLflow metrics."""
+    out = {}
+    for k, v in result.items():
+        if (k.startswith(LOGGED_PREFIXES) or k in LOGGED_KEYS) and isinstance(v, (int, float)) and not isinstance(v, bool):
+            if math.isfinite(float(v)):
+                out[k] = float(v)
+    return out
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"loss.tau": 1}`` to ``{"loss": {"tau": 1}}`` (the YAML layout of a config)."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifact root of a new experiment: beside a SQLite database file; None (the store's default) elsewhere."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    db = db if db.is_absolute() else Path("/", db)  # sqlite:////abs/x.db and sqlite:///abs/x.db both mean /abs/x.db
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", experiment)
+    return (db.parent / "mlartifacts" / name).as_uri()
+
+
+def find_runs(client: Any, exp_id: str, tags: Mapping[str, str], order: str = "ASC") -> list[Any]:
+    """Runs whose tags equal ``tags`` exactly, by start time. A value MLflow's filter syntax cannot hold
+    verbatim (a quote, a backslash) stays out of the server filter and is matched here, so no name can
+    break or widen the search."""
+    clause = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items() if _SAFE_VALUE.fullmatch(v))
+    out, token = [], None
+    while True:
+        page = client.search_runs([exp_id], filter_string=clause, max_results=1000, page_token=token,
+                                  order_by=[f"attributes.start_time {order}"])
+        out += [r for r in page if all(r.data.tags.get(k) == v for k, v in tags.items())]
+        token = page.token
+        if not token:
+            return out
+
+
+def find_run(client: Any, exp_id: str, tags: Mapping[str, str]) -> str | None:
+    runs = find_runs(client, exp_id, tags)
+    return runs[0].info.run_id if runs else None
+
+
+def default_root(sweep: str) -> Path:
+    """Spool and staging folder of a sweep that names no storage: ``$FGI_HOME/mlflow_spool/<sweep>``."""
+    return fgi_home() / "mlflow_spool" / re.sub(r"[^A-Za-z0-9_.-]", "_", sweep).lstrip(".")
+
+
+def _local_experiment_dir(trial: Any) -> Path | None:
+    storage = getattr(trial, "storage", None)
+    fs = getattr(storage, "storage_filesystem", None)
+    if storage is None or getattr(fs, "type_name", "") != "local":
+        return None
+    return Path(storage.experiment_fs_path)
+
+
+class TrialLogger(Callback):
+    """Ray Tune callback: one nested MLflow run per trial, logged through the sweep's queue.
+
+    Args:
+        uri: tracking URI.
+        experiment_id: MLflow experiment id.
+        parent_run_id: the sweep's parent run.
+        sweep: sweep name (tag).
+        params_of: maps a Tune trial config to the flattened full config (picklable); the trial's params
+            are the keys of its Tune config (the searched ones), the full config goes to ``config.yaml``.
+        max_steps: the run length; a trial that ends before it was stopped early.
+        metric: the metric whose best step picks the uploaded checkpoint.
+        mode: "max" or "min".
+        staging: folder of the staged checkpoints; default ``<sweep storage>/mlflow_staging``.
+    """
+
+    make_executor: Callable[[str], Execute]  # set by fgi.tracking.TrialCallback
+    is_permanent: Callable[[BaseException], bool]
+
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, sweep: str,
+                 params_of: Callable[[Mapping[str, Any]], Mapping[str, Any]], max_steps: int,
+                 metric: str = "val_dice", mode: str = "max", staging: str | Path | None = None) -> None:
+        self.uri, self.experiment_id, self.parent_run_id, self.sweep = uri, experiment_id, parent_run_id, sweep
+        self.params_of, self.max_steps, self.metric, self.mode = params_of, max_steps, metric, mode
+        self.staging = Path(staging) if staging else None
+        self.best: dict[str, dict[str, Any]] = {}  # trial id -> {"value", "step"} of its staged checkpoint
+        self.last_step: dict[str, int] = {}  # newest logged step per trial: a replayed report is not logged twice
+        self._seen: set[str] = set()  # trials whose run this process has asked the queue to set up
+        self._warned = False
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_seen", "_warned")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._seen, self._warned = set(), False
+
+    def get_state(self) -> dict:
+        return {"best": dict(self.best), "last_step": dict(self.last_step)}
+
+    def set_state(self, state: dict) -> None:
+        self.best.update(state.get("best", {}))
+        self.last_step.update(state.get("last_step", {}))
+
+    def ref(self, trial: Any) -> dict[str, str]:
+        """How queued operations name the trial's run (found by tags or created on the queue's thread)."""
+        return {"exp": self.experiment_id, "sweep": self.sweep, "trial": trial.trial_id, "parent": self.parent_run_id}
+
+    def queue(self, trial: Any) -> LogQueue:
+        """The sweep's log queue; made here (spooling beside the sweep storage) when no tracker made one."""
+        q = QUEUES.get(self.parent_run_id)
+        if q is None or q.closed:
+            root = _local_experiment_dir(trial) or Path(self.staging or ".").resolve()
+            q = QUEUES[self.parent_run_id] = LogQueue(type(self).make_executor(self.uri), type(self).is_permanent,
+                                                      root / SPOOL_FILE)
+        if self.staging is None:
+            self.staging = (_local_experiment_dir(trial) or q.spool_path.parent) / STAGING_DIR
+        exp_dir = _local_experiment_dir(trial)
+        if not self._seen and exp_dir is not None and (exp_dir / SPOOL_FILE) != q.spool_path:
+            q.extend(take_spool(exp_dir / SPOOL_FILE))  # what an earlier run of this sweep could not send
+        return q
+
+    def _open(self, trial: Any) -> LogQueue:
+        q = self.queue(trial)
+        tid = trial.trial_id
+        if tid not in self._seen:
+            self._seen.add(tid)
+            full = dict(self.params_of(trial.config))
+            tuned = {k: trial.config[k] for k in trial.config if k in full}
+            q.put("params", run=self.ref(trial), params=tuned)
+            q.put("log_batch", run=self.ref(trial), tags={TUNED_TAG: ",".join(sorted(tuned))})
+            q.put("text", run=self.ref(trial), text=yaml.safe_dump(nest(full), sort_keys=False), path="config.yaml")
+            OPEN_CHILDREN.setdefault(self.parent_run_id, {})[tid] = self.ref(trial)
+        return q
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._open(trial).put("status", run=self.ref(trial), status="RUNNING")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._open(trial).put("log_batch", run=self.ref(trial), tags={"fgi.retries": str(trial.num_failures)})
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        q, tid = self._open(trial), trial.trial_id
+        step = int(result.get("step", result.get("training_iteration", 0)))
+        if step > self.last_step.get(tid, -1):
+            now = int(time.time() * 1000)
+            q.put("log_batch", run=self.ref(trial), metrics=[[k, v, now, step] for k, v in metrics_of(result).items()])
+            self.last_step[tid] = step
+        value, path = result.get(self.metric), result.get("checkpoint_path")
+        best = self.best.get(tid)
+        if value is None or not path or "://" in str(path):
+            return
+        if best is None or (value > best["value"] if self.mode == "max" else value < best["value"]):
+            try:  # before Tune's num_to_keep can delete it
+                stage(path, self.staging, tid, float(value), step)
+                self.best[tid] = {"value": float(value), "step": step}
+            except OSError as exc:
+                self._warn(f"trial {tid}: best checkpoint {path} not staged ({exc})")
+
+    def _warn(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            print(f"fgi tracking: {message}; later staging errors are not reported", file=sys.stderr, flush=True)
+
+    def _upload_best(self, q: LogQueue, trial: Any) -> None:
+        """Enqueue the upload of the staged best checkpoint, or of the trial's latest one still on disk,
+        with the metric value and step read from that very folder."""
+        found = staged(self.staging, trial.trial_id) if self.staging else None
+        if found is None:
+            latest = getattr(getattr(trial, "checkpoint", None), "path", None)
+            if not latest or not Path(latest).is_dir():
+                return
+            m = read_metrics(latest)
+            if self.metric not in m:
+                return
+            found = Path(latest), {"value": m[self.metric], "step": m.get("step", 0)}
+        folder, meta = found
+        ref, now = self.ref(trial), int(time.time() * 1000)
+        q.put("files", run=ref, local=str(folder), path="checkpoint")
+        if (folder / OVERLAY_FILE).is_file():
+            q.put("files", run=ref, local=str(folder / OVERLAY_FILE), path="overlay")
+        q.put("log_batch", run=ref, metrics=[[f"best_{self.metric}", float(meta["value"]), now, int(meta["step"])]],
+              tags={"fgi.best_step": str(int(meta["step"]))})
+
+    def _end(self, trial: Any, status: str, outcome: str) -> None:
+        q = self._open(trial)
+        self._upload_best(q, trial)
+        q.put("log_batch", run=self.ref(trial), tags={OUTCOME_TAG: outcome})
+        q.put("status", run=self.ref(trial), status=status)
+        OPEN_CHILDREN.get(self.parent_run_id, {}).pop(trial.trial_id, None)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        early = int((trial.last_result or {}).get("step", 0)) < self.max_steps
+        self._end(trial, "FINISHED", "stopped_early" if early else "finished")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.error_file and Path(trial.error_file).is_file():
+            self._open(trial).put("files", run=self.ref(trial), local=str(trial.error_file), path="error")
+        self._end(trial, "FAILED", "failed")
+
+
+OPEN_CHILDREN: dict[str, dict[str, dict[str, str]]] = {}  # parent run -> trial id -> run ref, of unfinished trials
+UNFINISHED: dict[str, LogQueue] = {}  # parent run id -> queue, of sweeps started and not finished
+
+
+@atexit.register
+def _close_unfinished() -> None:
+    """A process that ends without ``SweepTracker.finish`` marks its sweep's open runs FAILED, then spools."""
+    for parent, q in list(UNFINISHED.items()):
+        for ref in OPEN_CHILDREN.pop(parent, {}).values():
+            q.put("log_batch", run=ref, tags={OUTCOME_TAG: "failed"})
+            q.put("status", run=ref, status="FAILED")
+        q.put("status", run=parent, status="FAILED")
+        q.close(CRASH_FLUSH_TIMEOUT_S)
+        UNFINISHED.pop(parent, None)
+
+
+
+__all__ = ["KIND_TAG", "OPEN_CHILDREN", "UNFINISHED", "OUTCOME_TAG", "PARENT_TAG", "STAGING_DIR", "SWEEP_TAG", "TRIAL_TAG",
+           "TUNED_TAG", "TrialLogger", "artifact_location", "default_root", "find_run", "find_runs", "metrics_of",
+           "nest"]

@@ -1,0 +1,120 @@
+"""Tracking against a real local MLflow store (SQLite, in process): runs, tags, params, checkpoints, filters."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fgi import tracking
+from fgi.config import Config
+from fgi.tracking_trials import find_runs
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One SQLite store for the module (creating its tables takes seconds); tests use their own names."""
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'mlflow.db'}"
+
+
+def _db(uri):
+    Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def _trial(tid, config, storage_dir, steps, checkpoint=None):
+    return SimpleNamespace(trial_id=tid, config=config, num_failures=0, error_file=None, checkpoint=checkpoint,
+                           last_result={"step": steps}, storage=None)
+
+
+def _checkpoint(folder, step, dice):
+    folder.mkdir(parents=True)
+    (folder / "trainer.pt").write_bytes(b"w%d" % step)
+    (folder / "metrics.json").write_text(f'{{"step": {step}, "val_dice": {dice}}}')
+    return str(folder)
+
+
+def test_experiment_is_model_development_with_artifacts_beside_the_database(store):
+    uri = _db(store)
+    exp_id = tracking.experiment_id(uri, "exp a/../b")
+    exp = MlflowClient(uri).get_experiment(exp_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    db_dir = Path(uri.removeprefix("sqlite:///")).parent
+    assert exp.artifact_location == (db_dir / "mlartifacts" / "exp_a____b").as_uri()
+
+
+def test_a_crafted_sweep_name_matches_only_its_own_parent(store, tmp_path):
+    uri = _db(store)
+    names = ["o'brien", "x' or tags.`fgi.kind` = 'sweep", 'quote"d\\', "plain"]
+    ids = {}
+    for name in names:
+        t = tracking.SweepTracker(uri, "names", name, "synthetic", storage=tmp_path / "sweep")
+        ids[name] = t.start("params: {}", Config(), {})
+        t.finish(None, None, None)
+    client = MlflowClient(uri)
+    exp_id = client.get_experiment_by_name("names").experiment_id
+    for name in names:
+        found = find_runs(client, exp_id, {"fgi.sweep": name, "fgi.kind": "sweep"})
+        assert [r.info.run_id for r in found] == [ids[name]], name
+    assert find_runs(client, exp_id, {"fgi.sweep": "o'brien' or '1'='1"}) == []
+
+
+def test_trials_log_tuned_params_curves_and_their_staged_best_checkpoint(store, tmp_path):
+    uri = _db(store)
+    tracker = tracking.SweepTracker(uri, "exp", "sw", "synthetic", storage=tmp_path / "sweep")
+    parent = tracker.start("params: {}", Config(), {"num_samples": 2})
+    full = {"optim.lr": 0.1, "loss.tau_pos": 0.8, "train.max_steps": 12}
+    cb = tracking.TrialCallback(uri, tracker.experiment_id, parent, "sw", lambda c: {**full, **{k: v for k, v in c.items() if "|" not in k}}, 12,
+                                staging=tmp_path / "sweep" / "staging")
+    early = _trial("a", {"optim.lr": 0.01, "loss.tau_pos|fraction": 0.5, "loss.tau_pos": 0.7}, tmp_path, 4)
+    done = _trial("b", {"optim.lr": 0.02, "loss.tau_pos|fraction": 0.1, "loss.tau_pos": 0.65}, tmp_path, 12)
+    for t in (early, done):
+        cb.on_trial_start(0, [], t)
+    ck = {s: _checkpoint(tmp_path / "tune" / f"ck{s}", s, d) for s, d in ((4, 0.3), (8, 0.6), (12, 0.5))}
+    cb.on_trial_result(0, [], early, {"step": 4, "val_dice": 0.2, "loss": 1.0, "checkpoint_path": ck[4]})
+    for s, d in ((4, 0.3), (8, 0.6), (12, 0.5)):
+        cb.on_trial_result(0, [], done, {"step": s, "val_dice": d, "loss": 1.0 / s, "checkpoint_path": ck[s]})
+    cb.on_trial_result(0, [], done, {"step": 8, "val_dice": 0.6})  # a replayed report is not logged twice
+    shutil.rmtree(tmp_path / "tune")  # Tune's num_to_keep removes the originals before the trials end
+    cb.on_trial_complete(0, [], early)
+    cb.on_trial_complete(0, [], done)
+    assert tracker.finish({"step": 8, "val_dice": 0.6, "trial_id": "b"}, None, None) == 0
+
+    client = MlflowClient(uri)
+    runs = {r.data.tags["fgi.trial_id"]: r for r in find_runs(client, tracker.experiment_id, {"fgi.sweep": "sw"})
+            if r.data.tags["fgi.kind"] == "trial"}
+    a, b = runs["a"], runs["b"]
+    assert a.info.status == "FINISHED" and a.data.tags["fgi.outcome"] == "stopped_early"
+    assert b.info.status == "FINISHED" and b.data.tags["fgi.outcome"] == "finished"
+    assert b.data.params == {"optim.lr": "0.02", "loss.tau_pos": "0.65"}
+    assert b.data.tags["fgi.tuned_params"] == "loss.tau_pos,optim.lr"
+    assert b.data.tags["mlflow.parentRunId"] == parent
+    config = Path(client.download_artifacts(b.info.run_id, "config.yaml", str(tmp_path))).read_text()
+    assert "max_steps: 12" in config and "lr: 0.02" in config
+    assert [m.step for m in client.get_metric_history(b.info.run_id, "val_dice")] == [4, 8, 12]
+    assert b.data.tags["fgi.best_step"] == "8" and b.data.metrics["best_val_dice"] == 0.6
+    got = Path(client.download_artifacts(b.info.run_id, "checkpoint/trainer.pt", str(tmp_path / "dl")))
+    assert got.read_bytes() == b"w8"
+    p = client.get_run(parent)
+    assert p.info.status == "FINISHED"
+    assert p.data.tags["fgi.best_trial_run_id"] == b.info.run_id and p.data.tags["fgi.best_val_dice"] == "0.6"
+
+
+def test_reconcile_closes_children_tune_does_not_hold_as_live(store, tmp_path):
+    uri = _db(store)
+    tracker = tracking.SweepTracker(uri, "exp", "sw2", "synthetic", storage=tmp_path / "sweep")
+    parent = tracker.start("params: {}", Config(), {})
+    cb = tracking.TrialCallback(uri, tracker.experiment_id, parent, "sw2", dict, 12, staging=tmp_path / "st")
+    for tid in ("live", "lost", "unknown"):
+        cb.on_trial_start(0, [], _trial(tid, {}, tmp_path, 0))
+    assert tracker.queue.flush(60)
+    closed = tracking.reconcile(uri, tracker.experiment_id, "sw2", {"live": "RUNNING", "lost": "TERMINATED"})
+    client = MlflowClient(uri)
+    runs = {r.data.tags["fgi.trial_id"]: r for r in find_runs(client, tracker.experiment_id, {"fgi.sweep": "sw2", "fgi.kind": "trial"})}
+    assert sorted(closed) == sorted([runs["lost"].info.run_id, runs["unknown"].info.run_id])
+    assert runs["live"].info.status == "RUNNING"
+    assert runs["lost"].info.status == "KILLED" and runs["lost"].data.tags["fgi.outcome"] == "orphaned"
+    tracker.finish(None, None, None, failed=True)
