@@ -8,10 +8,11 @@
 #   sudo -u postgres createdb --owner mlflow mlflow
 #   # the server's Python needs the driver:  pip install psycopg2-binary   (or: pip install 'fgi[test]')
 #
-#   MLFLOW_BACKEND_URI=postgresql://mlflow:PASS@db:5432/mlflow \
+#   MLFLOW_BACKEND_URI=postgresql+psycopg2://mlflow:PASS@db:5432/mlflow \
 #   MLFLOW_ARTIFACTS=s3://my-bucket/fgi-mlflow \
 #   cluster/mlflow_server.sh
 #
+# Name the driver (postgresql+psycopg2://): SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3.
 # MLflow creates and migrates its tables on first start. Keep the password out of shell history: put it
 # in ~/.pgpass (db:5432:mlflow:mlflow:PASS, mode 0600) and leave it out of the URI.
 #
@@ -28,7 +29,10 @@ PYTHON="${MLFLOW_PYTHON:-python}"
 mkdir -p "$FGI_HOME"
 
 case "$BACKEND" in
-  postgresql://*|postgresql+psycopg2://*)
+  postgresql://*)
+    echo "mlflow_server.sh: write MLFLOW_BACKEND_URI as postgresql+psycopg2://... (a bare postgresql:// needs psycopg 3)" >&2
+    exit 2 ;;
+  postgresql+psycopg2://*)
     if ! "$PYTHON" -c "import psycopg2" 2>/dev/null; then
       echo "mlflow_server.sh: MLFLOW_BACKEND_URI is PostgreSQL but $PYTHON cannot import psycopg2;" \
            "install it with: $PYTHON -m pip install psycopg2-binary" >&2

@@ -17,6 +17,7 @@ from fgi import budgets
 from fgi.config import Config, ConfigError, load_yaml, load_yaml_text, override
 from fgi.paths import storage_path
 from fgi.sweep_settings import check_data_paths
+from fgi.trial import start_ray
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,7 @@ def train_final(cfg: Config, *, source: str, workers: int = 1, cpus_per_worker: 
     print(f"final training {name}: storage {root}/{name}, MLflow {uri} (experiment {experiment})", flush=True)
 
     prepared = distributed.prepare(cfg)
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), configure_logging=False)
+    start_ray(verbose=True)
     run_id = tracking.start_final_run(uri, experiment, cfg, name, source)
     try:
         result = distributed.fit(prepared, storage_path=root, name=name, workers=workers,

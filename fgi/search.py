@@ -45,7 +45,7 @@ from fgi.sweep_settings import (
     saved_record,
     write_sweep_file,
 )
-from fgi.trial import TrialSettings, run_distributed, run_in_process, trainable
+from fgi.trial import TrialSettings, run_distributed, run_in_process, start_ray, trainable
 
 
 @dataclass(frozen=True)
@@ -133,20 +133,6 @@ def check_capacity(workers: int, cpus: float, gpus: float) -> None:
                               f"GPUs; this machine has {have_gpus}")
 
 
-def start_ray(verbose: bool) -> None:
-    """Connect to ``RAY_ADDRESS`` or start a local Ray bound to 127.0.0.1, without dashboard; quiet unless verbose."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=verbose, configure_logging=False)
-    else:
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=verbose,
-                 configure_logging=False)
-
-
 def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage: str, callbacks: list,
                verbose: bool) -> Any:
     from ray import tune
@@ -216,7 +202,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
         check_capacity(record.workers, record.cpus_per_worker, record.gpus_per_worker)
     uri = record.mlflow_uri or tracking.resolve_uri(options.mlflow_uri)
     quiet_ray(options.verbose)
-    verb = "resuming" if options.resume else "sweep"
+    verb = "resuming sweep" if options.resume else "sweep"
     mode = "in-process trials" if record.workers == 1 else f"Ray Train trials of {record.workers} workers"
     print(f"{verb} {record.name}: {record.num_samples} trials ({mode}), storage {storage}/{record.name}, "
           f"MLflow {uri} (experiment {record.experiment})", flush=True)
@@ -325,5 +311,5 @@ def _finish(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any,
 __all__ = [
     "METRIC_MODES", "SCHEDULERS", "SEARCHERS", "SWEEP_FILE", "ParamsOf", "SweepOptions", "SweepRecord", "SweepResult",
     "TrialSettings", "best_config_header", "check_capacity", "importances", "run_distributed", "run_in_process",
-    "run_sweep", "start_ray",
+    "run_sweep",
 ]

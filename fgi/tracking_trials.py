@@ -63,8 +63,7 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     """Artifact root of a new experiment: beside a SQLite database file; None (the store's default) elsewhere."""
     if not uri.startswith("sqlite:///"):
         return None
-    db = Path(uri.removeprefix("sqlite:///").split("?")[0])
-    db = db if db.is_absolute() else Path("/", db)  # sqlite:////abs/x.db and sqlite:///abs/x.db both mean /abs/x.db
+    db = Path(uri.removeprefix("sqlite:///").split("?")[0]).resolve()  # sqlite:///rel.db is relative to the cwd
     name = re.sub(r"[^A-Za-z0-9_-]", "_", experiment)
     return (db.parent / "mlartifacts" / name).as_uri()
 

@@ -13,6 +13,7 @@ reads that key in both paths.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -156,6 +157,20 @@ def run_distributed(config: dict[str, Any], settings: TrialSettings) -> None:
                     mode=settings.mode)
 
 
+def start_ray(verbose: bool) -> None:
+    """Connect to ``RAY_ADDRESS`` or start a local Ray bound to 127.0.0.1, without dashboard; quiet unless verbose."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=verbose, configure_logging=False)
+    else:
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=verbose,
+                 configure_logging=False)
+
+
 def trainable(settings: TrialSettings) -> Any:
     """The Tune trainable of a sweep's trials, with its resources and shared settings."""
     from ray import tune
@@ -165,4 +180,4 @@ def trainable(settings: TrialSettings) -> Any:
 
 
 __all__ = ["CHECKPOINT_PATH_KEY", "TrialSettings", "TuneReporter", "run_distributed", "run_in_process",
-           "trainable", "trial_device"]
+           "start_ray", "trainable", "trial_device"]

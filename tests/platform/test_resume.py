@@ -76,9 +76,10 @@ def test_resume_after_driver_is_killed(ray_head, mlflow_server, tmp_path):
     assert (tmp_path / "best" / "synthetic.yaml").is_file()
 
 
-@pytest.mark.parametrize("workers, actor", [("1", "ImplicitFunc"), ("2", "RayTrainWorker")],
+# an in-process trial starts in about a second: it runs longer so that the test can kill it mid-way
+@pytest.mark.parametrize("workers, actor, max_steps", [("1", "ImplicitFunc", 120), ("2", "RayTrainWorker", 24)],
                          ids=["in-process", "ray-train"])
-def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path, workers, actor):
+def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path, workers, actor, max_steps):
     """A killed training process (the in-process trial's actor, or a Ray Train worker) resumes from the
     latest checkpoint: Tune retries the in-process trial, Ray Train restarts its worker group."""
     from mlflow.tracking import MlflowClient
@@ -86,7 +87,7 @@ def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path,
     client = MlflowClient(mlflow_server.uri)
     env = dict(ray_head.env, RAY_ADDRESS=ray_head.gcs)
     experiment = "fgi-fault"
-    max_steps, every = 24, 4
+    every = 4
     cmd = _tune(mlflow_server, tmp_path, experiment, "--num-samples", "1", "--scheduler", "none",
                 "--max-steps", str(max_steps), "--name", "fault-sweep", "--workers-per-trial", workers, "--verbose")
     driver = _start(cmd, env, tmp_path / "driver.log")

@@ -81,8 +81,8 @@ class Server:
 def server(tmp_path):
     srv = Server(tmp_path / "mlflow")
     srv.root.mkdir()
-    srv.start()
     try:
+        srv.start()
         yield srv
     finally:
         srv.stop()

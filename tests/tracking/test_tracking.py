@@ -118,3 +118,35 @@ def test_reconcile_closes_children_tune_does_not_hold_as_live(store, tmp_path):
     assert runs["live"].info.status == "RUNNING"
     assert runs["lost"].info.status == "KILLED" and runs["lost"].data.tags["fgi.outcome"] == "orphaned"
     tracker.finish(None, None, None, failed=True)
+
+
+def test_after_a_resume_the_checkpoint_on_disk_is_uploaded_and_a_lost_one_fails_nothing(store, tmp_path):
+    uri = _db(store)
+    tracker = tracking.SweepTracker(uri, "exp", "sw3", "synthetic", storage=tmp_path / "sweep")
+    parent = tracker.start("params: {}", Config(), {})
+    cb = tracking.TrialCallback(uri, tracker.experiment_id, parent, "sw3", dict, 12, staging=tmp_path / "staging")
+    # restored state names a best (0.9 at step 8) whose staged copy is gone; the latest checkpoint on disk is step 12
+    cb.set_state({"best": {"r": {"value": 0.9, "step": 8}}, "last_step": {"r": 12}})
+    on_disk = _checkpoint(tmp_path / "tune" / "ck12", 12, 0.4)
+    resumed = _trial("r", {}, tmp_path, 12, checkpoint=SimpleNamespace(path=on_disk))
+    gone = _trial("g", {}, tmp_path, 12, checkpoint=SimpleNamespace(path=str(tmp_path / "deleted")))
+    late = _trial("l", {}, tmp_path, 12)
+    for t in (resumed, gone, late):
+        cb.on_trial_start(0, [], t)
+    cb.on_trial_result(0, [], late, {"step": 4, "val_dice": 0.5, "checkpoint_path": _checkpoint(tmp_path / "tune" / "l4", 4, 0.5)})
+    assert tracker.queue.flush(60)
+    shutil.rmtree(tmp_path / "staging" / "l")  # the staged copy vanishes: nothing to pair, nothing uploaded
+    for t in (resumed, gone, late):
+        cb.on_trial_complete(0, [], t)
+    tracker.finish(None, None, None)
+
+    client = MlflowClient(uri)
+    runs = {r.data.tags["fgi.trial_id"]: r for r in find_runs(client, tracker.experiment_id, {"fgi.sweep": "sw3"})
+            if r.data.tags["fgi.kind"] == "trial"}
+    r = runs["r"]
+    assert r.data.tags["fgi.best_step"] == "12" and r.data.metrics["best_val_dice"] == 0.4
+    assert [a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")] == ["checkpoint/metrics.json",
+                                                                                    "checkpoint/trainer.pt"]
+    for tid in ("g", "l"):
+        assert runs[tid].info.status == "FINISHED" and "fgi.best_step" not in runs[tid].data.tags
+        assert client.list_artifacts(runs[tid].info.run_id, "checkpoint") == []
