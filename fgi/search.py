@@ -212,10 +212,11 @@ def run_sweep(options: SweepOptions) -> SweepResult:
                              record.cpus_per_worker, record.gpus_per_worker, record.max_failures, record.metric,
                              record.mode)
     start_ray(options.verbose)
-    tracker = tracking.SweepTracker(uri, record.experiment, record.name, record.dataset)
+    path = f"{storage}/{record.name}"
+    tracker = tracking.SweepTracker(uri, record.experiment, record.name, record.dataset, storage=path,
+                                    metric=record.metric)
     tracker.start(record.space_text, space.base, record.tracked_settings())
 
-    path = f"{storage}/{record.name}"
     t0 = time.monotonic()
     if options.resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable(settings), resume_unfinished=True, resume_errored=True)

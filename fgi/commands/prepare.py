@@ -10,8 +10,8 @@ from typing import Any
 from fgi.config import Config, ConfigError, load_yaml, override
 from fgi.data.errors import DataError
 from fgi.data.prepare import prepare_cache
-from fgi.datasets import DATASET_NAMES, get_dataset, validate_names
 from fgi.data.report import format_report
+from fgi.datasets import DATASET_NAMES, get_dataset, validate_names
 from fgi.text.templates import TemplateError
 
 # option -> config key it overrides

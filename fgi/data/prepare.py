@@ -40,10 +40,10 @@ from fgi.data.crf import crf_refine
 from fgi.data.errors import DataError
 from fgi.data.gaze import gaze_heatmap
 from fgi.data.io import resize_image
-from fgi.datasets import get_dataset
 from fgi.data.report import MAPS, dice_report, soft_histograms, write_overlays
 from fgi.data.sources import SourceItem, get_source, load_sample
 from fgi.data.splits import SPLIT_NAMES
+from fgi.datasets import get_dataset
 from fgi.files import atomic_write_bytes, atomic_write_text
 from fgi.text.items import TextItem
 

@@ -18,8 +18,8 @@ from fgi.config import Config, DataConfig, GazeConfig
 from fgi.data.errors import DataError
 from fgi.data.fixations import read_fixations
 from fgi.data.io import IMAGE_EXTS, list_images, load_image, load_mask
-from fgi.datasets import DatasetInfo, get_dataset
 from fgi.data.splits import assign_splits, carve_validation
+from fgi.datasets import DatasetInfo, get_dataset
 from fgi.seed import numpy_rng
 
 

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each test runs a benchmark script in a subprocess (bench_search starts Ray)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

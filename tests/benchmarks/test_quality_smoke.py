@@ -16,6 +16,8 @@ from fgi.engine import TeacherStudentTrainer
 from fgi.tracking import fetch_model
 from tests.data.conftest import make_kvasir
 
+pytestmark = pytest.mark.slow  # every test runs the script in a subprocess
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "quality_kvasir.py"
 

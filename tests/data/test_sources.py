@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from fgi.data.errors import DataError
-from fgi.datasets import get_dataset
 from fgi.data.sources import get_source, load_sample
+from fgi.datasets import get_dataset
 from tests.data.conftest import config
 
 
@@ -71,11 +71,6 @@ def test_synthetic_items_load_the_generator_samples():
                                            "syn-val-00000", "syn-val-00001", "syn-test-00000"]
     s = load_sample(idx.items[3], cfg, 3)
     assert s.split == "val" and s.image.shape == (32, 32, 3) and s.mask.any() and len(s.fixations) > 0
-
-
-def test_unknown_dataset_lists_valid():
-    with pytest.raises(DataError, match=r"unknown dataset 'kvasr'; valid datasets are \['isic', 'kvasir', 'nci-isbi', 'synthetic'\]"):
-        get_source(config(dataset="kvasr"))
 
 
 def test_image_size_disagrees_with_csv(kvasir):

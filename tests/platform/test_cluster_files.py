@@ -36,6 +36,7 @@ def _check_entrypoint(text: str, where: str) -> None:
         pytest.fail(f"{where}: {' '.join(words)} does not parse: {exc}")
 
 
+@pytest.mark.slow  # runs bash -n in a subprocess
 def test_every_cluster_file_is_known_and_parses():
     files = sorted(p.name for p in CLUSTER.iterdir() if p.is_file())
     assert files == ["README.md", "autoscaler.yaml", "mlflow_server.sh", "raycluster.yaml", "rayjob.yaml", "runtime_env.yaml"]
