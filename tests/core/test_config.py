@@ -26,9 +26,16 @@ def test_yaml_round_trip_is_exact(tmp_path):
 
 
 def test_every_field_is_dumped():
-    flat = flatten(Config())
-    assert "loss.tau_pos" in flat and "masking.mask_ratio" in flat and "optim.lr" in flat
-    assert all("." in k for k in flat)
+    import dataclasses
+
+    cfg = Config()
+    expected = {f"{s.name}.{f.name}" for s in dataclasses.fields(cfg) for f in dataclasses.fields(getattr(cfg, s.name))}
+    flat = flatten(cfg)
+    assert set(flat) == expected and len(expected) > 90
+    for key, value in flat.items():
+        section, name = key.split(".")
+        attr = getattr(getattr(cfg, section), name)
+        assert value == (list(attr) if isinstance(attr, tuple) else attr), key
 
 
 @pytest.mark.parametrize(

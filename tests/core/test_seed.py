@@ -11,7 +11,9 @@ from fgi.seed import derive_seed, make_generator, seed_everything
 def test_offsets_give_distinct_reproducible_seeds():
     seeds = {derive_seed(7, rank, trial) for rank in range(4) for trial in range(4)}
     assert len(seeds) == 16
-    assert derive_seed(7, 1, 2) == derive_seed(7, 1, 2)
+    # the base seed matters too, and rank and trial are not interchangeable
+    assert derive_seed(7, 1, 2) != derive_seed(8, 1, 2)
+    assert derive_seed(7, 1, 2) != derive_seed(7, 2, 1)
 
 
 def test_seed_everything_reproduces_all_sources():

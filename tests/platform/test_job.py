@@ -197,12 +197,9 @@ def test_mlflow_ui_shows_trials(sweep, mlflow_server, tmp_path):
             button.click()  # the assistant side panel, so the table gets the width
         WebDriverWait(browser, 60).until(lambda drv: all(name in body(drv) for name in trial_names))
         time.sleep(1)
-        out = REPO / "docs" / "img" / "mlflow_ui.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
+        # the screenshot stays in the test's folder: a test never writes to a tracked file
         png = browser.get_screenshot_as_png()
-        from fgi.config import atomic_write_bytes
-
-        atomic_write_bytes(out, png)
+        (tmp_path / "mlflow_ui.png").write_bytes(png)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     finally:
         browser.quit()
