@@ -173,9 +173,10 @@ def evaluate_split(trainer: Any, split: str = "test", num_workers: int | None = 
 def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", device: str | None = None) -> dict[str, float]:
     """``evaluate_split`` of a checkpoint file or folder, on ``device`` (default CUDA when available, else CPU)."""
     from fgi.checkpoint import load_checkpoint
+    from fgi.engine import TeacherStudentTrainer
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return evaluate_split(load_checkpoint(path, dev), split)
+    return evaluate_split(load_checkpoint(path, TeacherStudentTrainer, dev), split)
 
 
 def predict_folder(trainer: Any, normalization: Mapping[str, Any], images: Path, out: Path,
