@@ -1,0 +1,111 @@
+"""benchmarks/protocol_kvasir.py: the paired bootstrap, the gated report, and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.data.conftest import make_kvasir
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_protocol():
+    spec = importlib.util.spec_from_file_location("protocol_kvasir", ROOT / "benchmarks" / "protocol_kvasir.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("protocol_kvasir", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+pk = _load_protocol()
+
+
+def _record(arm: str, seed: int, dice: dict[str, float], val_dice: float) -> dict:
+    rows = [{"id": i, "dice": d, "iou": d / (2 - d), "hd95": 10.0, "asd": 2.0} for i, d in dice.items()]
+    return {"arm": arm, "seed": seed, "curve": [{"step": 10, "val_dice": val_dice}], "test_rows": rows,
+            "train_seconds": 60.0}
+
+
+def test_paired_bootstrap_of_a_constant_shift_is_that_shift():
+    b = {f"i{k}": 0.1 * k for k in range(10)}
+    a = {i: v + 0.05 for i, v in b.items()}
+    mean, lo, hi = pk.paired_bootstrap(a, b)
+    assert mean == pytest.approx(0.05) and lo == pytest.approx(0.05) and hi == pytest.approx(0.05)
+
+
+def test_paired_bootstrap_interval_brackets_the_mean_and_uses_only_common_images():
+    a = {"x": 0.9, "y": 0.5, "z": 0.7, "only_a": 0.0}
+    b = {"x": 0.8, "y": 0.6, "z": 0.4}
+    mean, lo, hi = pk.paired_bootstrap(a, b, samples=2000)
+    assert mean == pytest.approx((0.1 - 0.1 + 0.3) / 3)
+    assert -0.1 - 1e-9 <= lo <= mean <= hi <= 0.3 + 1e-9
+    with pytest.raises(pk.ProtocolError, match="no common test images"):
+        pk.paired_bootstrap({"p": 1.0}, {"q": 1.0})
+
+
+def test_per_image_dice_averages_seeds():
+    runs = [_record("d_fgi", 0, {"x": 0.2, "y": 0.4}, 0.5), _record("d_fgi", 1, {"x": 0.6, "y": 0.8}, 0.5)]
+    assert pk.per_image_dice(runs) == pytest.approx({"x": 0.4, "y": 0.6})
+
+
+def test_report_withholds_comparisons_until_the_gate_is_met():
+    weak = {"a_full": [_record("a_full", 0, {"x": 0.6}, 0.70)],
+            "b_gaze": [_record("b_gaze", 0, {"x": 0.5}, 0.6)], "d_fgi": [_record("d_fgi", 0, {"x": 0.55}, 0.6)]}
+    text = pk.report(weak)
+    assert "NOT met" in text and "Comparisons withheld" in text and "mean Δ" not in text
+
+
+def test_report_prints_the_paired_difference_once_the_gate_is_met():
+    runs = {"a_full": [_record("a_full", 0, {"x": 0.9, "y": 0.9}, 0.80)],
+            "b_gaze": [_record("b_gaze", s, {"x": 0.5, "y": 0.6}, 0.6) for s in (0, 1)],
+            "d_fgi": [_record("d_fgi", s, {"x": 0.6, "y": 0.7}, 0.6) for s in (0, 1)]}
+    text = pk.report(runs)
+    assert "Gate: (a) last val Dice 0.8000" in text and ": met" in text
+    row = next(line for line in text.splitlines() if line.startswith("| (d) FGI, reference defaults − (b) gaze"))
+    assert "+10.00" in row and "[+10.00, +10.00]" in row and "2 vs 2" in row
+    # arms without records leave no row
+    assert "(b2) two-level" not in text and "(e) FGI, tuned" not in text
+
+
+def test_arm_e_needs_a_tuned_config():
+    args = pk.parse_args(["--root", "r", "--fixations", "f.csv", "--splits", "s"])
+    with pytest.raises(pk.ProtocolError, match="--tuned-config"):
+        pk.arm_config("e_tuned", pk.base_config(args), 0, None)
+
+
+def test_absent_data_is_named_with_exit_code_2(tmp_path, capsys):
+    assert pk.main(["--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"),
+                    "--records", str(tmp_path / "records")]) == 2
+    assert str(tmp_path / "nowhere") in capsys.readouterr().err
+
+
+@pytest.mark.slow  # prepares a real cache (CRF, text encoder) and trains two arms
+def test_tiny_protocol_runs_resumes_and_reports(tmp_path, capsys):
+    root, csv_path = make_kvasir(tmp_path / "kvasir", n=12)
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    names = sorted(p.stem for p in (root / "images").iterdir())
+    for part, ids in (("train", names[:8]), ("val", names[8:10]), ("test", names[10:])):
+        (splits / f"{part}.txt").write_text("\n".join(ids) + "\n")
+    args = ["--root", str(root), "--fixations", str(csv_path), "--splits", str(splits), "--out", str(tmp_path / "out"),
+            "--records", str(tmp_path / "records"), "--cache-dir", str(tmp_path / "cache"), "--steps", "2",
+            "--image-size", "32", "--threads", "1", "--arms", "a_full", "d_fgi", "--seeds", "0", "--resume"]
+    assert pk.main(args) == 0
+    first = capsys.readouterr().out
+    records = {p.name: json.loads(p.read_text()) for p in (tmp_path / "records").glob("*.json")}
+    assert sorted(records) == ["a_full-seed0.json", "d_fgi-seed0.json"]
+    full, fgi = records["a_full-seed0.json"], records["d_fgi-seed0.json"]
+    assert full["config"]["data"]["supervision"] == "ground_truth" and full["config"]["train"]["method"] == "student_only"
+    assert fgi["config"]["train"]["method"] == "teacher_student" and fgi["config"]["text"]["mode"] == "tokens"
+    assert sorted(r["id"] for r in fgi["test_rows"]) == names[10:]  # the test part, and only it
+    assert [c["step"] for c in fgi["curve"]] == [2] and "val_dice_teacher" in fgi["curve"][0]
+    assert "| (a) full supervision | 0 |" in first and "| (d) FGI, reference defaults | 0 |" in first
+    # a second call with --resume reuses both finished runs and trains nothing
+    assert pk.main(args) == 0
+    again = capsys.readouterr().out
+    assert again.count("finished earlier") == 2 and "step 2/2" not in again
