@@ -23,6 +23,7 @@ OFFLINE_ENV = {
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("fgi.commands.prepare", "build the cache of gaze heatmaps, CRF maps, descriptions and embeddings"),
+    "synth": ("fgi.commands.synth", "write the synthetic dataset as a raw folder (images/, masks/, split files)"),
     "describe": ("fgi.commands.describe", "print lesion descriptions for a few images"),
     "tune": ("fgi.commands.tune", "hyperparameter sweep: Ray Tune + Optuna TPE + ASHA over Ray Train trials, logged to MLflow"),
     "train": ("fgi.commands.train", "train a config (best_configs/<dataset>.yaml or an MLflow run) and register the model"),

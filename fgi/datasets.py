@@ -1,7 +1,8 @@
 """The dataset registry: every dataset name ``data.dataset`` may take, and what the name means.
 
-One entry per dataset gives its raw layout (which adapter in ``fgi.data.sources`` reads it), its image
-channels, and what its images show (the context the prompt templates render). Adding a dataset means
+One entry per dataset gives its raw layout (which adapter in ``fgi.data.sources`` reads it), where its
+images and masks lie as files (what ``fgi evaluate --root`` scores), its image channels, and what its images
+show (the context the prompt templates render). Adding a dataset means
 adding one entry here (and, for a new layout, one adapter). An unknown name is an error listing the
 valid ones. It imports only the template registry and the config's error type, so ``fgi.config`` checks
 ``data.dataset`` and ``text.template`` when a config is built, and text code may read dataset contexts
@@ -23,17 +24,21 @@ class DatasetInfo:
     Args:
         name: registry name (``data.dataset``).
         layout: the adapter of ``fgi.data.sources.LAYOUTS`` that reads its raw folder.
+        files: where its images and masks lie as files, one of ``FILE_LAYOUTS``: "folder" (``images/<id>``,
+            ``masks/<id>``; for the synthetic dataset, the folder ``fgi synth`` writes) or "isic" (the ISIC 2018
+            Task 1 part folders). Empty: the dataset has no files to score.
         channels: image channels (1 for MRI slices, 3 for RGB).
         lesion: what the segmented region is called, for the prompt templates.
         modality: the imaging modality, for the prompt templates.
         organ: the imaged organ, for the prompt templates.
-        image_exts: image file extensions of a ``folder`` layout.
+        image_exts: image file extensions of its files.
         case_separator: ids of a ``folder`` layout are ``<case><separator><slice>``; the slices of one
             case stay in one split when validation is carved. Empty: every image is its own case.
     """
 
     name: str
     layout: str
+    files: str
     channels: int
     lesion: str
     modality: str
@@ -51,16 +56,21 @@ class DatasetInfo:
         return item_id.rsplit(self.case_separator, 1)[0] if self.case_separator else ""
 
 
+FILE_LAYOUTS = ("folder", "isic")  # how a dataset's images and masks may lie as files
+
 _ENTRIES = (
-    DatasetInfo("synthetic", "synthetic", 3, lesion="lesion", modality="synthetic image", organ="tissue"),
-    DatasetInfo("kvasir", "folder", 3, lesion="polyp", modality="colonoscopy", organ="colon",
+    DatasetInfo("synthetic", "synthetic", "folder", 3, lesion="lesion", modality="synthetic image", organ="tissue",
+                image_exts=(".png",)),
+    DatasetInfo("kvasir", "folder", "folder", 3, lesion="polyp", modality="colonoscopy", organ="colon",
                 image_exts=(".jpg", ".jpeg", ".png")),
-    DatasetInfo("isic", "isic", 3, lesion="skin lesion", modality="dermoscopy", organ="skin"),
-    DatasetInfo("nci-isbi", "folder", 1, lesion="prostate", modality="T2-weighted MRI", organ="pelvis",
+    DatasetInfo("isic", "isic", "isic", 3, lesion="skin lesion", modality="dermoscopy", organ="skin",
+                image_exts=(".jpg", ".jpeg", ".png")),
+    DatasetInfo("nci-isbi", "folder", "folder", 1, lesion="prostate", modality="T2-weighted MRI", organ="pelvis",
                 image_exts=(".dcm", ".png"), case_separator="_"),
 )
 DATASETS: dict[str, DatasetInfo] = {d.name: d for d in _ENTRIES}
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
+FILE_DATASETS: tuple[str, ...] = tuple(d.name for d in _ENTRIES if d.files)  # datasets a raw folder can hold
 
 
 def get_dataset(name: str) -> DatasetInfo:
@@ -101,4 +111,4 @@ def validate_names(dataset: str, template: str) -> None:
         raise ConfigError(f"text.template: {exc}") from None
 
 
-__all__ = ["DATASETS", "DATASET_NAMES", "DatasetInfo", "dataset_context", "get_dataset", "validate_names"]
+__all__ = ["DATASETS", "DATASET_NAMES", "FILE_DATASETS", "FILE_LAYOUTS", "DatasetInfo", "dataset_context", "get_dataset", "validate_names"]

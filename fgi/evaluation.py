@@ -3,10 +3,11 @@
 - ``evaluate_split`` scores a split of the model's prepared cache (``fgi evaluate --split``, and the final
   training's test figures through ``evaluate_checkpoint``).
 - ``evaluate_folder`` scores a raw folder at each image's original resolution (``fgi evaluate --root``):
-  it needs no prepared cache and no gaze, so held-back test images in the Kvasir-SEG layout
-  (``images/<id>.jpg``, ``masks/<id>.jpg``) can be scored as they are. The model sees each image resized
-  and normalized exactly as its training cache did; its prediction is resized back to the original size
-  before Dice, IoU, HD95 and ASD are computed.
+  it needs no prepared cache and no gaze, so held-back test images can be scored as they are, in the files
+  layout of any registered dataset (``fgi.datasets.FILE_DATASETS``): ``images/<id>``, ``masks/<id>``
+  (Kvasir-SEG, NCI-ISBI, the synthetic export of ``fgi synth``) or ISIC 2018's part folders. The model sees
+  each image resized and normalized exactly as its training cache did; its prediction is resized back to
+  the original size before Dice, IoU, HD95 and ASD are computed.
 - ``predict_folder`` writes a mask and an overlay per image of a folder (``fgi predict``).
 """
 
@@ -24,9 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fgi.config import atomic_write_bytes, atomic_write_text
+from fgi.config import ConfigError, atomic_write_bytes, atomic_write_text
 from fgi.data.errors import DataError
-from fgi.data.io import load_image, load_mask, resize_image
+from fgi.data.io import list_images, load_image, load_mask, resize_image
+from fgi.data.sources import IsicSource
+from fgi.datasets import get_dataset
 from fgi.metrics import METRICS, image_metrics, summarize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -55,12 +58,36 @@ def predict_full_size(trainer: Any, image: np.ndarray, normalization: Mapping[st
     return F.interpolate(probs.float().cpu(), size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
-def _find(folder: Path, item_id: str, what: str) -> Path:
-    for suffix in IMAGE_SUFFIXES:
-        path = folder / f"{item_id}{suffix}"
+def _find(folder: Path, stem: str, what: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> Path:
+    for suffix in suffixes:
+        path = folder / f"{stem}{suffix}"
         if path.is_file():
             return path
-    raise DataError(f"{folder}: no {what} file for id {item_id!r} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    raise DataError(f"{folder}: no {what} file for id {stem!r} (looked for {', '.join(suffixes)})")
+
+
+def raw_folders(dataset: str, root: Path, split: str = "test") -> tuple[Path, Path, str]:
+    """Where the images and masks of a raw ``dataset`` folder lie (``DatasetInfo.files``).
+
+    Args:
+        dataset: a name of ``fgi.datasets.FILE_DATASETS``.
+        root: the dataset folder.
+        split: the ISIC part to score ("train", "val" or "test"); the other layouts keep every split in one
+            folder and ignore it.
+
+    Returns:
+        The image folder, the mask folder, and what a mask's file name adds to its image id.
+
+    Raises:
+        ConfigError: an unknown dataset, or one without files to score.
+    """
+    info = get_dataset(dataset)
+    if info.files == "isic":
+        part = IsicSource.PARTS[split]
+        return root / f"ISIC2018_Task1-2_{part}_Input", root / f"ISIC2018_Task1_{part}_GroundTruth", "_segmentation"
+    if info.files == "folder":
+        return root / "images", root / "masks", ""
+    raise ConfigError(f"dataset {dataset!r} has no files to score (fgi.datasets: files is {info.files!r})")
 
 
 def read_ids(split_file: Path) -> list[str]:
@@ -74,43 +101,52 @@ def read_ids(split_file: Path) -> list[str]:
     return ids
 
 
-def folder_ids(root: Path) -> list[str]:
-    """Sorted ids (file stems) of the images in ``root/images``.
+def folder_ids(root: Path, dataset: str = "kvasir", split: str = "test") -> list[str]:
+    """Sorted ids (file stems) of the images of a raw ``dataset`` folder (see ``raw_folders``).
 
     Raises:
-        DataError: when the folder is missing or holds no image.
+        DataError: when the image folder is missing or holds no image.
     """
-    images = root / "images"
-    ids = sorted(p.stem for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if images.is_dir() else []
+    images = raw_folders(dataset, root, split)[0]
+    ids = sorted(list_images(images, get_dataset(dataset).image_exts)) if images.is_dir() else []
     if not ids:
-        raise DataError(f"{images}: no images found")
+        raise DataError(f"{images}: no images found ({', '.join(get_dataset(dataset).image_exts)})")
     return ids
 
 
 def evaluate_folder(trainer: Any, normalization: Mapping[str, Any], root: Path, ids: Sequence[str],
-                    threshold: float = 0.5) -> list[dict[str, Any]]:
-    """Per-image metrics of ``trainer``'s predictor on ``root/images`` against ``root/masks``.
+                    threshold: float = 0.5, dataset: str = "kvasir", split: str = "test") -> list[dict[str, Any]]:
+    """Per-image metrics of ``trainer``'s predictor on the images and masks of a raw ``dataset`` folder.
 
     Args:
         trainer: a ``TeacherStudentTrainer`` (its ``model.predictor`` decides which model predicts;
             the teacher needs text, so folders are scored with the student).
         normalization: the training cache's ``image_size``, ``channels``, ``mean`` and ``std``.
-        root: dataset folder in the Kvasir-SEG layout.
+        root: the dataset folder, in the files layout of ``dataset`` (see ``raw_folders``).
         ids: image ids to score.
         threshold: probability above which a pixel is lesion.
+        dataset: a name of ``fgi.datasets.FILE_DATASETS``.
+        split: the ISIC part to score; ignored by the other layouts.
+
+    Raises:
+        ValueError: a teacher predictor, or a dataset whose image channels differ from the model's.
+        DataError: a missing folder, image or mask, or an undecodable file.
     """
     if trainer.cfg.model.predictor != "student":
         raise ValueError(f"model.predictor is {trainer.cfg.model.predictor!r}; scoring a raw folder has no text, "
                          "so it uses the student: set model.predictor to student")
-    images, masks = root / "images", root / "masks"
+    info = get_dataset(dataset)
+    channels = int(normalization["channels"])
+    if info.channels != channels:
+        raise ValueError(f"dataset {dataset!r} has {info.channels}-channel images but the model takes {channels}")
+    images, masks, mask_suffix = raw_folders(dataset, root, split)
     for folder in (images, masks):
         if not folder.is_dir():
-            raise DataError(f"{folder}: folder not found (expected the Kvasir-SEG layout images/ and masks/)")
-    channels = int(normalization["channels"])
+            raise DataError(f"{folder}: folder not found (expected the {dataset} layout, see fgi evaluate --help)")
     rows = []
     for item_id in ids:
-        image = load_image(str(_find(images, item_id, "image")), channels)
-        mask = load_mask(str(_find(masks, item_id, "mask")), image.shape[:2])
+        image = load_image(str(_find(images, item_id, "image", info.image_exts)), channels)
+        mask = load_mask(str(_find(masks, item_id + mask_suffix, "mask")), image.shape[:2])
         pred = predict_full_size(trainer, image, normalization) > threshold
         rows.append({"id": item_id, **image_metrics(pred, mask)})
     return rows

@@ -4,7 +4,16 @@ import pytest
 
 from fgi.config import ConfigError, from_dict
 from fgi.data.sources import LAYOUTS
-from fgi.datasets import DATASET_NAMES, DATASETS, dataset_context, get_dataset, validate_names
+from fgi.datasets import (
+    DATASET_NAMES,
+    DATASETS,
+    FILE_DATASETS,
+    FILE_LAYOUTS,
+    dataset_context,
+    get_dataset,
+    validate_names,
+)
+from fgi.evaluation import raw_folders
 from fgi.text.templates import get_template
 
 
@@ -37,3 +46,15 @@ def test_a_config_with_an_unknown_name_fails_when_it_is_built():
     with pytest.raises(ConfigError, match=r"^text.template: unknown prompt template 'clinicl'"):
         from_dict({"text": {"template": "clinicl"}})
     assert from_dict({"data": {"dataset": "kvasir"}, "text": {"template": "clinical"}}).data.dataset == "kvasir"
+
+
+def test_every_dataset_has_files_to_score(tmp_path):
+    assert FILE_DATASETS == DATASET_NAMES
+    for name in FILE_DATASETS:
+        assert get_dataset(name).files in FILE_LAYOUTS and get_dataset(name).image_exts
+    assert raw_folders("synthetic", tmp_path) == (tmp_path / "images", tmp_path / "masks", "")
+    assert raw_folders("nci-isbi", tmp_path) == (tmp_path / "images", tmp_path / "masks", "")
+    assert raw_folders("isic", tmp_path, "val") == (tmp_path / "ISIC2018_Task1-2_Validation_Input",
+                                                    tmp_path / "ISIC2018_Task1_Validation_GroundTruth", "_segmentation")
+    with pytest.raises(ConfigError, match="unknown dataset 'kvasr'"):
+        raw_folders("kvasr", tmp_path)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fgi.commands.predict import MODEL_HELP, THRESHOLD_HELP, URI_HELP, check_threshold, load_model
 from fgi.data.errors import DataError
+from fgi.datasets import FILE_DATASETS
 from fgi.evaluation import SPLITS
 from fgi.files import atomic_write_text
 
@@ -18,9 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help=MODEL_HELP)
     parser.add_argument("--mlflow-uri", default=None, help=URI_HELP)
     parser.add_argument("--split", default="test", choices=SPLITS,
-                        help="split of the model's prepared dataset to score (without --root)")
-    parser.add_argument("--dataset", default="kvasir", choices=("kvasir",),
-                        help="layout of --root (Kvasir-SEG: images/<id>.jpg, masks/<id>.jpg)")
+                        help="split of the model's prepared dataset to score (without --root); with --root and "
+                             "--dataset isic, the ISIC part folders to score")
+    parser.add_argument("--dataset", default="kvasir", choices=FILE_DATASETS,
+                        help="layout of --root: images/<id>.<ext> and masks/<id>.<ext> (kvasir, nci-isbi, and "
+                             "synthetic as written by fgi synth), or ISIC 2018's part folders (isic)")
     parser.add_argument("--root", type=Path, default=None,
                         help="score a raw dataset folder at original resolution instead of a prepared split")
     parser.add_argument("--split-file", type=Path, default=None,
@@ -36,9 +39,9 @@ def evaluate_root(args: argparse.Namespace) -> int:
     from fgi.evaluation import evaluate_folder, folder_ids, format_summary, read_ids, write_rows_csv, write_summary_json
 
     check_threshold(args.threshold)
-    ids = read_ids(args.split_file) if args.split_file is not None else folder_ids(args.root)
+    ids = read_ids(args.split_file) if args.split_file is not None else folder_ids(args.root, args.dataset, args.split)
     trainer, normalization = load_model(args.model, args.mlflow_uri)
-    rows = evaluate_folder(trainer, normalization, args.root, ids, args.threshold)
+    rows = evaluate_folder(trainer, normalization, args.root, ids, args.threshold, args.dataset, args.split)
     csv_path = args.csv or Path(f"evaluate_{args.split_file.stem if args.split_file else 'all'}.csv")
     write_rows_csv(rows, csv_path)
     print(format_summary(rows))

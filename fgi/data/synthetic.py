@@ -3,17 +3,27 @@
 Each image has one or two lesion-like blobs (irregular outlines from random radial harmonics) with
 their own colour and texture, on a textured background with illumination falloff. Everything is
 deterministic given the seed, and fast enough for CPU tests at 64-128 px.
+
+``export_folder`` writes the samples as files in the layout of a real dataset (``images/<id>.png``,
+``masks/<id>.png``, ``<split>.txt``), so the commands that read raw folders (``fgi predict``,
+``fgi evaluate --root``) run on it without any real data.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import cv2
 import numpy as np
 from scipy import ndimage
 
-from fgi.config import GazeConfig
+from fgi.config import DataConfig, GazeConfig
+from fgi.data.errors import DataError
 from fgi.data.gaze import simulate_fixations
+from fgi.files import atomic_write_bytes, atomic_write_text
 from fgi.seed import numpy_rng
 
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}  # split -> seed stream, so splits never overlap
@@ -88,3 +98,64 @@ def make_sample(index: int, size: int, seed: int, split: str = "train", gaze: Ga
 def make_split(split: str, n: int, size: int, seed: int, gaze: GazeConfig | None = None) -> list[SyntheticSample]:
     """``n`` samples of one split (see ``make_sample``)."""
     return [make_sample(i, size, seed, split, gaze) for i in range(n)]
+
+
+EXPORT_RECORD = "synthetic.json"  # what an export holds (seed, size, counts), beside its images
+
+
+def split_counts(data: DataConfig) -> dict[str, int]:
+    """Samples per split: ``data.synthetic_train``, ``synthetic_val`` and ``synthetic_test``."""
+    return {"train": data.synthetic_train, "val": data.synthetic_val, "test": data.synthetic_test}
+
+
+def _png(image: np.ndarray, path: Path) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image)
+    if not ok:
+        raise DataError(f"{path}: PNG encoding failed")
+    return buf.tobytes()
+
+
+def export_folder(out: Path, data: DataConfig, splits: Sequence[str] = tuple(SPLITS),
+                  overwrite: bool = False) -> dict[str, list[str]]:
+    """Write synthetic samples as a raw dataset folder, every file atomically.
+
+    ``out/images/<id>.png`` (RGB), ``out/masks/<id>.png`` (0 background, 255 lesion), one ``out/<split>.txt``
+    per exported split listing its ids, and ``out/synthetic.json`` recording the seed, size and counts. The
+    pixels are those ``make_sample`` gives the prepared dataset for the same ``data.synthetic_seed`` and
+    ``data.image_size``.
+
+    Args:
+        out: destination folder (created).
+        data: ``synthetic_seed``, ``image_size`` and the per-split counts (``split_counts``).
+        splits: which of "train", "val", "test" to write.
+        overwrite: write into a folder that already holds files (same-named files are replaced, others kept).
+
+    Returns:
+        Split -> the ids written.
+
+    Raises:
+        DataError: ``out`` is a file, or a non-empty folder without ``overwrite``.
+        ValueError: an unknown split.
+    """
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"synthetic splits {unknown} are unknown; valid splits are {list(SPLITS)}")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DataError(f"{out}: folder is not empty; refusing to overwrite it (fgi synth --force writes into it)")
+    counts = split_counts(data)
+    written: dict[str, list[str]] = {}
+    for split in dict.fromkeys(splits):
+        ids = []
+        for index in range(counts[split]):
+            sample = make_sample(index, data.image_size, data.synthetic_seed, split)
+            for folder, pixels in (("images", sample.image), ("masks", sample.mask.astype(np.uint8) * 255)):
+                path = out / folder / f"{sample.id}.png"
+                atomic_write_bytes(path, _png(pixels, path))
+            ids.append(sample.id)
+        atomic_write_text(out / f"{split}.txt", "".join(f"{i}\n" for i in ids))
+        written[split] = ids
+    record = {"seed": data.synthetic_seed, "image_size": data.image_size, "counts": {s: len(v) for s, v in written.items()}}
+    atomic_write_text(out / EXPORT_RECORD, json.dumps(record, indent=1) + "\n")
+    return written

@@ -40,3 +40,17 @@ def test_bad_threshold_and_folder_are_one_line(tmp_path, capsys):
     assert main(["predict", "--model", str(tmp_path), "--images", str(tmp_path / "none"), "--out",
                  str(tmp_path / "o")]) == 2
     assert f"--images: {tmp_path / 'none'} is not a folder" in capsys.readouterr().err
+
+
+def test_predicts_every_image_of_a_synthetic_export(tmp_path, capsys):
+    ckpt = write_checkpoint(tmp_path / "ckpt", TeacherStudentTrainer(tiny_config(), torch.device("cpu")), {}, NORM)
+    root = tmp_path / "syn"
+    assert main(["synth", "--out", str(root), "--image-size", "40", "--val", "2", "--test", "3",
+                 "--splits", "val", "test"]) == 0
+    out = tmp_path / "pred"
+    assert main(["predict", "--model", str(ckpt), "--images", str(root / "images"), "--out", str(out)]) == 0
+    assert "wrote 5 masks and overlays" in capsys.readouterr().out
+    ids = [f"syn-val-{k:05d}" for k in range(2)] + [f"syn-test-{k:05d}" for k in range(3)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{i}_{kind}.png" for i in ids for kind in ("mask", "overlay"))
+    for i in ids:
+        assert np.asarray(Image.open(out / f"{i}_mask.png")).shape == (40, 40)
