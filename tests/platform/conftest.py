@@ -13,12 +13,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fgi_platform import BIN, REPO, STARTUP_TIMEOUT_S, MlflowServer, RayHead, _stop_group, base_env, free_port
+from fgi_platform import BIN, REPO, STARTUP_TIMEOUT_S, MlflowServer, RayHead, base_env
+
+from tests.servers import MLFLOW_STOP_GRACE_S, free_port, launch_mlflow, stop_group
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +56,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
             time.sleep(2)
         yield head
     finally:
-        _stop_group(proc)
+        stop_group(proc)
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -65,27 +66,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
     """``mlflow server`` on 127.0.0.1 with a SQLite backend and a local artifact store it serves."""
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-           "--workers", "1"]
-    log = open(root / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(cmd, env=base_env(root), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = MlflowServer(proc, f"http://127.0.0.1:{port}", root)
+    proc = launch_mlflow(port, f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", root / "server.log", base_env(root),
+                         STARTUP_TIMEOUT_S)
     try:
-        deadline = time.time() + STARTUP_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{server.uri}/health", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"mlflow server not ready after {STARTUP_TIMEOUT_S}s")
-            time.sleep(1)
-        yield server
+        yield MlflowServer(proc, f"http://127.0.0.1:{port}", root)
     finally:
-        _stop_group(proc)
-        log.close()
+        stop_group(proc, grace_s=MLFLOW_STOP_GRACE_S)

@@ -1,44 +1,20 @@
-"""Helpers of the platform tests: free ports, process-group shutdown, client environments, CLI runs."""
+"""Helpers of the platform tests: client environments, CLI runs, Ray jobs (ports and shutdown: ``tests.servers``)."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.servers import BIN
+
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
-    """SIGTERM the process group of ``proc`` (its PID), then SIGKILL what is left."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(10)
+JOB_POLL_S = 5.0  # pause between two `ray job status` calls
 
 
 @dataclass
@@ -80,3 +56,29 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float, cwd: Path = RE
         pytest.fail(f"{' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"
                     f"--- stderr\n{proc.stderr[-6000:]}")
     return proc
+
+
+def submit_job(head: RayHead, entrypoint: list[str]) -> str:
+    """``ray job submit --no-wait`` of ``entrypoint`` with this repository as working directory; returns the job id."""
+    out = run_cli([str(BIN / "ray"), "job", "submit", "--address", head.dashboard, "--no-wait",
+                   "--working-dir", str(REPO), "--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--",
+                   *entrypoint], head.env, 120)
+    return next(line.split("'")[1] for line in (out.stdout + out.stderr).splitlines() if "submitted successfully" in line)
+
+
+def wait_job(head: RayHead, job_id: str, timeout: float) -> str:
+    """Wait for a Ray job to end and return its logs; fail the test (stopping the job) unless it succeeded."""
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        done = run_cli([str(BIN / "ray"), "job", "status", "--address", head.dashboard, job_id], head.env, 60)
+        status = (done.stdout + done.stderr).lower()  # e.g. "Job 'raysubmit_...' succeeded", coloured
+        if any(s in status for s in ("succeeded", "failed", "stopped")):
+            break
+        time.sleep(JOB_POLL_S)
+    logs = run_cli([str(BIN / "ray"), "job", "logs", "--address", head.dashboard, job_id], head.env, 60).stdout
+    if "succeeded" not in status:
+        subprocess.run([str(BIN / "ray"), "job", "stop", "--address", head.dashboard, job_id], env=head.env,
+                       capture_output=True, timeout=60)
+        pytest.fail(f"job {job_id} did not succeed: {status}\n{logs[-8000:]}")
+    return logs

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,47 +17,24 @@ from mlflow.tracking import MlflowClient
 from fgi import tracking
 from fgi.config import Config
 from fgi.tracking_queue import read_spool
+from tests.servers import free_port, launch_mlflow
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT_S = 300  # a busy CI machine takes minutes to start the server
 ENQUEUE_LIMIT_S = 0.05  # what one callback may take while the server is down (it only enqueues)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
     """``mlflow server`` over a SQLite store in ``root``; ``start`` again reuses the port and the store."""
 
     def __init__(self, root: Path) -> None:
-        self.root, self.port, self.proc = root, _free_port(), None
+        self.root, self.port, self.proc = root, free_port(), None
         self.uri = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-               "--artifacts-destination", str(self.root / "artifacts")]
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-        log = open(self.root / "server.log", "a")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        deadline = time.time() + STARTUP_TIMEOUT_S
-        while True:
-            assert self.proc.poll() is None, (self.root / "server.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            assert time.time() < deadline, "mlflow server not ready"
-            time.sleep(0.5)
+        self.proc = launch_mlflow(self.port, f"sqlite:///{self.root / 'mlflow.db'}", self.root / "artifacts",
+                                  self.root / "server.log", env, STARTUP_TIMEOUT_S, poll_s=0.5)
 
     def signal(self, sig: int) -> None:
         os.killpg(self.proc.pid, sig)
