@@ -19,7 +19,7 @@ This module knows nothing of Ray Tune or MLflow: callers pass Ray Train ``UserCa
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from fgi.config import Config, ConfigError, dump_yaml, load_yaml_text, override
 from fgi.loop import Reporter, run_loop
 from fgi.paths import staging_dir
 from fgi.seed import derive_seed
+from fgi.watchdog import Watchdog
 
 
 class _ResumableSampler(Sampler[int]):
@@ -162,24 +163,28 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """The Ray Train worker function: train, evaluate, checkpoint and report until ``train.max_steps``.
 
     Args:
-        loop_config: ``config_yaml`` (the resolved config), ``trial`` (seed offset) and ``staging_dir``
-            (where rank 0 writes checkpoints before Ray persists them).
+        loop_config: ``config_yaml`` (the resolved config), ``trial`` (seed offset), ``staging_dir``
+            (where rank 0 writes checkpoints before Ray persists them), and optionally ``trial_timeout``
+            (seconds without progress before the worker's watchdog ends it; 0 or absent: no watchdog).
     """
     import ray.train
     import ray.train.torch
 
-    cfg = load_yaml_text(loop_config["config_yaml"], "trial config")
     ctx = ray.train.get_context()
-    if not cfg.train.threads:
-        torch.set_num_threads(worker_threads())
-    train_worker(cfg, trial=int(loop_config.get("trial", 0)), rank=ctx.get_world_rank(), world=ctx.get_world_size(),
-                 device=ray.train.torch.get_device(), reporter=RayTrainReporter(),
-                 checkpoint=ray.train.get_checkpoint(), staging=Path(loop_config["staging_dir"]),
-                 wrap_model=ray.train.torch.prepare_model)
+    name = f"{ctx.get_experiment_name()} rank {ctx.get_world_rank()}"  # the Train run: a sweep's trial id
+    with Watchdog(float(loop_config.get("trial_timeout", 0.0)), name) as watchdog:
+        cfg = load_yaml_text(loop_config["config_yaml"], "trial config")
+        if not cfg.train.threads:
+            torch.set_num_threads(worker_threads())
+        train_worker(cfg, trial=int(loop_config.get("trial", 0)), rank=ctx.get_world_rank(),
+                     world=ctx.get_world_size(), device=ray.train.torch.get_device(), reporter=RayTrainReporter(),
+                     checkpoint=ray.train.get_checkpoint(), staging=Path(loop_config["staging_dir"]),
+                     wrap_model=ray.train.torch.prepare_model, beat=watchdog.beat)
 
 
 def train_worker(cfg: Config, *, trial: int, rank: int, world: int, device: torch.device, reporter: Reporter,
-                 checkpoint: Any | None, staging: Path, wrap_model: Any | None = None) -> None:
+                 checkpoint: Any | None, staging: Path, wrap_model: Any | None = None,
+                 beat: Callable[[], None] | None = None) -> None:
     """Train one worker of a run from its latest checkpoint to ``train.max_steps``, reporting at each evaluation.
 
     The one body of Ray Train workers and of in-process Tune trials (``fgi.trial``): only the reporter,
@@ -196,10 +201,12 @@ def train_worker(cfg: Config, *, trial: int, rank: int, world: int, device: torc
         checkpoint: the checkpoint to restore (anything with ``as_directory()``), or None.
         staging: where rank 0 writes checkpoint folders before the reporter persists them.
         wrap_model: wraps the models (DDP); None keeps them as they are.
+        beat: called at every optimizer step and after every report (a ``fgi.watchdog.Watchdog``'s beat).
     """
     from fgi.engine import TeacherStudentTrainer
     from fgi.viz import validation_overlay
 
+    progress = beat or _no_progress
     trainer = TeacherStudentTrainer(cfg, device, rank=rank, trial=trial, wrap_model=wrap_model)
     restored: dict[str, Any] = {}
     if checkpoint is not None:
@@ -229,11 +236,16 @@ def train_worker(cfg: Config, *, trial: int, rank: int, world: int, device: torc
                                          np.asarray(norm["std"]), step)
             folder = write_checkpoint(staging / checkpoint_name(step), trainer, metrics, norm, overlay)
         reporter.report(metrics, folder)
+        progress()
 
     run_loop(trainer, epoch_batches(loaders, trainer.step), max_steps=cfg.train.max_steps,
-             eval_every=cfg.train.eval_every, evaluate=evaluate, on_eval=on_eval)
+             eval_every=cfg.train.eval_every, evaluate=evaluate, on_eval=on_eval, on_step=lambda _: progress())
     if rank == 0 and staging.is_dir() and not any(staging.iterdir()):
         staging.rmdir()
+
+
+def _no_progress() -> None:
+    """The ``beat`` of a run without a watchdog."""
 
 
 def worker_threads() -> int:
@@ -251,7 +263,7 @@ def worker_threads() -> int:
 def build_trainer(cfg: Config, *, storage_path: str, name: str, workers: int = 1, cpus_per_worker: float = 1.0,
                   gpus_per_worker: float = 0.0, trial: int = 0, max_failures: int = 0,
                   callbacks: Sequence[Any] = (), metric: str = "val_dice", mode: str = "max",
-                  keep: int = 1) -> Any:
+                  keep: int = 1, trial_timeout: float = 0.0) -> Any:
     """A Ray Train ``TorchTrainer`` for one run.
 
     Args:
@@ -268,6 +280,8 @@ def build_trainer(cfg: Config, *, storage_path: str, name: str, workers: int = 1
         metric: metric that ranks checkpoints; the best ``keep`` and the latest are kept.
         mode: "max" or "min" for ``metric``.
         keep: how many best checkpoints to keep besides the latest.
+        trial_timeout: seconds a worker may go without a step or a report before its watchdog ends its
+            process (Ray Train then restarts the group as ``max_failures`` says); 0 disables it.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -281,7 +295,7 @@ def build_trainer(cfg: Config, *, storage_path: str, name: str, workers: int = 1
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config_yaml": dump_yaml(cfg), "trial": trial,
-                           "staging_dir": staging_dir(storage_path, name)},
+                           "staging_dir": staging_dir(storage_path, name), "trial_timeout": trial_timeout},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(

@@ -8,7 +8,9 @@ validation Dice on the test split, logs everything to one MLflow run and registe
 from __future__ import annotations
 
 import os
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,10 @@ from fgi.config import Config, ConfigError, load_yaml, load_yaml_text, override
 from fgi.paths import storage_path
 from fgi.sweep_settings import check_data_paths
 from fgi.trial import start_ray
+
+ALIAS = re.compile(r"[\w-]{1,255}")  # MLflow's alias names; "latest" and v<N> are reserved
+BUDGET_TAG = "fgi.budget"  # model version tag: the --budget it was trained under, "none" for the config as is
+STEPS_TAG = "fgi.max_steps"  # model version tag: its train.max_steps
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class FinalResult:
         run_id: the MLflow run.
         model: the registered model name.
         version: its new version.
+        aliases: the aliases now pointing at it.
         test_metrics: ``test_*`` metrics of the best checkpoint.
         best_metrics: the report of the best checkpoint (``val_*``, ``step``).
         checkpoint: the best checkpoint's path (local folder or URI).
@@ -41,6 +48,7 @@ class FinalResult:
     test_metrics: dict[str, float]
     best_metrics: dict[str, Any]
     checkpoint: str
+    aliases: tuple[str, ...] = ()
 
     @property
     def model_uri(self) -> str:
@@ -91,11 +99,26 @@ def final_config(*, config: str | os.PathLike | None = None, run_id: str | None 
     return cfg, source
 
 
+def check_aliases(aliases: Sequence[str]) -> None:
+    """Registered-model aliases MLflow accepts, checked before anything trains.
+
+    Raises:
+        ConfigError: naming the bad ``--alias``.
+    """
+    for alias in aliases:
+        if not ALIAS.fullmatch(alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+            raise ConfigError(f"--alias: {alias!r} is not a valid alias (letters, digits, _ and -; not 'latest' "
+                              "or v<number>)")
+
+
 def train_final(cfg: Config, *, source: str, workers: int = 1, cpus_per_worker: float = 1.0,
                 gpus_per_worker: float = 0.0, storage: str | None = None, name: str | None = None,
                 mlflow_uri: str | None = None, experiment: str | None = None, register_as: str | None = None,
-                max_failures: int = 2) -> FinalResult:
+                max_failures: int = 2, aliases: Sequence[str] = (), budget: str | None = None) -> FinalResult:
     """Train ``cfg`` on Ray Train, score the test split, and register the model.
+
+    The new model version is tagged with its budget (``fgi.budget``, ``fgi.max_steps``), so a smoke run
+    is told apart from a full one; it takes the aliases in ``aliases`` and moves no other.
 
     Starts a local Ray unless one is initialized or ``RAY_ADDRESS`` names a cluster.
 
@@ -111,9 +134,11 @@ def train_final(cfg: Config, *, source: str, workers: int = 1, cpus_per_worker: 
         experiment: MLflow experiment; default ``fgi-<dataset>``.
         register_as: registered model name; default ``fgi-<dataset>``.
         max_failures: worker-group restarts from the latest checkpoint.
+        aliases: registered-model aliases (e.g. ``champion``) to point at the new version.
+        budget: the ``--budget`` the config was trained under (a version tag); None: the config as is.
 
     Raises:
-        ConfigError: bad resources, or a batch that does not split over the workers (before anything starts).
+        ConfigError: bad resources or aliases, or a batch that does not split over the workers (before anything starts).
         RuntimeError: when the run reported no checkpoint with ``val_dice``.
     """
     if workers < 1:
@@ -122,6 +147,7 @@ def train_final(cfg: Config, *, source: str, workers: int = 1, cpus_per_worker: 
         raise ConfigError(f"--cpus-per-worker: must be > 0, got {cpus_per_worker}")
     if gpus_per_worker < 0:
         raise ConfigError(f"--gpus-per-worker: must be >= 0, got {gpus_per_worker}")
+    check_aliases(aliases)
     import ray
 
     from fgi import distributed, tracking
@@ -153,13 +179,14 @@ def train_final(cfg: Config, *, source: str, workers: int = 1, cpus_per_worker: 
         best_val = {f"best_{k}": v for k, v in best.items() if k.startswith("val_")}
         tracking.log_final_metrics(uri, run_id, {**test, **best_val}, int(best.get("step", 0)))
         with checkpoint.as_directory() as folder:
-            version = tracking.register_model(uri, run_id, folder, model, TeacherStudentTrainer)
+            version = tracking.register_model(uri, run_id, folder, model, TeacherStudentTrainer, aliases=aliases,
+                                              tags={BUDGET_TAG: budget or "none", STEPS_TAG: str(cfg.train.max_steps)})
     except BaseException:
         tracking.end_run(uri, run_id, failed=True)
         raise
     tracking.end_run(uri, run_id)
     return FinalResult(name=name, run_id=run_id, model=model, version=version, test_metrics=test,
-                       best_metrics=dict(best), checkpoint=checkpoint.path)
+                       best_metrics=dict(best), checkpoint=checkpoint.path, aliases=tuple(aliases))
 
 
-__all__ = ["FinalResult", "final_config", "train_final"]
+__all__ = ["ALIAS", "BUDGET_TAG", "STEPS_TAG", "FinalResult", "check_aliases", "final_config", "train_final"]

@@ -7,6 +7,7 @@ trials and the benchmark scripts all train through it, so they agree on when eva
 what the reported training losses mean (the mean of each term over the steps since the last evaluation).
 
 ``Reporter`` is the one reporting interface: Ray Train's report implements it in ``fgi.distributed``.
+``on_step`` is told of every step (a trial beats its ``fgi.watchdog.Watchdog`` there).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def is_eval_step(step: int, eval_every: int, max_steps: int) -> bool:
 
 
 def run_loop(trainer: Engine, batches: Iterator[Mapping[str, Any]], *, max_steps: int, eval_every: int,
-             evaluate: Callable[[], Mapping[str, float]], on_eval: EvalCallback) -> LoopTimes:
+             evaluate: Callable[[], Mapping[str, float]], on_eval: EvalCallback,
+             on_step: Callable[[int], None] | None = None) -> LoopTimes:
     """Train from ``trainer.step`` to ``max_steps``, evaluating every ``eval_every`` steps and at the end.
 
     Args:
@@ -74,6 +76,8 @@ def run_loop(trainer: Engine, batches: Iterator[Mapping[str, Any]], *, max_steps
         evaluate: returns the evaluation metrics (called once per evaluation).
         on_eval: ``on_eval(step, metrics, train_losses)`` after each evaluation; ``train_losses`` holds the
             mean of each value ``train_step`` returned over the steps since the previous evaluation.
+        on_step: ``on_step(step)`` after each training step, before its evaluation; it runs every step, so
+            it must be cheap (a trial's watchdog beat).
 
     Returns:
         The measured step and evaluation times.
@@ -98,6 +102,8 @@ def run_loop(trainer: Engine, batches: Iterator[Mapping[str, Any]], *, max_steps
             sync(trainer.device)
         times.step_wall.append(time.perf_counter() - wall)
         times.step_cpu.append(time.process_time() - cpu)
+        if on_step is not None:
+            on_step(trainer.step)
         for key, value in losses.items():
             sums[key] = sums.get(key, 0.0) + value
         count += 1

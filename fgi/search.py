@@ -35,6 +35,7 @@ from fgi.paths import git_commit, storage_path
 from fgi.search_space import OptunaDefineByRun, SearchSpace
 from fgi.sweep_settings import (
     DATA_PATHS,
+    DEFAULT_TRIAL_TIMEOUT,
     METRIC_MODES,
     SCHEDULERS,
     SEARCHERS,
@@ -210,7 +211,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     prepared = distributed.prepare(space.base)
     settings = TrialSettings(prepared, tuple(space.keys), f"{storage}/{record.name}/trials", record.workers,
                              record.cpus_per_worker, record.gpus_per_worker, record.max_failures, record.metric,
-                             record.mode)
+                             record.mode, record.trial_timeout)
     start_ray(options.verbose)
     path = f"{storage}/{record.name}"
     tracker = tracking.SweepTracker(uri, record.experiment, record.name, record.dataset, storage=path,
@@ -301,16 +302,17 @@ def _finish(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any,
     except (ValueError, RuntimeError) as exc:
         print(f"parameter importances skipped: {exc}", file=sys.stderr)
         imps = {}
-    tracker.finish(row, best_cfg, imps)
     trial = Path(best.path).name.removeprefix("trial_")
+    text = portable_config_text(best_cfg, space.keys, best_config_header(record, trial, row))
+    tracker.finish(row, text, imps)
     out = Path(record.best_dir).expanduser().resolve() / f"{record.dataset}.yaml"
-    atomic_write_text(out, portable_config_text(best_cfg, space.keys, best_config_header(record, trial, row)))
+    atomic_write_text(out, text)
     return SweepResult(best_metrics=row, best_config=best_cfg, best_config_path=out, best_trial=trial,
                        importances=imps, **common)
 
 
 __all__ = [
-    "METRIC_MODES", "SCHEDULERS", "SEARCHERS", "SWEEP_FILE", "ParamsOf", "SweepOptions", "SweepRecord", "SweepResult",
-    "TrialSettings", "best_config_header", "check_capacity", "importances", "run_distributed", "run_in_process",
-    "run_sweep",
+    "DEFAULT_TRIAL_TIMEOUT", "METRIC_MODES", "SCHEDULERS", "SEARCHERS", "SWEEP_FILE", "ParamsOf", "SweepOptions",
+    "SweepRecord", "SweepResult", "TrialSettings", "best_config_header", "check_capacity", "importances",
+    "run_distributed", "run_in_process", "run_sweep",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -28,6 +29,9 @@ DEFAULT_BUDGET = {"synthetic": "cpu"}  # other datasets default to "full"
 # per budget: trials, ASHA grace period in evaluations, ASHA reduction factor
 SEARCH_DEFAULTS = {"smoke": (3, 1, 2), "cpu": (10, 2, 2), "full": (40, 2, 3)}
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # a sweep name is a folder name and an MLflow tag value
+# seconds a trial may go without an optimizer step or a report before its watchdog ends it (fgi.watchdog);
+# generous because the time to the first step (data loading, model build, restore) counts too
+DEFAULT_TRIAL_TIMEOUT = 1800.0
 DATA_PATHS = {"data.root": "--data-root",  # tune also takes --root
               "data.fixations": "--fixations", "data.split_dir": "--split-dir"}
 
@@ -70,6 +74,8 @@ class SweepOptions:
         time_budget: seconds after which no new trial starts.
         seed: seed of the TPE sampler and ``train.seed``; default the config's.
         max_failures: retries of a failed trial or worker group.
+        trial_timeout: seconds a trial may go without an optimizer step or a report before its watchdog
+            ends its process (a failure, retried as ``max_failures`` says); 0 disables the watchdog.
         best_dir: folder of the local ``<dataset>.yaml`` best config; default ``$FGI_HOME/best_configs``.
         verbose: show Ray's and Tune's own console output.
     """
@@ -97,6 +103,7 @@ class SweepOptions:
     time_budget: float | None = None
     seed: int | None = None
     max_failures: int = 2
+    trial_timeout: float = DEFAULT_TRIAL_TIMEOUT
     best_dir: str | None = None
     verbose: bool = False
 
@@ -104,8 +111,11 @@ class SweepOptions:
         for name in ("num_samples", "max_concurrent", "workers_per_trial", "max_steps", "grace_steps",
                      "cpus_per_worker", "time_budget"):
             _positive(name, getattr(self, name))
-        for name in ("max_failures", "gpus_per_worker"):
+        for name in ("max_failures", "gpus_per_worker", "trial_timeout"):
             _positive(name, getattr(self, name), allow_zero=True)
+        if not math.isfinite(self.trial_timeout):
+            raise ConfigError(f"--trial-timeout: must be a finite number of seconds (0 disables), "
+                              f"got {self.trial_timeout}")
         if self.budget is not None:
             budgets.budget_overrides(self.budget)
         _one_of("search", self.search, SEARCHERS)
@@ -168,6 +178,7 @@ class SweepRecord:
     best_dir: str
     mlflow_uri: str = ""  # "" in files written before it was recorded: resolved as a new sweep would
     storage: str = ""
+    trial_timeout: float = DEFAULT_TRIAL_TIMEOUT  # files written before the watchdog get its default
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -193,7 +204,7 @@ class SweepRecord:
     def tracked_settings(self) -> dict[str, Any]:
         """The settings logged as ``sweep.*`` params of the parent run."""
         keys = ("budget", "num_samples", "workers", "cpus_per_worker", "gpus_per_worker", "search", "scheduler",
-                "grace_steps", "metric", "seed", "max_failures")
+                "grace_steps", "metric", "seed", "max_failures", "trial_timeout")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -286,7 +297,7 @@ def new_record(options: SweepOptions, mlflow_uri: str = "", storage: str = "") -
         metric=options.metric, mode=METRIC_MODES[options.metric], time_budget=options.time_budget,
         seed=base.train.seed, max_failures=options.max_failures,
         experiment=options.experiment or f"fgi-{options.dataset}", best_dir=default_best_dir(options.best_dir),
-        mlflow_uri=mlflow_uri, storage=storage)
+        mlflow_uri=mlflow_uri, storage=storage, trial_timeout=options.trial_timeout)
     return record, space
 
 
@@ -306,6 +317,6 @@ def saved_record(options: SweepOptions, storage: str) -> tuple[SweepRecord, Sear
 
 
 __all__ = [
-    "DATA_PATHS", "DEFAULT_BUDGET", "METRIC_MODES", "SCHEDULERS", "SEARCHERS", "SEARCH_DEFAULTS", "SWEEP_FILE", "SweepOptions",
+    "DATA_PATHS", "DEFAULT_BUDGET", "DEFAULT_TRIAL_TIMEOUT", "METRIC_MODES", "SCHEDULERS", "SEARCHERS", "SEARCH_DEFAULTS", "SWEEP_FILE", "SweepOptions",
     "SweepRecord", "check_data_paths", "check_name", "default_best_dir", "latest_sweep", "new_record", "read_sweep_file", "saved_record", "write_sweep_file",
 ]

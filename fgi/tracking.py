@@ -1,9 +1,9 @@
 """MLflow integration: sweeps as parent runs, trials as nested child runs, the final model in the registry.
 
-The only module that imports mlflow (``tracking_queue``, ``tracking_staging`` and ``tracking_trials``
-are its MLflow-free parts); it imports nothing that trains. ``SweepTracker``: the parent run and the log
-queue; ``TrialCallback`` (Ray Tune): child runs, only enqueued; ``TrainCallback`` (Ray Train): the final
-training's curves; ``register_model`` / ``fetch_model``: the registry and checkpoint folders.
+The only module that imports mlflow (``tracking_queue``, ``tracking_staging``, ``tracking_trials`` and
+``tracking_best`` are its MLflow-free parts); it imports nothing that trains. ``SweepTracker``: the parent
+run and the log queue; ``TrialCallback`` (Ray Tune): child runs, only enqueued; ``TrainCallback`` (Ray Train):
+the final training's curves; ``register_model`` / ``fetch_model``: the registry; ``fetch_best_config``: the best sweep.
 
 Operations the queue could not send before the sweep ended are in ``<sweep storage>/mlflow_spool.jsonl``;
 ``fgi tune --resume`` sends them again, or ``python -c "from fgi.tracking import replay_spool;
@@ -25,7 +25,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ import fgi
 from fgi.checkpoint import CHECKPOINT_FILE, NORMALIZATION_FILE, load_folder
 from fgi.config import Config, dump_yaml, flatten
 from fgi.paths import fgi_home, git_commit
+from fgi.tracking_best import BEST_CONFIG_ARTIFACT, SweepChoice, best_sweep
 from fgi.tracking_queue import QUEUES, SPOOL_FILE, LogQueue, replay, take_spool
 from fgi.tracking_trials import (
     KIND_TAG,
@@ -58,7 +59,6 @@ from fgi.tracking_trials import (
 from fgi.viz import importance_figure
 
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3 UI: the training layout
-BEST_CONFIG_ARTIFACT = "best_config.yaml"
 FLUSH_TIMEOUT_S = 600.0  # how long the end of a sweep waits for MLflow before spooling the rest
 _MAX_BATCH = 100  # params per log_batch request (MLflow's limit)
 
@@ -223,10 +223,13 @@ class SweepTracker:
         UNFINISHED[run_id] = self.queue
         return run_id
 
-    def finish(self, best_metrics: Mapping[str, Any] | None, best_config: Config | None,
+    def finish(self, best_metrics: Mapping[str, Any] | None, best_config_text: str | None,
                importances: Mapping[str, float] | None, failed: bool = False) -> int:
         """Log the best trial (metrics, ``fgi.best_trial_run_id``), ``best_config.yaml`` and the parameter
-        importances, close the run, then flush the queue; returns how many operations were spooled."""
+        importances, close the run, then flush the queue; returns how many operations were spooled.
+
+        ``best_config_text`` is logged verbatim: the portable best config (``fgi.budgets.portable_config_text``),
+        the same text as the sweep's local ``best_configs/<dataset>.yaml``."""
         q, run_id = self.queue or QUEUES[self.parent_run_id], self.parent_run_id
         if best_metrics:
             now, step = int(time.time() * 1000), int(best_metrics.get("step", 0))
@@ -236,8 +239,8 @@ class SweepTracker:
                 tags["fgi.best_trial_id"] = str(best_metrics["trial_id"])
                 q.put("best_trial", run=run_id, exp=self.experiment_id, sweep=self.sweep, trial=str(best_metrics["trial_id"]))
             q.put("log_batch", run=run_id, tags=tags)
-        if best_config is not None:
-            q.put("text", run=run_id, text=dump_yaml(best_config), path=BEST_CONFIG_ARTIFACT)
+        if best_config_text is not None:
+            q.put("text", run=run_id, text=best_config_text, path=BEST_CONFIG_ARTIFACT)
         if importances:
             q.put("text", run=run_id, text=json.dumps(dict(importances), indent=1), path="param_importances.json")
             figure = self.root / "param_importances.png"
@@ -351,14 +354,15 @@ def model_class() -> type:
     return FgiModel
 
 
-def register_model(uri: str, run_id: str, checkpoint_dir: str | os.PathLike, name: str,
-                   trainer_class: type) -> str:
+def register_model(uri: str, run_id: str, checkpoint_dir: str | os.PathLike, name: str, trainer_class: type, *,
+                   aliases: Sequence[str] = (), tags: Mapping[str, str] | None = None) -> str:
     """Log a checkpoint folder on ``run_id`` as a pyfunc model and register it as ``name``; returns the version.
 
     ``trainer_class`` is the engine class the pyfunc wrapper rebuilds (``fgi.engine.TeacherStudentTrainer``),
-    pickled by reference.
+    pickled by reference. The new version gets ``tags`` and points the aliases ``aliases`` (e.g. ``champion``)
+    at itself; no other alias moves.
     """
-    _client(uri)
+    client = _client(uri)
     folder = Path(checkpoint_dir)
     artifacts = {"checkpoint": str(folder / CHECKPOINT_FILE), "normalization": str(folder / NORMALIZATION_FILE)}
     with mlflow.start_run(run_id=run_id):
@@ -366,7 +370,12 @@ def register_model(uri: str, run_id: str, checkpoint_dir: str | os.PathLike, nam
             name="model", python_model=model_class()(trainer_class), artifacts=artifacts,
             registered_model_name=name, pip_requirements=[f"fgi=={fgi.__version__}"])
     mlflow.end_run()
-    return str(info.registered_model_version)
+    version = str(info.registered_model_version)
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, version, key, value)
+    for alias in aliases:
+        client.set_registered_model_alias(name, alias, version)
+    return version
 
 
 @contextmanager
@@ -398,28 +407,25 @@ def fetch_model(model: str, uri: str | None = None) -> Iterator[Path]:
         yield folder
 
 
-def fetch_best_config(uri: str, experiment: str, sweep: str | None = None) -> tuple[str, str]:
-    """``best_config.yaml`` text of the latest finished sweep in ``experiment`` (or of sweep ``sweep``).
+def fetch_best_config(uri: str, experiment: str, *, sweep: str | None = None, metric: str = "val_dice",
+                      mode: str = "max", budget: str | None = None) -> SweepChoice:
+    """The ``best_config.yaml`` of the best FINISHED sweep in ``experiment`` by ``best_<metric>`` (or of sweep
+    ``sweep``), as ``fgi.tracking_best.choose_sweep`` picks it; the chosen sweep, its config text in ``text``.
 
-    Returns:
-        (YAML text, parent run id).
+    Args:
+        uri: tracking URI.
+        experiment: MLflow experiment name.
+        sweep, metric, mode, budget: as in ``fgi.tracking_best.choose_sweep``.
 
     Raises:
-        LookupError: when no sweep run there has a best config.
+        LookupError: no such experiment or sweep, or no finished sweep there with a best config.
     """
     client = _client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = [e.name for e in client.search_experiments()]
         raise LookupError(f"--experiment: no experiment {experiment!r} at {uri}; experiments there: {names}")
-    tags = {KIND_TAG: "sweep", **({SWEEP_TAG: sweep} if sweep else {})}
-    for run in find_runs(client, exp.experiment_id, tags, order="DESC"):
-        names = {a.path for a in client.list_artifacts(run.info.run_id)}
-        if BEST_CONFIG_ARTIFACT in names:
-            with tempfile.TemporaryDirectory() as tmp:
-                local = client.download_artifacts(run.info.run_id, BEST_CONFIG_ARTIFACT, tmp)
-                return Path(local).read_text(), run.info.run_id
-    raise LookupError(f"--experiment: no sweep in {experiment!r} has a {BEST_CONFIG_ARTIFACT} yet")
+    return best_sweep(client, exp.experiment_id, experiment, metric=metric, mode=mode, sweep=sweep, budget=budget)
 
 
 def config_of_run(uri: str, run_id: str) -> str:
@@ -436,7 +442,7 @@ def config_of_run(uri: str, run_id: str) -> str:
 
 
 __all__ = [
-    "BEST_CONFIG_ARTIFACT", "EXPERIMENT_KIND", "Executor", "SweepTracker", "TrainCallback", "TrialCallback",
+    "BEST_CONFIG_ARTIFACT", "EXPERIMENT_KIND", "Executor", "SweepChoice", "SweepTracker", "TrainCallback", "TrialCallback",
     "config_of_run", "end_run", "experiment_id", "fetch_best_config", "fetch_model", "is_permanent",
     "log_final_metrics", "model_class", "reconcile", "register_model", "replay_spool", "resolve_uri",
     "start_final_run",

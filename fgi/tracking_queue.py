@@ -7,6 +7,11 @@ restarted) with exponential back-off. A full queue spills new operations to the 
 waiting. ``close`` flushes with a deadline and writes whatever is left to the spool file (JSON lines),
 which ``replay`` (or the next ``fgi tune --resume`` of the sweep) sends later.
 
+A killed driver runs no ``close``: every enqueued operation is therefore also appended to a journal beside
+the spool file, and marked done once executed, so ``take_spool`` hands the operations that never reached
+MLflow to the next ``--resume`` as well. Replay is safe because a trial's run is found by its tags before
+one is created.
+
 This module knows nothing of MLflow: ``fgi.tracking`` passes the function that executes an operation and
 the one that tells a permanent error (a rejected request, a missing local file) from a transient one.
 """
@@ -25,6 +30,7 @@ from typing import Any
 from fgi.files import atomic_write_text
 
 SPOOL_FILE = "mlflow_spool.jsonl"  # operations not yet sent, one JSON object a line
+JOURNAL_FILE = "mlflow_journal.jsonl"  # every enqueued operation, then {"done": seq} once it is executed
 
 Op = dict[str, Any]  # {"op": name, "args": {...}}
 QUEUES: dict[str, LogQueue] = {}  # the one log queue of each sweep in this process, by parent run id
@@ -54,6 +60,9 @@ class LogQueue:
         self._closed = False
         self._reported: set[tuple[str, str]] = set()
         self.dropped = 0  # operations dropped on a permanent error
+        self.journal_path = self.spool_path.with_name(JOURNAL_FILE)
+        self._journal: Any = None
+        self._seq = 0
         self._thread = threading.Thread(target=self._run, name="fgi-mlflow-log", daemon=True)
         self._thread.start()
 
@@ -63,14 +72,18 @@ class LogQueue:
 
     def put(self, op: str, **args: Any) -> None:
         """Enqueue one operation; never waits (a full or closed queue spills it to the spool file)."""
-        item = {"op": op, "args": args}
+        item: Op = {"op": op, "args": args}
         with self._lock:
             if not self._closed:
+                item["seq"] = self._seq + 1
                 try:
                     self._q.put_nowait(item)
-                    return
                 except queue.Full:
-                    pass
+                    del item["seq"]
+                else:
+                    self._seq += 1
+                    self._write_journal(item)
+                    return
             _append_spool(self.spool_path, [item])
 
     def extend(self, items: Iterable[Op]) -> None:
@@ -105,7 +118,19 @@ class LogQueue:
                     break
             if left:
                 _append_spool(self.spool_path, left)
+            if self._journal is not None:  # every operation is now done or in the spool file
+                self._journal.close()
+                self._journal = None
+            self.journal_path.unlink(missing_ok=True)
         return len(left)
+
+    def _write_journal(self, entry: dict[str, Any]) -> None:
+        # a plain append: the OS keeps what was written when the process is killed; no fsync on the hot path
+        if self._journal is None:
+            self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+            self._journal = open(self.journal_path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self._journal.write(json.dumps(entry, sort_keys=True) + "\n")
+        self._journal.flush()
 
     def _report(self, item: Op, exc: BaseException) -> None:
         key = (item["op"], type(exc).__name__)
@@ -142,6 +167,8 @@ class LogQueue:
                 if self._stop.is_set():
                     return
                 self._inflight = None
+                if "seq" in item:
+                    self._write_journal({"done": item["seq"]})
                 self._q.task_done()
 
 
@@ -173,9 +200,42 @@ def read_spool(path: str | Path) -> list[Op]:
     return ops
 
 
+def read_journal(path: str | Path) -> list[Op]:
+    """The journaled operations never marked done, in order (none when the file does not exist).
+
+    A last line cut short by a kill is ignored; any other line that is not JSON is an error.
+
+    Raises:
+        ValueError: a malformed line; the message names the file and line.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return []
+    lines = p.read_text(encoding="utf-8").splitlines()
+    pending: dict[int, Op] = {}
+    for n, line in enumerate(lines, 1):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if n == len(lines):
+                break
+            raise ValueError(f"{p}:{n}: not JSON ({exc.msg})") from None
+        if isinstance(entry, dict) and isinstance(entry.get("done"), int):
+            pending.pop(entry["done"], None)
+        elif isinstance(entry, dict) and isinstance(entry.get("seq"), int) and isinstance(entry.get("op"), str):
+            pending[entry["seq"]] = {"op": entry["op"], "args": entry.get("args", {})}
+        else:
+            raise ValueError(f"{p}:{n}: not a journal entry (needs 'seq' and 'op', or 'done')")
+    return [pending[k] for k in sorted(pending)]
+
+
 def take_spool(path: str | Path) -> list[Op]:
-    """Read a spool file and remove it (its operations are about to be enqueued again)."""
-    ops = read_spool(path)
+    """The operations an earlier run of the sweep did not send: those its journal (beside ``path``) never
+    marked done, then the spool file's; both files are removed (the operations are about to be enqueued
+    again, and journaled again)."""
+    journal = Path(path).with_name(JOURNAL_FILE)
+    ops = read_journal(journal) + read_spool(path)
+    journal.unlink(missing_ok=True)
     Path(path).unlink(missing_ok=True)
     return ops
 
@@ -201,4 +261,5 @@ def replay(path: str | Path, execute: Execute, is_permanent: Callable[[BaseExcep
     return sent, 0
 
 
-__all__ = ["QUEUES", "SPOOL_FILE", "Execute", "LogQueue", "read_spool", "replay", "take_spool"]
+__all__ = ["JOURNAL_FILE", "QUEUES", "SPOOL_FILE", "Execute", "LogQueue", "read_journal", "read_spool", "replay",
+           "take_spool"]

@@ -24,6 +24,7 @@ import torch
 
 from fgi.config import Config, ConfigError, override
 from fgi.paths import staging_dir
+from fgi.watchdog import Watchdog
 
 CHECKPOINT_PATH_KEY = "checkpoint_path"  # the key of Ray's TuneReportCallback (ray.tune.integration.ray_train)
 
@@ -42,6 +43,8 @@ class TrialSettings:
         max_failures: worker-group restarts inside a Ray Train trial.
         metric: the validation metric.
         mode: "max" or "min".
+        trial_timeout: seconds a trial (each worker of a Ray Train trial) may go without an optimizer step
+            or a report before its ``fgi.watchdog.Watchdog`` ends its process; 0 disables the watchdog.
     """
 
     base: Config
@@ -53,6 +56,7 @@ class TrialSettings:
     max_failures: int = 2
     metric: str = "val_dice"
     mode: str = "max"
+    trial_timeout: float = 0.0
 
     @property
     def in_process(self) -> bool:
@@ -124,17 +128,21 @@ def run_in_process(config: dict[str, Any], settings: TrialSettings) -> None:
 
     Restores from ``ray.tune.get_checkpoint()`` (a retried or resumed trial continues at the saved step
     and data position). Every trial uses seed offset 0, so a trial's result follows from its config alone.
+    Everything runs under the trial's watchdog: a trial stuck anywhere, a ``tune.report`` that Tune never
+    takes included, ends its process after ``settings.trial_timeout`` seconds and Tune fails or retries it.
     """
     from ray import tune
 
     from fgi.distributed import train_worker, worker_threads
 
-    cfg = settings.trial_config(config)
-    if not cfg.train.threads:
-        torch.set_num_threads(worker_threads())
-    staging = Path(staging_dir(settings.train_storage, tune.get_context().get_trial_id()))
-    train_worker(cfg, trial=0, rank=0, world=1, device=trial_device(settings.gpus_per_worker),
-                 reporter=TuneReporter(), checkpoint=tune.get_checkpoint(), staging=staging)
+    trial_id = tune.get_context().get_trial_id()
+    with Watchdog(settings.trial_timeout, trial_id) as watchdog:
+        cfg = settings.trial_config(config)
+        if not cfg.train.threads:
+            torch.set_num_threads(worker_threads())
+        staging = Path(staging_dir(settings.train_storage, trial_id))
+        train_worker(cfg, trial=0, rank=0, world=1, device=trial_device(settings.gpus_per_worker),
+                     reporter=TuneReporter(), checkpoint=tune.get_checkpoint(), staging=staging, beat=watchdog.beat)
     if staging.parent.is_dir() and not any(staging.parent.iterdir()):
         staging.parent.rmdir()  # Tune keeps this trial's checkpoints in its own folder
 
@@ -143,7 +151,9 @@ def run_distributed(config: dict[str, Any], settings: TrialSettings) -> None:
     """The Tune function trainable of DDP trials: one Ray Train ``TorchTrainer`` run per trial.
 
     The Train run is named after the trial id, so a retried or resumed trial continues from the run's
-    latest checkpoint. Metrics and checkpoint paths reach Tune through ``TuneReportCallback``.
+    latest checkpoint. Metrics and checkpoint paths reach Tune through ``TuneReportCallback``. Each worker
+    runs under its own watchdog (``settings.trial_timeout``); a worker it ends fails the Train run's
+    worker group, which Ray Train restarts or fails as ``settings.max_failures`` says.
     """
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -154,7 +164,7 @@ def run_distributed(config: dict[str, Any], settings: TrialSettings) -> None:
                     name=tune.get_context().get_trial_id(), workers=settings.workers,
                     cpus_per_worker=settings.cpus_per_worker, gpus_per_worker=settings.gpus_per_worker, trial=0,
                     max_failures=settings.max_failures, callbacks=[TuneReportCallback()], metric=settings.metric,
-                    mode=settings.mode)
+                    mode=settings.mode, trial_timeout=settings.trial_timeout)
 
 
 def start_ray(verbose: bool) -> None:

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or $FGI_HOME)")
     parser.add_argument("--experiment", default=None, help="MLflow experiment (default: fgi-<dataset>)")
     parser.add_argument("--register-as", default=None, help="registered model name (default: fgi-<dataset>)")
+    parser.add_argument("--alias", dest="aliases", action="append", default=[], metavar="NAME",
+                        help="point this registered-model alias (e.g. champion) at the new version; repeatable; "
+                             "without it no alias moves")
     parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the latest checkpoint")
 
 
@@ -46,12 +49,13 @@ def main(args: argparse.Namespace) -> int:
         result = train_final(cfg, source=source, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                              gpus_per_worker=args.gpus_per_worker, storage=args.storage, name=args.name,
                              mlflow_uri=args.mlflow_uri, experiment=args.experiment, register_as=args.register_as,
-                             max_failures=args.max_failures)
+                             max_failures=args.max_failures, aliases=args.aliases, budget=args.budget)
     except (ConfigError, DataError, FileNotFoundError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     best = result.best_metrics
     print(json.dumps(result.test_metrics, indent=1))
     print(f"best checkpoint: step {int(best.get('step', 0))}, val_dice {best['val_dice']:.4f} ({result.checkpoint})")
-    print(f"registered {result.model_uri} (MLflow run {result.run_id})")
+    aliases = f", alias {', '.join(result.aliases)}" if result.aliases else ""
+    print(f"registered {result.model_uri} (MLflow run {result.run_id}; budget {args.budget or 'none'}{aliases})")
     return 0

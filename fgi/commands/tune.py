@@ -10,7 +10,15 @@ from fgi import budgets
 from fgi.config import ConfigError
 from fgi.data.errors import DataError
 from fgi.datasets import DATASET_NAMES
-from fgi.search import METRIC_MODES, SCHEDULERS, SEARCHERS, SweepOptions, SweepResult, run_sweep
+from fgi.search import (
+    DEFAULT_TRIAL_TIMEOUT,
+    METRIC_MODES,
+    SCHEDULERS,
+    SEARCHERS,
+    SweepOptions,
+    SweepResult,
+    run_sweep,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget", type=float, default=None, help="stop starting trials after this many seconds")
     parser.add_argument("--seed", type=int, default=None, help="seed of the TPE sampler and of train.seed (default: the config's)")
     parser.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial or worker group")
+    parser.add_argument("--trial-timeout", type=float, default=DEFAULT_TRIAL_TIMEOUT,
+                        help="seconds a trial may go without an optimizer step or a report (the time to its first "
+                             "step included) before it is ended as failed, and retried per --max-failures, instead "
+                             f"of hanging; 0 disables (default: {DEFAULT_TRIAL_TIMEOUT:g}; kept by --resume)")
     parser.add_argument("--best-dir", default=None,
                         help="folder for the <dataset>.yaml best config (default: $FGI_HOME/best_configs, absolute)")
     parser.add_argument("--verbose", action="store_true", help="show Ray's and Tune's own console output")
@@ -70,7 +82,7 @@ def options_of(args: argparse.Namespace) -> SweepOptions:
         scheduler=args.scheduler, max_steps=args.max_steps, grace_steps=args.grace_steps, metric=args.metric, root=args.root,
         storage=args.storage, name=args.name, resume=args.resume, mlflow_uri=args.mlflow_uri,
         experiment=args.experiment, time_budget=args.time_budget, seed=args.seed, max_failures=args.max_failures,
-        best_dir=args.best_dir, verbose=args.verbose)
+        trial_timeout=args.trial_timeout, best_dir=args.best_dir, verbose=args.verbose)
 
 
 def summary(result: SweepResult) -> list[str]:

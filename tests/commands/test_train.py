@@ -32,6 +32,9 @@ def test_final_config_applies_budget_and_steps_on_top(tmp_path):
     (["--config", "{tmp}/best.yaml", "--workers", "3"], "train.batch_size: 8 does not split evenly over 3 workers"),
     (["--config", "{tmp}/best.yaml", "--data-root", "{tmp}/nowhere"], "--data-root: {tmp}/nowhere not found"),
     (["--config", "{tmp}/best.yaml", "--fixations", "{tmp}/f.csv"], "--fixations: {tmp}/f.csv not found"),
+    (["--config", "{tmp}/best.yaml", "--alias", "champion", "--alias", "latest"], "--alias: 'latest' is not a valid alias"),
+    (["--config", "{tmp}/best.yaml", "--alias", "v3"], "--alias: 'v3' is not a valid alias"),
+    (["--config", "{tmp}/best.yaml", "--alias", "new champion"], "--alias: 'new champion' is not a valid alias"),
 ])
 def test_user_input_errors_exit_2_with_one_line(tmp_path, capsys, extra, needle):
     save_yaml(Config(), tmp_path / "best.yaml")

@@ -22,14 +22,15 @@ def test_every_option_reaches_the_sweep_options():
                   "--workers-per-trial", "2", "--cpus-per-worker", "3", "--gpus-per-worker", "0.5", "--search", "random",
                   "--scheduler", "none", "--max-steps", "20", "--grace-steps", "8", "--metric", "val_hd95",
                   "--storage", "s", "--name", "n", "--resume", "--mlflow-uri", "u", "--experiment", "e",
-                  "--time-budget", "60", "--seed", "3", "--max-failures", "0", "--best-dir", "b", "--space", "sp.yaml",
+                  "--time-budget", "60", "--seed", "3", "--max-failures", "0", "--trial-timeout", "300", "--best-dir", "b", "--space", "sp.yaml",
                   "--config", "c.yaml", "--root", "r", "--verbose")
     assert tune.options_of(args) == SweepOptions(
         dataset="kvasir", config="c.yaml", space="sp.yaml", budget="smoke", num_samples=4, max_concurrent=2,
         workers_per_trial=2, cpus_per_worker=3.0, gpus_per_worker=0.5, search="random", scheduler="none",
         max_steps=20, grace_steps=8, metric="val_hd95", storage="s", name="n", resume=True, mlflow_uri="u",
-        experiment="e", time_budget=60.0, seed=3, max_failures=0, best_dir="b", root="r", verbose=True)
+        experiment="e", time_budget=60.0, seed=3, max_failures=0, trial_timeout=300.0, best_dir="b", root="r", verbose=True)
     assert tune.options_of(_parse("--dataset", "kvasir", "--data-root", "d")).root == "d"
+    assert tune.options_of(_parse("--dataset", "kvasir")).trial_timeout == 1800.0
 
 
 @pytest.mark.parametrize("extra, needle", [
@@ -40,6 +41,7 @@ def test_every_option_reaches_the_sweep_options():
     (["--name", "../escape"], "--name: '../escape' is not a safe name"),
     (["--root", "{tmp}/nowhere"], "--data-root: {tmp}/nowhere not found (data.root)"),
     (["--workers-per-trial", "4096"], "needs 4096 CPUs; this machine has"),
+    (["--trial-timeout", "-1"], "error: --trial-timeout: must be >= 0, got -1.0"),
 ])
 def test_user_input_errors_exit_2_with_one_line(tmp_path, capsys, monkeypatch, extra, needle):
     monkeypatch.setenv("FGI_HOME", str(tmp_path))

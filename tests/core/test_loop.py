@@ -74,3 +74,12 @@ def test_drives_the_real_engine():
     for _, metrics, losses in calls:
         assert 0.0 <= metrics["val_dice"] <= 1.0
         assert {"loss", "loss_teacher_seg", "loss_student_seg", "lr"} <= set(losses)
+
+
+def test_on_step_hears_every_step_before_its_evaluation():
+    engine, events = CountingEngine(step=2), []
+    run_loop(engine, iter(itertools.count()), max_steps=7, eval_every=3, evaluate=lambda: {},
+             on_eval=lambda step, metrics, losses: events.append(("eval", step)),
+             on_step=lambda step: events.append(("step", step)))
+    assert events == [("step", 3), ("eval", 3), ("step", 4), ("step", 5), ("step", 6), ("eval", 6), ("step", 7),
+                      ("eval", 7)]

@@ -1,13 +1,17 @@
 """The product path against real servers: `ray job submit -- python tune.py`, MLflow, `train.py`, `fgi predict`.
 
-Also the headless-Chromium check of the MLflow UI, which reuses the sweep this test makes.
+Also the headless-Chromium checks of the MLflow UI (the runs page and the compare view of the trials),
+which reuse the sweep this test makes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -106,9 +110,10 @@ def test_job_sweep_is_tracked_in_mlflow(sweep, mlflow_server):
     assert float(parent.data.tags["fgi.best_val_dice"]) == parent.data.metrics["best_val_dice"]
     local = sweep["work"] / "best_configs" / "synthetic.yaml"
     best = yaml.safe_load(local.read_text())
-    remote = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "best_config.yaml", str(sweep["work"]))).read_text())
-    # the local best config is the portable form: the method keys of the logged config, no data paths or compute
-    assert all(remote[section][key] == value for section, fields in best.items() for key, value in fields.items())
+    remote = Path(client.download_artifacts(parent.info.run_id, "best_config.yaml", str(sweep["work"]))).read_text()
+    # the logged best config is the local one, the portable form: a header, the method keys, no data or compute
+    assert remote == local.read_text()
+    assert remote.startswith("# fgi best config of sweep job-sweep") and "budget smoke" in remote
     assert "root" not in best["data"] and "image_size" not in best["data"]
     assert "max_steps" not in best.get("train", {}) and "batch_size" not in best.get("train", {})
     assert f"best config: {local}" in sweep["logs"] and "mlflow ui --backend-store-uri" in sweep["logs"]
@@ -118,19 +123,25 @@ def test_job_sweep_is_tracked_in_mlflow(sweep, mlflow_server):
 def test_best_train_register_predict(sweep, ray_head, mlflow_server, tmp_path):
     env = dict(ray_head.env, RAY_ADDRESS=ray_head.gcs)
     fetched = tmp_path / "best.yaml"
-    run_cli([str(BIN / "python"), "-m", "fgi.cli", "best", "--experiment", sweep["experiment"],
-             "--mlflow-uri", mlflow_server.uri, "--out", str(fetched)], env, 120)
-    assert yaml.safe_load(fetched.read_text()) == yaml.safe_load((sweep["work"] / "best_configs" / "synthetic.yaml").read_text())
+    chose = run_cli([str(BIN / "python"), "-m", "fgi.cli", "best", "--experiment", sweep["experiment"],
+                     "--mlflow-uri", mlflow_server.uri, "--out", str(fetched)], env, 120)
+    assert "chose sweep job-sweep (run " in chose.stdout and "best_val_dice" in chose.stdout, chose.stdout
+    local_text = (sweep["work"] / "best_configs" / "synthetic.yaml").read_text()
+    assert fetched.read_text().endswith(local_text) and fetched.read_text().startswith("# fetched by fgi best")
 
-    out = run_cli([str(BIN / "python"), "train.py", "--config", str(sweep["work"] / "best_configs" / "synthetic.yaml"),
+    out = run_cli([str(BIN / "python"), "train.py", "--config", str(fetched), "--alias", "champion",
                    "--budget", "smoke", "--mlflow-uri", mlflow_server.uri, "--storage", str(tmp_path / "storage"),
                    "--experiment", sweep["experiment"], "--name", "final"], env, JOB_TIMEOUT_S)
-    assert "registered models:/fgi-synthetic/" in out.stdout
+    registered = re.search(r"registered models:/fgi-synthetic/(\d+)", out.stdout)
+    assert registered, out.stdout[-2000:]
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri)
     versions = client.search_model_versions("name = 'fgi-synthetic'")
     assert versions
+    new = client.get_model_version("fgi-synthetic", registered.group(1))
+    assert new.tags["fgi.budget"] == "smoke" and new.tags["fgi.max_steps"] == "12"
+    assert str(client.get_model_version_by_alias("fgi-synthetic", "champion").version) == registered.group(1)
     run = client.get_run(versions[0].run_id)
     for key in ("test_dice", "test_iou", "test_hd95", "test_asd", "best_val_dice", "best_val_hd95"):
         assert key in run.data.metrics
@@ -157,21 +168,15 @@ def test_best_train_register_predict(sweep, ray_head, mlflow_server, tmp_path):
     assert metrics["test_dice"] == pytest.approx(run.data.metrics["test_dice"], abs=1e-6)
 
 
-def test_mlflow_ui_shows_trials(sweep, mlflow_server, tmp_path):
-    """Headless Chromium opens the experiment's runs page; the trial runs are listed; a screenshot is saved."""
-    from mlflow.tracking import MlflowClient
+@contextmanager
+def _chromium(tmp_path: Path) -> Iterator:
+    """Headless Debian Chromium driven by chromedriver (selenium), with its profile and log in ``tmp_path``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     chromium, driver_bin = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
     if not chromium.exists() or not driver_bin.exists():
         pytest.fail("Debian chromium and chromium-driver are required (apt-get install chromium chromium-driver)")
-    client = MlflowClient(mlflow_server.uri)
-    exp = client.get_experiment_by_name(sweep["experiment"])
-    trial_names = sorted(r.info.run_name for r in client.search_runs([exp.experiment_id])
-                         if r.data.tags.get("fgi.kind") == "trial")
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(chromium)
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -181,26 +186,70 @@ def test_mlflow_ui_shows_trials(sweep, mlflow_server, tmp_path):
     service = Service(str(driver_bin), log_output=str(tmp_path / "chromedriver.log"))
     browser = webdriver.Chrome(service=service, options=opts)
     try:
+        yield browser
+    finally:
+        browser.quit()
+        service.stop()
+
+
+def _body(browser) -> str:
+    from selenium.webdriver.common.by import By
+
+    return browser.find_element(By.TAG_NAME, "body").text
+
+
+def test_mlflow_ui_shows_trials(sweep, mlflow_server, tmp_path):
+    """Headless Chromium opens the experiment's runs page; the trial runs are listed; a screenshot is saved."""
+    from mlflow.tracking import MlflowClient
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name(sweep["experiment"])
+    trial_names = sorted(r.info.run_name for r in client.search_runs([exp.experiment_id])
+                         if r.data.tags.get("fgi.kind") == "trial")
+    with _chromium(tmp_path) as browser:
         browser.get(f"{mlflow_server.uri}/#/experiments/{exp.experiment_id}/runs")
 
         parent = next(r.info.run_name for r in client.search_runs([exp.experiment_id])
                       if r.data.tags.get("fgi.kind") == "sweep")
-
-        def body(drv) -> str:
-            return drv.find_element(By.TAG_NAME, "body").text
-
-        WebDriverWait(browser, 90).until(lambda drv: parent in body(drv))
+        WebDriverWait(browser, 90).until(lambda drv: parent in _body(drv))
         # trial runs are nested under the sweep run, collapsed: expand the parent's row
         for button in browser.find_elements(By.CSS_SELECTOR, "button[data-component-id*='runnamecellrenderer']"):
             button.click()
         for button in browser.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):
             button.click()  # the assistant side panel, so the table gets the width
-        WebDriverWait(browser, 60).until(lambda drv: all(name in body(drv) for name in trial_names))
+        WebDriverWait(browser, 60).until(lambda drv: all(name in _body(drv) for name in trial_names))
         time.sleep(1)
         # the screenshot stays in the test's folder: a test never writes to a tracked file
         png = browser.get_screenshot_as_png()
         (tmp_path / "mlflow_ui.png").write_bytes(png)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    finally:
-        browser.quit()
-        service.stop()
+
+
+def test_mlflow_compare_view_shows_the_tuned_params(sweep, mlflow_server, tmp_path):
+    """The compare-runs page of the sweep's trials lists the tuned parameters, not the whole config."""
+    from mlflow.tracking import MlflowClient
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from fgi.config import Config, flatten
+    from fgi.search_space import space_from_text
+
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name(sweep["experiment"])
+    trials = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("fgi.kind") == "trial"]
+    tuned = set(trials[0].data.tags["fgi.tuned_params"].split(","))
+    assert all(set(r.data.params) == tuned for r in trials), "a trial's params are exactly its tuned keys"
+    logged = client.download_artifacts(trials[0].data.tags["mlflow.parentRunId"], "search_space.yaml", str(tmp_path))
+    space = space_from_text(Path(logged).read_text(), Config(), "search_space.yaml of the sweep")
+    assert tuned == set(space.keys) and 2 <= len(tuned) < len(flatten(Config())) / 4
+    untuned = sorted(set(flatten(Config())) - tuned)
+    runs = json.dumps([r.info.run_id for r in trials])
+    with _chromium(tmp_path) as browser:
+        # MLflow 3's compare route (Routes.getCompareRunPageRoute): #/compare-runs?runs=[ids]&experiments=[ids]
+        browser.get(f"{mlflow_server.uri}/#/compare-runs?runs={runs}&experiments={json.dumps([exp.experiment_id])}")
+        WebDriverWait(browser, 90).until(lambda drv: all(r.info.run_name in _body(drv) for r in trials))
+        WebDriverWait(browser, 60).until(lambda drv: all(key in _body(drv) for key in tuned))
+        page = _body(browser)
+        (tmp_path / "mlflow_compare.png").write_bytes(browser.get_screenshot_as_png())
+    assert not [key for key in untuned if re.search(rf"(^|\s){re.escape(key)}(\s|$)", page)], "only tuned params"

@@ -34,6 +34,9 @@ OLD_KEYS = ("dataset", "budget", "name", "base_config", "space_path", "space_tex
     ({"search": "grid"}, "--search: 'grid' is not one of ['tpe', 'random']"),
     ({"metric": "val_loss"}, "--metric: 'val_loss'"),
     ({"budget": "tiny"}, "--budget: unknown budget 'tiny'"),
+    ({"trial_timeout": -5.0}, "--trial-timeout: must be >= 0, got -5.0"),
+    ({"trial_timeout": float("nan")}, "--trial-timeout: must be a finite number of seconds (0 disables), got nan"),
+    ({"trial_timeout": float("inf")}, "--trial-timeout: must be a finite number of seconds (0 disables), got inf"),
 ])
 def test_options_name_the_bad_option(kwargs, needle):
     with pytest.raises(ConfigError) as err:
@@ -64,8 +67,10 @@ def test_sweep_file_round_trips_and_resume_rebuilds_the_space(tmp_path):
 def test_old_sweep_files_are_read_and_bad_ones_named(tmp_path):
     record, _ = new_record(SweepOptions(dataset="synthetic", budget="smoke", name="old"))
     old = {k: json.loads(record.to_json())[k] for k in OLD_KEYS}
-    # files written before the tracking URI and storage were recorded: those read as "" (resolved afresh)
+    # files written before the tracking URI and storage were recorded: those read as "" (resolved afresh);
+    # files written before the watchdog get the default trial timeout
     assert SweepRecord.from_json(json.dumps(old), "old.json") == record
+    assert record.trial_timeout == 1800.0
     del old["seed"]
     with pytest.raises(ConfigError, match=r"old.json: missing sweep settings \['seed'\]"):
         SweepRecord.from_json(json.dumps(old), "old.json")
@@ -119,3 +124,14 @@ def test_the_record_keeps_tracking_and_storage_and_resume_refuses_others(tmp_pat
     write_sweep_file(str(moved), record)
     with pytest.raises(ConfigError, match="--storage: sweep r was started with"):
         saved_record(SweepOptions(dataset="synthetic", resume=True, name="r", storage=str(moved)), str(moved))
+
+
+def test_the_trial_timeout_is_recorded_tracked_and_kept_by_resume(tmp_path):
+    record, _ = new_record(SweepOptions(dataset="synthetic", budget="smoke", name="w", trial_timeout=90.0))
+    assert record.trial_timeout == 90.0 and record.tracked_settings()["trial_timeout"] == 90.0
+    write_sweep_file(str(tmp_path), record)
+    assert json.loads((tmp_path / "w" / SWEEP_FILE).read_text())["trial_timeout"] == 90.0
+    again, _ = saved_record(SweepOptions(dataset="synthetic", resume=True, name="w"), str(tmp_path))
+    assert again.trial_timeout == 90.0
+    off, _ = new_record(SweepOptions(dataset="synthetic", budget="smoke", name="off", trial_timeout=0.0))
+    assert off.trial_timeout == 0.0

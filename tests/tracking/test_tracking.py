@@ -150,3 +150,63 @@ def test_after_a_resume_the_checkpoint_on_disk_is_uploaded_and_a_lost_one_fails_
     for tid in ("g", "l"):
         assert runs[tid].info.status == "FINISHED" and "fgi.best_step" not in runs[tid].data.tags
         assert client.list_artifacts(runs[tid].info.run_id, "checkpoint") == []
+
+
+def _sweep(uri, tmp_path, name, budget, best, text, failed=False):
+    t = tracking.SweepTracker(uri, "best-pick", name, "synthetic", storage=tmp_path / name)
+    t.start("params: {}", Config(), {"budget": budget, "metric": "val_dice"})
+    t.finish(best, text, None, failed=failed)
+    return t.parent_run_id
+
+
+def test_best_config_comes_from_the_best_finished_sweep_not_the_newest(store, tmp_path):
+    uri = _db(store)
+    texts = {n: f"# fgi best config of sweep {n}\ndata:\n  dataset: synthetic\n  tight_level: 0.{i + 5}\n"
+             for i, n in enumerate(("long", "crashed", "smoke", "bare"))}
+    long = _sweep(uri, tmp_path, "long", "cpu", {"step": 60, "val_dice": 0.7, "val_hd95": 9.0}, texts["long"])
+    _sweep(uri, tmp_path, "crashed", "cpu", {"step": 60, "val_dice": 0.95, "val_hd95": 0.5}, texts["crashed"], failed=True)
+    smoke = _sweep(uri, tmp_path, "smoke", "smoke", {"step": 12, "val_dice": 0.4, "val_hd95": 3.0}, texts["smoke"])
+    _sweep(uri, tmp_path, "bare", "cpu", {"step": 60, "val_dice": 0.99, "val_hd95": 1.0}, None)  # no best config
+
+    best = tracking.fetch_best_config(uri, "best-pick")
+    assert (best.sweep, best.run_id, best.value, best.budget) == ("long", long, 0.7, "cpu")
+    assert best.text == texts["long"], "the logged best config is the portable text, verbatim"
+    assert best.ranked == 3  # long, smoke, bare: FINISHED with best_val_dice; crashed is FAILED
+    assert "sweep long" in best.describe() and "0.7000" in best.describe()
+
+    lowest_hd95 = tracking.fetch_best_config(uri, "best-pick", metric="val_hd95", mode="min")
+    assert (lowest_hd95.sweep, lowest_hd95.value) == ("smoke", 3.0)
+    assert tracking.fetch_best_config(uri, "best-pick", budget="smoke").run_id == smoke
+    named = tracking.fetch_best_config(uri, "best-pick", sweep="crashed")
+    assert named.sweep == "crashed" and named.text == texts["crashed"] and "named with --sweep" in named.describe()
+    with pytest.raises(LookupError, match=r"no sweep 'nope'.*\['bare', 'crashed', 'long', 'smoke'\]"):
+        tracking.fetch_best_config(uri, "best-pick", sweep="nope")
+    with pytest.raises(LookupError, match="no FINISHED sweep of budget 'full'"):
+        tracking.fetch_best_config(uri, "best-pick", budget="full")
+
+
+def _checkpoint_folder(folder):
+    folder.mkdir(parents=True)
+    (folder / "trainer.pt").write_bytes(b"weights")
+    (folder / "normalization.json").write_text('{"mean": [0.5], "std": [0.5]}')
+    return folder
+
+
+def test_registering_moves_an_alias_only_when_asked_and_tags_the_budget(store, tmp_path):
+    uri = _db(store)
+    from fgi.engine import TeacherStudentTrainer
+
+    client = MlflowClient(uri, registry_uri=uri)
+    folder = _checkpoint_folder(tmp_path / "ck")
+    versions = []
+    for aliases, budget in ((["champion", "full-run"], "full"), ([], "smoke"), (["champion"], "cpu")):
+        run = tracking.start_final_run(uri, "final", Config(), f"final-{budget}", "test")
+        versions.append(tracking.register_model(uri, run, folder, "fgi-alias-test", TeacherStudentTrainer,
+                                                aliases=aliases, tags={"fgi.budget": budget}))
+        if len(versions) == 2:  # the smoke run registered without --alias: champion still names the first
+            assert str(client.get_model_version_by_alias("fgi-alias-test", "champion").version) == versions[0]
+    assert versions == ["1", "2", "3"]
+    assert str(client.get_model_version_by_alias("fgi-alias-test", "champion").version) == "3"
+    assert str(client.get_model_version_by_alias("fgi-alias-test", "full-run").version) == "1"
+    assert client.get_model_version("fgi-alias-test", "2").tags == {"fgi.budget": "smoke"}
+    assert client.get_model_version("fgi-alias-test", "2").aliases == []

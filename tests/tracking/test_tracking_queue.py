@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
-from fgi.tracking_queue import LogQueue, read_spool, replay, take_spool
+import pytest
+
+from fgi.tracking_queue import LogQueue, read_journal, read_spool, replay, take_spool
 
 
 class Transient(RuntimeError):
@@ -113,8 +119,8 @@ def test_a_full_queue_spills_to_the_spool_instead_of_waiting(tmp_path):
     for i in range(6):
         q.put("log", i=i)
     assert time.monotonic() - t0 < 0.5
-    spilled = [op["args"]["i"] for op in take_spool(spool)]
-    assert spilled and set(spilled) < set(range(6)) and not spool.exists()
+    spilled = [op["args"]["i"] for op in read_spool(spool)]
+    assert spilled and set(spilled) < set(range(6))
     release.set()
     assert q.flush(10)
     q.close(1)
@@ -129,3 +135,66 @@ def test_a_corrupt_spool_line_names_the_file_and_line(tmp_path):
         assert f"{spool}:2" in str(exc)
     else:
         raise AssertionError("a corrupt line was accepted")
+
+
+KILLED_DRIVER = """
+import sys, threading
+from fgi.tracking_queue import LogQueue
+
+def execute(op, args):
+    if args["i"] >= 3:
+        threading.Event().wait()  # the server stops answering: ops 3.. never complete
+    print(args["i"], flush=True)
+
+q = LogQueue(execute, lambda exc: False, sys.argv[1])
+for i in range(6):
+    q.put("log", i=i)
+threading.Event().wait()
+"""
+
+
+@pytest.mark.slow  # a real process, killed
+def test_operations_of_a_killed_process_are_handed_to_the_next_run(tmp_path):
+    """SIGKILL leaves no chance to spool: the journal still names every operation that was not executed."""
+    spool = tmp_path / "spool.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_DRIVER, str(spool)], stdout=subprocess.PIPE, text=True)
+    try:
+        executed = [proc.stdout.readline().strip() for _ in range(3)]
+        time.sleep(0.3)  # op 3 is in flight, 4 and 5 wait in the queue
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    assert executed == ["0", "1", "2"]
+    left = take_spool(spool)
+    assert [(o["op"], o["args"]["i"]) for o in left] == [("log", 3), ("log", 4), ("log", 5)]
+    assert not (tmp_path / "mlflow_journal.jsonl").exists()
+    assert take_spool(spool) == []
+
+
+def test_a_clean_close_leaves_no_journal_and_spooled_operations_come_back_once(tmp_path):
+    spool = tmp_path / "spool.jsonl"
+
+    def execute(op, args):
+        if args["i"] == 2:
+            raise Transient("down")
+
+    q = LogQueue(execute, _permanent, spool, base_delay_s=0.01)
+    for i in range(4):
+        q.put("log", i=i)
+    assert not q.flush(0.3)
+    assert q.close(0.1) == 2  # op 2 in flight, op 3 queued
+    assert not (tmp_path / "mlflow_journal.jsonl").exists()
+    assert [o["args"]["i"] for o in take_spool(spool)] == [2, 3]
+
+
+def test_journal_ignores_a_line_cut_by_a_kill_and_names_a_broken_one(tmp_path):
+    journal = tmp_path / "mlflow_journal.jsonl"
+    journal.write_text('{"seq": 1, "op": "log", "args": {"i": 1}}\n{"seq": 2, "op": "log", "args": {"i": 2}}\n'
+                       '{"done": 1}\n{"seq": 3, "op": "lo')
+    assert read_journal(journal) == [{"op": "log", "args": {"i": 2}}]
+    journal.write_text('{"seq": 1, "op": "log", "args": {}}\nnot json\n{"done": 1}\n')
+    with pytest.raises(ValueError, match=r"mlflow_journal.jsonl:2: not JSON"):
+        read_journal(journal)
+    journal.write_text('{"what": 1}\n{"done": 1}\n')
+    with pytest.raises(ValueError, match=r"mlflow_journal.jsonl:1: not a journal entry"):
+        read_journal(journal)
