@@ -12,6 +12,7 @@ without importing the data package.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from fgi.fields import ConfigError
 from fgi.text.templates import CONTEXT_KEYS, TemplateError, get_template
@@ -34,6 +35,8 @@ class DatasetInfo:
         image_exts: image file extensions of its files.
         case_separator: ids of a ``folder`` layout are ``<case><separator><slice>``; the slices of one
             case stay in one split when validation is carved. Empty: every image is its own case.
+        fixation_file: the name GazeMedSeg gives the dataset's fixation CSV, looked for beside the data
+            folder when no CSV is named. Empty: the dataset needs no CSV.
     """
 
     name: str
@@ -45,6 +48,7 @@ class DatasetInfo:
     organ: str
     image_exts: tuple[str, ...] = ()
     case_separator: str = ""
+    fixation_file: str = ""
 
     @property
     def context(self) -> dict[str, str]:
@@ -62,15 +66,28 @@ _ENTRIES = (
     DatasetInfo("synthetic", "synthetic", "folder", 3, lesion="lesion", modality="synthetic image", organ="tissue",
                 image_exts=(".png",)),
     DatasetInfo("kvasir", "folder", "folder", 3, lesion="polyp", modality="colonoscopy", organ="colon",
-                image_exts=(".jpg", ".jpeg", ".png")),
+                image_exts=(".jpg", ".jpeg", ".png"), fixation_file="kvasir_fixation.csv"),
     DatasetInfo("isic", "isic", "isic", 3, lesion="skin lesion", modality="dermoscopy", organ="skin",
                 image_exts=(".jpg", ".jpeg", ".png")),
     DatasetInfo("nci-isbi", "folder", "folder", 1, lesion="prostate", modality="T2-weighted MRI", organ="pelvis",
-                image_exts=(".dcm", ".png"), case_separator="_"),
+                image_exts=(".dcm", ".png"), case_separator="_", fixation_file="nci-isbi_fixation.csv"),
 )
 DATASETS: dict[str, DatasetInfo] = {d.name: d for d in _ENTRIES}
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 FILE_DATASETS: tuple[str, ...] = tuple(d.name for d in _ENTRIES if d.files)  # datasets a raw folder can hold
+FIXATION_FOLDER = "gazemedseg"  # the folder GazeMedSeg's release unpacks to, looked in beside the data folder
+
+
+def find_fixations(name: str, root: str | Path) -> Path | None:
+    """The dataset's fixation CSV found by its GazeMedSeg name in ``root``, beside it, or in a ``gazemedseg``
+    folder beside it; None when the dataset needs none or no such file exists."""
+    info, base = get_dataset(name), Path(root).expanduser().resolve()
+    if not info.fixation_file:
+        return None
+    for folder in (base, base.parent, base.parent / FIXATION_FOLDER):
+        if (folder / info.fixation_file).is_file():
+            return folder / info.fixation_file
+    return None
 
 
 def get_dataset(name: str) -> DatasetInfo:
@@ -111,4 +128,5 @@ def validate_names(dataset: str, template: str) -> None:
         raise ConfigError(f"text.template: {exc}") from None
 
 
-__all__ = ["DATASETS", "DATASET_NAMES", "FILE_DATASETS", "FILE_LAYOUTS", "DatasetInfo", "dataset_context", "get_dataset", "validate_names"]
+__all__ = ["DATASETS", "DATASET_NAMES", "FILE_DATASETS", "FILE_LAYOUTS", "FIXATION_FOLDER", "DatasetInfo", "dataset_context",
+           "find_fixations", "get_dataset", "validate_names"]

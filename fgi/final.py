@@ -17,6 +17,7 @@ from typing import Any
 
 from fgi import budgets
 from fgi.config import Config, ConfigError, load_yaml, load_yaml_text, override
+from fgi.datasets import find_fixations
 from fgi.paths import storage_path
 from fgi.sweep_settings import check_data_paths
 from fgi.trial import start_ray
@@ -70,7 +71,8 @@ def final_config(*, config: str | os.PathLike | None = None, run_id: str | None 
         budget: compute preset applied on top (``fgi.budgets``).
         max_steps: ``train.max_steps`` on top.
         data_root: ``data.root`` on top.
-        fixations: ``data.fixations`` on top.
+        fixations: ``data.fixations`` on top; without it (and without one in the config) the dataset's
+            GazeMedSeg CSV is looked for beside ``data.root`` (``fgi.datasets.find_fixations``).
         split_dir: ``data.split_dir`` on top.
 
     Raises:
@@ -95,6 +97,11 @@ def final_config(*, config: str | os.PathLike | None = None, run_id: str | None 
         if value is not None:
             updates[key] = str(Path(value).expanduser().resolve())
     cfg = override(cfg, updates) if updates else cfg
+    if fixations is None and not cfg.data.fixations and cfg.data.root:
+        found = find_fixations(cfg.data.dataset, cfg.data.root)
+        if found is not None:
+            print(f"fixations: {found} (found beside --data-root; --fixations chooses another)")
+            cfg = override(cfg, {"data.fixations": str(found)})
     check_data_paths(cfg)
     return cfg, source
 

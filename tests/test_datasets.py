@@ -58,3 +58,20 @@ def test_every_dataset_has_files_to_score(tmp_path):
                                                     tmp_path / "ISIC2018_Task1_Validation_GroundTruth", "_segmentation")
     with pytest.raises(ConfigError, match="unknown dataset 'kvasr'"):
         raw_folders("kvasr", tmp_path)
+
+
+def test_fixations_are_found_by_their_gazemedseg_name_beside_the_data(tmp_path):
+    from fgi.datasets import find_fixations
+
+    data = tmp_path / "kvasir-seg"
+    data.mkdir()
+    assert find_fixations("kvasir", data) is None
+    (tmp_path / "gazemedseg").mkdir()
+    release = tmp_path / "gazemedseg" / "kvasir_fixation.csv"
+    release.write_text("x")
+    assert find_fixations("kvasir", data) == release
+    assert find_fixations("nci-isbi", data) is None  # another dataset's name does not match
+    inside = data / "kvasir_fixation.csv"
+    inside.write_text("x")
+    assert find_fixations("kvasir", data) == inside  # the data folder itself comes first
+    assert find_fixations("synthetic", data) is None and find_fixations("isic", data) is None
