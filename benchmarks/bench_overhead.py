@@ -13,7 +13,7 @@ the trial to its completion. "sweep" is the time ``tune.py`` reports for its Tun
 wall figure adds the process and Ray start-up. Per-trial fixed cost: (trial spans - bare) / K.
 
     python benchmarks/bench_overhead.py            # K = 4, smoke budget
-    python benchmarks/bench_overhead.py --smoke    # K = 2, in-process sweep only, for CI
+    python benchmarks/bench_overhead.py --smoke    # K = 1, in-process sweep only, for CI
 """
 
 from __future__ import annotations
@@ -109,9 +109,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=4, help="identical trials on each path")
     parser.add_argument("--budget", default="smoke", choices=("smoke", "cpu"))
-    parser.add_argument("--smoke", action="store_true", help="K = 2 and in-process trials only: checks the script runs")
+    parser.add_argument("--smoke", action="store_true", help="K = 1 and in-process trials only: checks the script runs")
     args = parser.parse_args()
-    k = 2 if args.smoke else args.k
+    k = 1 if args.smoke else args.k
     paths = dict(list(PATHS.items())[:1]) if args.smoke else PATHS
     with tempfile.TemporaryDirectory(prefix="fgi-overhead-") as tmp:
         workdir = Path(tmp)

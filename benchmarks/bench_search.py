@@ -6,7 +6,7 @@ runs (validation Dice against step) it reports the total training steps spent un
 reaches within ``--tolerance`` of the best validation Dice that either sweep finds.
 
     python benchmarks/bench_search.py                 # 10 trials each, cpu budget
-    python benchmarks/bench_search.py --smoke         # 3 trials each, smoke budget (CI)
+    python benchmarks/bench_search.py --smoke         # 2 trials each, smoke budget (CI)
 """
 
 from __future__ import annotations
@@ -65,14 +65,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--budget", default="cpu", choices=("smoke", "cpu"))
     parser.add_argument("--tolerance", type=float, default=0.01)
-    parser.add_argument("--smoke", action="store_true", help="3 trials each at the smoke budget")
+    parser.add_argument("--smoke", action="store_true", help="2 trials each at the smoke budget")
     args = parser.parse_args()
     from fgi.cli import OFFLINE_ENV
 
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
     os.environ.pop("RAY_ADDRESS", None)  # a local Ray of this machine's CPUs, never a cluster the shell points at
-    trials, budget = (3, "smoke") if args.smoke else (args.trials, args.budget)
+    trials, budget = (2, "smoke") if args.smoke else (args.trials, args.budget)
     with tempfile.TemporaryDirectory(prefix="fgi-search-") as tmp:
         workdir = Path(tmp)
         uri = f"sqlite:///{workdir / 'mlflow.db'}"

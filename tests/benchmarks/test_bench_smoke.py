@@ -26,8 +26,9 @@ def test_bench_masking_smoke():
 
 
 def test_bench_step_smoke():
-    out = run_script("bench_step.py", "--smoke")
-    assert "fp32 eager" in out and "speed-up vs fp32 eager" in out
+    # the baseline and the setting that exercises every option (autocast, channels_last, compile)
+    out = run_script("bench_step.py", "--smoke", "--settings", "fp32 eager", "bf16 + channels_last + compile")
+    assert "fp32 eager" in out and "bf16 + channels_last + compile speed-up vs fp32 eager" in out
 
 
 def test_bench_overhead_smoke():
