@@ -17,6 +17,7 @@ from typing import Any
 
 from fgi import budgets
 from fgi.config import Config, ConfigError, load_yaml, load_yaml_text, override
+from fgi.data.cache import load_manifest, resolve_cache_dir
 from fgi.datasets import find_fixations
 from fgi.paths import storage_path
 from fgi.sweep_settings import check_data_paths
@@ -37,7 +38,7 @@ class FinalResult:
         model: the registered model name.
         version: its new version.
         aliases: the aliases now pointing at it.
-        test_metrics: ``test_*`` metrics of the best checkpoint.
+        test_metrics: ``test_*`` metrics of the best checkpoint; empty when the data has no test split.
         best_metrics: the report of the best checkpoint (``val_*``, ``step``).
         checkpoint: the best checkpoint's path (local folder or URI).
     """
@@ -122,7 +123,7 @@ def train_final(cfg: Config, *, source: str, workers: int = 1, cpus_per_worker: 
                 gpus_per_worker: float = 0.0, storage: str | None = None, name: str | None = None,
                 mlflow_uri: str | None = None, experiment: str | None = None, register_as: str | None = None,
                 max_failures: int = 2, aliases: Sequence[str] = (), budget: str | None = None) -> FinalResult:
-    """Train ``cfg`` on Ray Train, score the test split, and register the model.
+    """Train ``cfg`` on Ray Train, score the test split (when the data has one), and register the model.
 
     The new model version is tagged with its budget (``fgi.budget``, ``fgi.max_steps``), so a smoke run
     is told apart from a full one; it takes the aliases in ``aliases`` and moves no other.
@@ -171,6 +172,11 @@ def train_final(cfg: Config, *, source: str, workers: int = 1, cpus_per_worker: 
     print(f"final training {name}: storage {root}/{name}, MLflow {uri} (experiment {experiment})", flush=True)
 
     prepared = distributed.prepare(cfg)
+    manifest = load_manifest(resolve_cache_dir(prepared)) or {}
+    scored = bool(manifest.get("splits", {}).get("test"))
+    if not scored:  # e.g. Kvasir-SEG, whose 100 test images are held back
+        print("no test split in the data (no test.txt in --split-dir or the data folder): the model is "
+              "selected on val and registered without test metrics", flush=True)
     start_ray(verbose=True)
     run_id = tracking.start_final_run(uri, experiment, cfg, name, source)
     try:
@@ -182,7 +188,7 @@ def train_final(cfg: Config, *, source: str, workers: int = 1, cpus_per_worker: 
             raise RuntimeError(f"run {name} reported no checkpoint with val_dice")
         checkpoint, best = max(checkpoints, key=lambda cm: cm[1]["val_dice"])
         evaluate = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)(evaluate_checkpoint)
-        test = ray.get(evaluate.remote(checkpoint.path, "test"))
+        test = ray.get(evaluate.remote(checkpoint.path, "test")) if scored else {}
         best_val = {f"best_{k}": v for k, v in best.items() if k.startswith("val_")}
         tracking.log_final_metrics(uri, run_id, {**test, **best_val}, int(best.get("step", 0)))
         with checkpoint.as_directory() as folder:

@@ -54,7 +54,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     best = result.best_metrics
-    print(json.dumps(result.test_metrics, indent=1))
+    if result.test_metrics:
+        print(json.dumps(result.test_metrics, indent=1))
     print(f"best checkpoint: step {int(best.get('step', 0))}, val_dice {best['val_dice']:.4f} ({result.checkpoint})")
     aliases = f", alias {', '.join(result.aliases)}" if result.aliases else ""
     print(f"registered {result.model_uri} (MLflow run {result.run_id}; budget {args.budget or 'none'}{aliases})")
