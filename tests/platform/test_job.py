@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from fgi_platform import BIN, REPO, run_cli
+from fgi_platform import BIN, run_cli, submit_job, wait_job
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -26,24 +25,7 @@ JOB_TIMEOUT_S = 900
 
 
 def _submit_and_wait(head, entrypoint: list[str], timeout: float = JOB_TIMEOUT_S) -> str:
-    out = run_cli([str(BIN / "ray"), "job", "submit", "--address", head.dashboard, "--no-wait",
-                   "--working-dir", str(REPO), "--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--",
-                   *entrypoint], head.env, 120)
-    job_id = next(line.split("'")[1] for line in (out.stdout + out.stderr).splitlines() if "submitted successfully" in line)
-    deadline = time.time() + timeout
-    status = ""
-    while time.time() < deadline:
-        done = run_cli([str(BIN / "ray"), "job", "status", "--address", head.dashboard, job_id], head.env, 60)
-        status = (done.stdout + done.stderr).lower()  # e.g. "Job 'raysubmit_...' succeeded", coloured
-        if any(f"{s}" in status for s in ("succeeded", "failed", "stopped")):
-            break
-        time.sleep(5)
-    logs = run_cli([str(BIN / "ray"), "job", "logs", "--address", head.dashboard, job_id], head.env, 60).stdout
-    if "succeeded" not in status:
-        subprocess.run([str(BIN / "ray"), "job", "stop", "--address", head.dashboard, job_id], env=head.env,
-                       capture_output=True, timeout=60)
-        pytest.fail(f"job {job_id} did not succeed: {status}\n{logs[-8000:]}")
-    return logs
+    return wait_job(head, submit_job(head, entrypoint), timeout)
 
 
 @pytest.fixture(scope="module")
