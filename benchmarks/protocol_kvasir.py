@@ -92,7 +92,7 @@ LABELS = {
     "a_full": "(a) full supervision", "b_gaze": "(b) gaze, one student", "b2_two": "(b2) two-level gaze",
     "c_no_text": "(c) FGI without text", "d_fgi": "(d) FGI, reference defaults", "e_tuned": "(e) FGI, tuned",
 }
-COMPARISONS = (("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"), ("e_tuned", "d_fgi"))
+COMPARISONS = (("a_full", "b_gaze"), ("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"), ("e_tuned", "d_fgi"))
 GATE_DICE = 0.72  # arm a_full's val Dice needed before comparisons mean anything
 COMPUTE_KEYS = tuple(BUDGET) + ("loss.rampup_fraction", "train.seed", "train.threads", "train.amp", "data.num_workers")
 BOOTSTRAP_SAMPLES = 10000
