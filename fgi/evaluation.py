@@ -83,8 +83,7 @@ def raw_folders(dataset: str, root: Path, split: str = "test") -> tuple[Path, Pa
     """
     info = get_dataset(dataset)
     if info.files == "isic":
-        part = IsicSource.PARTS[split]
-        return root / f"ISIC2018_Task1-2_{part}_Input", root / f"ISIC2018_Task1_{part}_GroundTruth", "_segmentation"
+        return (*IsicSource.folders(root, split), IsicSource.MASK_SUFFIX)
     if info.files == "folder":
         return root / "images", root / "masks", ""
     raise ConfigError(f"dataset {dataset!r} has no files to score (fgi.datasets: files is {info.files!r})")

@@ -159,6 +159,13 @@ class IsicSource:
     """
 
     PARTS = {"train": "Training", "val": "Validation", "test": "Test"}
+    MASK_SUFFIX = "_segmentation"  # ISIC_<n>_segmentation.png is the mask of ISIC_<n>.jpg
+
+    @classmethod
+    def folders(cls, root: Path, split: str) -> tuple[Path, Path]:
+        """The input and ground-truth folders of one split ("train", "val" or "test") under ``root``."""
+        part = cls.PARTS[split]
+        return root / f"ISIC2018_Task1-2_{part}_Input", root / f"ISIC2018_Task1_{part}_GroundTruth"
 
     def __init__(self, info: DatasetInfo, data: DataConfig, gaze: GazeConfig) -> None:
         self.info, self.data, self.gaze = info, data, gaze
@@ -167,9 +174,8 @@ class IsicSource:
         """Index the Training (and optional Validation and Test) folders."""
         root = _root(self.data)
         items: list[SourceItem] = []
-        for split, part in self.PARTS.items():
-            in_dir = root / f"ISIC2018_Task1-2_{part}_Input"
-            gt_dir = root / f"ISIC2018_Task1_{part}_GroundTruth"
+        for split in self.PARTS:
+            in_dir, gt_dir = self.folders(root, split)
             if not in_dir.is_dir():
                 if split == "train":
                     raise DataError(f"{in_dir}: ISIC training input folder not found")
@@ -180,7 +186,7 @@ class IsicSource:
             if not gt_dir.is_dir() and split == "train":
                 raise DataError(f"{gt_dir}: ISIC training ground-truth folder not found (gaze is simulated from it)")
             for i, p in images.items():
-                mask = gt_dir / f"{i}_segmentation.png"
+                mask = gt_dir / f"{i}{self.MASK_SUFFIX}.png"
                 if gt_dir.is_dir() and not mask.is_file():
                     raise DataError(f"{p}: mask is missing (expected {mask})")
                 items.append(SourceItem(id=i, split=split, image_path=str(p),
