@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from fgi_platform import BIN, REPO, run_cli
@@ -40,6 +41,19 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait(30)
+
+
+def _ray_workers(actor: str) -> list[int]:
+    """PIDs of this machine's Ray workers running ``actor``: Ray titles them ``ray::<class>.<method>``."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            title = cmdline.read_bytes()
+        except OSError:  # the process ended while listing
+            continue
+        if title.startswith(f"ray::{actor}".encode()):
+            pids.append(int(cmdline.parent.name))
+    return pids
 
 
 def test_resume_after_driver_is_killed(ray_head, mlflow_server, tmp_path):
@@ -91,33 +105,29 @@ def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path,
     cmd = _tune(mlflow_server, tmp_path, experiment, "--num-samples", "1", "--scheduler", "none",
                 "--max-steps", str(max_steps), "--name", "fault-sweep", "--workers-per-trial", workers, "--verbose")
     driver = _start(cmd, env, tmp_path / "driver.log")
-    killed = None
+    log_path = tmp_path / "driver.log"
     try:
         deadline = time.time() + TIMEOUT_S
-        while killed is None:
-            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-5000:]
-            assert time.time() < deadline, "the trial never reported"
-            runs = _children(client, experiment)
-            if runs and client.get_metric_history(runs[0].info.run_id, "val_dice"):
-                listing = run_cli([str(BIN / "ray"), "list", "actors", "--address", ray_head.dashboard, "--format",
-                                   "json", "--filter", f"class_name={actor}", "--filter", "state=ALIVE"],
-                                  ray_head.env, 60)
-                text = listing.stdout.strip()
-                pids = [] if text.startswith("No resource") else [a["pid"] for a in json.loads(text)]
-                if pids:
-                    before = [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_dice")]
-                    killed = pids[0]
-                    os.kill(killed, signal.SIGKILL)  # a training worker, mid-trial
-                    break
-            time.sleep(1)
-        assert driver.wait(TIMEOUT_S) == 0, (tmp_path / "driver.log").read_text()[-5000:]
+        pids: list[int] = []
+        while not pids:  # the actor lives for the whole trial: find it before the first checkpoint
+            assert driver.poll() is None, log_path.read_text()[-5000:]
+            assert time.time() < deadline, "the trial's actor never started"
+            pids = _ray_workers(actor)
+            time.sleep(0.2)
+        # the driver prints a result's checkpoint once it holds it, so the restart resumes from there
+        while not re.search(r"checkpoint_path\s+[^\s│]", log_path.read_text()):
+            assert driver.poll() is None, log_path.read_text()[-5000:]
+            assert time.time() < deadline, "the trial never checkpointed"
+            time.sleep(0.1)
+        os.kill(pids[0], signal.SIGKILL)  # a training worker, mid-trial
+        assert driver.wait(TIMEOUT_S) == 0, log_path.read_text()[-5000:]
     finally:
         if driver.poll() is None:
             _kill_group(driver)
     run = _children(client, experiment)[0]
     assert run.info.status == "FINISHED" and run.data.tags["fgi.outcome"] == "finished"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_dice")]
-    assert steps == list(range(every, max_steps + 1, every)), f"one continuous history, got {steps} (killed after {before})"
+    assert steps == list(range(every, max_steps + 1, every)), f"one continuous history, got {steps}"
     if workers == "1":
         assert run.data.tags.get("fgi.retries") == "1", "Tune retried the in-process trial after its actor died"
     else:
