@@ -77,7 +77,12 @@ def test_resume_after_driver_is_killed(ray_head, mlflow_server, tmp_path):
 
     out = run_cli([*cmd, "--resume"], env, TIMEOUT_S)
     assert "resuming sweep resume-sweep" in out.stdout
-    children = _children(client, experiment)
+    # a trial started after Tune's last state snapshot is unknown to the restored sweep: its run is closed
+    # as orphaned and the sweep still runs its 3 trials
+    everything = _children(client, experiment)
+    orphans = [c for c in everything if c.data.tags.get("fgi.outcome") == "orphaned"]
+    children = [c for c in everything if c not in orphans]
+    assert len(orphans) <= 1 and all(o.info.status == "KILLED" for o in orphans), [o.info.status for o in orphans]
     trial_ids = [c.data.tags["fgi.trial_id"] for c in children]
     assert len(children) == 3 and len(set(trial_ids)) == 3, trial_ids
     assert all(c.info.status in ("FINISHED", "KILLED") for c in children), [c.info.status for c in children]
