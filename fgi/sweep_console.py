@@ -20,7 +20,8 @@ from ray.tune import Callback
 QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "mlflow", "alembic")
 # RAY_AIR_NEW_OUTPUT=0: Tune's newer console prints its experiment table and paths at any verbosity;
 # the classic one is silent at verbose=0. RAY_DEDUP_LOGS: inherited by a local Ray started afterwards.
-QUIET_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "1"}
+# HF_HUB_DISABLE_PROGRESS_BARS: read when transformers is imported; hides its "Loading weights" bar.
+QUIET_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
 def quiet_ray(verbose: bool) -> None:

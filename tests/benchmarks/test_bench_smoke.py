@@ -39,3 +39,9 @@ def test_bench_overhead_smoke():
 def test_bench_search_smoke():
     out = run_script("bench_search.py", "--smoke")
     assert "asha+tpe" in out and "random, no stopping" in out and "steps to reach target" in out
+
+
+def test_budget_probe_smoke():
+    out = run_script("budget_probe.py", "--budget", "smoke", "--steps", "8")
+    lines = [line for line in out.splitlines() if line.startswith("max_steps")]
+    assert [int(line.split()[3]) for line in lines] == [4, 8], out  # one line per evaluation of the smoke budget
