@@ -38,7 +38,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "data.synthetic_test": 16,
         "model.teacher_widths": (8, 16, 16, 32, 32),
         "model.student_widths": (8, 8, 16, 16, 32),
-        # the reference-exact student needs ~50 steps before its Dice leaves 0 (docs/RESULTS.md)
+        # the reference-exact student needs ~40 steps before its Dice leaves 0 (docs/RESULTS.md)
         "train.max_steps": 120,
         "train.eval_every": 20,
         "train.batch_size": 8,

@@ -160,7 +160,6 @@ def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage
     scheduler = (ASHAScheduler(time_attr="step", max_t=max_steps, grace_period=min(record.grace_steps, max_steps),
                                reduction_factor=record.reduction_factor)
                  if record.scheduler == "asha" else FIFOScheduler())
-    # an in-process trial reuses the previous trial's process when resources match: no new Python and torch import.
     # in-process trials report checkpoints to Tune: keep the best by the metric (and Tune keeps the latest);
     # Ray Train trials keep theirs in their own runs
     checkpoints = tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=record.metric,
@@ -171,6 +170,7 @@ def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage
         tune_config=tune.TuneConfig(metric=record.metric, mode=record.mode, search_alg=searcher, scheduler=scheduler,
                                     num_samples=record.num_samples, time_budget_s=record.time_budget,
                                     max_concurrent_trials=concurrent, trial_dirname_creator=_trial_dirname,
+                                    # an in-process trial reuses the previous one's process: no new torch import
                                     reuse_actors=record.workers == 1),
         run_config=tune.RunConfig(name=record.name, storage_path=storage, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=record.max_failures),

@@ -109,8 +109,8 @@ def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path,
     every = 4
     cmd = _tune(mlflow_server, tmp_path, experiment, "--num-samples", "1", "--scheduler", "none",
                 "--max-steps", str(max_steps), "--name", "fault-sweep", "--workers-per-trial", workers, "--verbose")
-    driver = _start(cmd, env, tmp_path / "driver.log")
     log_path = tmp_path / "driver.log"
+    driver = _start(cmd, env, log_path)
     try:
         deadline = time.time() + TIMEOUT_S
         pids: list[int] = []
