@@ -1,4 +1,4 @@
-"""Quality protocol v2 on real Kvasir-SEG gaze data: six arms at one budget, scored on a held-out test part.
+"""Quality protocol v2 on real Kvasir-SEG gaze data: six arms and an ablation at one budget, scored on a held-out test part.
 
 Data: the 900 shared Kvasir-SEG images with GazeMedSeg's real fixations, split once (seeded, committed in
 ``benchmarks/splits_v2/``): 700 train, 100 val (the val ids of protocol v1), 100 test drawn from v1's
@@ -14,6 +14,7 @@ Arms (``--arms``, ``--seeds``):
     c_no_text   teacher-student with the learned null token instead of text.
     d_fgi       teacher-student, reference-exact defaults (tokens text, reference CWC, block DARM).
     e_tuned     d_fgi with the method knobs of ``--tuned-config`` (a platform sweep on val).
+    d_no_darm   ablation: d_fgi without DARM (mask ratio 0), the term that holds its student back.
 
 Budget ``v2`` (``--steps``, ``--image-size`` and ``--amp`` override it): 96 px, batch 8, 5000 steps,
 AdamW 1e-3, 100 warm-up steps, cosine to 1e-5, consistency ramp-up over 30 % of the steps, flips and a
@@ -49,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fgi.checkpoint import read_checkpoint, write_checkpoint  # noqa: E402
-from fgi.config import Config, ConfigError, config_hash, load_yaml, override, to_dict  # noqa: E402
+from fgi.config import Config, ConfigError, config_hash, from_dict, load_yaml, override, to_dict  # noqa: E402
 from fgi.files import atomic_write_text  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -87,12 +88,15 @@ ARMS: dict[str, dict[str, Any]] = {
     "c_no_text": {"train.method": "teacher_student", "text.mode": "none"},
     "d_fgi": {"train.method": "teacher_student"},
     "e_tuned": {"train.method": "teacher_student"},
+    "d_no_darm": {"train.method": "teacher_student", "masking.mask_ratio": 0.0},
 }
 LABELS = {
     "a_full": "(a) full supervision", "b_gaze": "(b) gaze, one student", "b2_two": "(b2) two-level gaze",
     "c_no_text": "(c) FGI without text", "d_fgi": "(d) FGI, reference defaults", "e_tuned": "(e) FGI, tuned",
+    "d_no_darm": "(d) without DARM (ablation)",
 }
-COMPARISONS = (("a_full", "b_gaze"), ("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"), ("e_tuned", "d_fgi"))
+COMPARISONS = (("a_full", "b_gaze"), ("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"), ("e_tuned", "d_fgi"),
+               ("d_no_darm", "d_fgi"), ("d_no_darm", "b_gaze"))
 GATE_DICE = 0.72  # arm a_full's val Dice needed before comparisons mean anything
 COMPUTE_KEYS = tuple(BUDGET) + ("loss.rampup_fraction", "train.seed", "train.threads", "train.amp", "data.num_workers")
 BOOTSTRAP_SAMPLES = 10000
@@ -137,7 +141,8 @@ def check_data(args: argparse.Namespace) -> None:
             raise ProtocolError(f"{path}: not found (the shared Kvasir-SEG copy lives in {DEFAULT_ROOT})")
 
 
-def train_run(cfg: Config, run_dir: Path, label: str, resume: bool, probe_steps: int = 0) -> dict[str, Any]:
+def train_run(cfg: Config, run_dir: Path, label: str, resume: bool, probe_steps: int = 0,
+              stop_at: int = 0) -> dict[str, Any]:
     """Train one run to ``train.max_steps`` (or time ``probe_steps`` steps) and return its record.
 
     Args:
@@ -146,6 +151,8 @@ def train_run(cfg: Config, run_dir: Path, label: str, resume: bool, probe_steps:
         label: printed with each progress line.
         resume: continue from ``last/`` when it exists.
         probe_steps: when > 0, time that many steps after one warm-up step and stop (nothing is written).
+        stop_at: when > 0, stop after this step; the schedules still span ``train.max_steps``, so the curve
+            matches the first ``stop_at`` steps of a full run.
     """
     from fgi.distributed import build_loaders, epoch_batches
     from fgi.engine import TeacherStudentTrainer
@@ -162,7 +169,7 @@ def train_run(cfg: Config, run_dir: Path, label: str, resume: bool, probe_steps:
         curve = json.loads(curve_file.read_text()) if curve_file.is_file() else []
         curve = [c for c in curve if c["step"] <= trainer.step]
         print(f"[{label}] resumed at step {trainer.step}", flush=True)
-    max_steps = probe_steps + 1 if probe_steps else cfg.train.max_steps
+    max_steps = probe_steps + 1 if probe_steps else (stop_at or cfg.train.max_steps)
 
     def on_eval(step: int, val: Mapping[str, float], losses: Mapping[str, float]) -> None:
         if probe_steps:
@@ -191,6 +198,11 @@ def test_rows(trainer: Any, normalization: Mapping[str, Any], root: Path, split_
     from fgi.evaluation import evaluate_folder, read_ids
 
     return evaluate_folder(trainer, normalization, root, read_ids(split_dir / "test.txt"))
+
+
+def same_config(record: Mapping[str, Any], cfg: Config) -> bool:
+    """Whether a record was trained with ``cfg``; fields added to ``Config`` since then count at their defaults."""
+    return config_hash(from_dict(record["config"])) == config_hash(cfg)
 
 
 def record_path(records: Path, arm: str, seed: int) -> Path:
@@ -324,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                           flush=True)
                     continue
                 done = record_path(args.records, arm, seed)
-                if args.resume and done.is_file() and json.loads(done.read_text())["config_hash"] == config_hash(cfg):
+                if args.resume and done.is_file() and same_config(json.loads(done.read_text()), cfg):
                     print(f"[{label}] finished earlier: {done}", flush=True)
                     continue
                 run = train_run(cfg, args.out / f"{arm}-seed{seed}", label, args.resume)

@@ -138,6 +138,7 @@ class MaskingConfig(Section):
     mask_ratio: float = bounded(0.3, lo=0.0, hi=1.0)  # share of the uncertain region hidden (block: summed block area)
     block_min: float = bounded(3 / 224, lo=0.001, hi=1.0)  # smallest block size, fraction of the image side (reference: 3 px at 224)
     block_max: float = bounded(10 / 224, lo=0.001, hi=1.0)  # largest block size, fraction of the image side (reference: 10 px at 224)
+    decoy_ratio: float = bounded(0.0, lo=0.0, hi=1.0)  # share of the rest of the image hidden by decoy blocks, so block positions don't outline the lesion (reference: 0)
 
 
 @dataclass(frozen=True)

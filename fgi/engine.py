@@ -202,7 +202,7 @@ class TeacherStudentTrainer:
 
     def _hidden(self, region: torch.Tensor) -> torch.Tensor:
         mc = self.cfg.masking
-        return darm_mask(region, mc.mask_ratio, mc.block_min, mc.block_max, self.generator, mc.hide)
+        return darm_mask(region, mc.mask_ratio, mc.block_min, mc.block_max, self.generator, mc.hide, mc.decoy_ratio)
 
     def _cutmix(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One CutMix of the noisy batch: the mixed input, its boxes and partners."""

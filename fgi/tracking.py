@@ -7,13 +7,10 @@ the final training's curves; ``register_model`` / ``fetch_model``: the registry;
 
 Operations the queue could not send before the sweep ended are in ``<sweep storage>/mlflow_spool.jsonl``;
 ``fgi tune --resume`` sends them again, or ``python -c "from fgi.tracking import replay_spool;
-replay_spool('<file>')"`` sends them now.
-
-Trust: a ``models:/`` pyfunc wrapper is cloudpickled (``mlflow.pyfunc.load_model`` runs registry code);
-fgi downloads only the files and reads ``trainer.pt`` with ``torch.load(weights_only=True)``.
-
-Without ``--mlflow-uri`` or ``MLFLOW_TRACKING_URI`` the store is ``sqlite:///$FGI_HOME/mlflow.db``; a
-SQLite store keeps artifacts beside its database file, in ``mlartifacts/`` (absolute paths: ``ray job
+replay_spool('<file>')"`` sends them now. Trust: a ``models:/`` pyfunc wrapper is cloudpickled
+(``mlflow.pyfunc.load_model`` runs registry code); fgi downloads only the files and reads ``trainer.pt``
+with ``torch.load(weights_only=True)``. Without ``--mlflow-uri`` or ``MLFLOW_TRACKING_URI`` the store is
+``sqlite:///$FGI_HOME/mlflow.db``, with artifacts beside it in ``mlartifacts/`` (absolute paths: ``ray job
 submit`` runs the driver in a temporary copy of the working directory).
 """
 
@@ -34,11 +31,12 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.uri import get_uri_scheme
 from ray.train import UserCallback
 
 import fgi
 from fgi.checkpoint import CHECKPOINT_FILE, NORMALIZATION_FILE, load_folder
-from fgi.config import Config, dump_yaml, flatten
+from fgi.config import Config, ConfigError, dump_yaml, flatten
 from fgi.paths import fgi_home, git_commit
 from fgi.tracking_best import BEST_CONFIG_ARTIFACT, SweepChoice, best_sweep
 from fgi.tracking_queue import QUEUES, SPOOL_FILE, LogQueue, replay, take_spool
@@ -64,14 +62,20 @@ _MAX_BATCH = 100  # params per log_batch request (MLflow's limit)
 
 
 def resolve_uri(uri: str | None = None) -> str:
-    """The tracking URI: ``uri``, else ``MLFLOW_TRACKING_URI``, else the absolute default SQLite store."""
-    if uri:
-        return uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    home = fgi_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'mlflow.db'}"
+    """The tracking URI: ``uri``, else ``MLFLOW_TRACKING_URI``, else the absolute default SQLite store.
+
+    Raises:
+        ConfigError: naming the URI when MLflow refuses its file store (a path or ``file:`` URI).
+    """
+    if not uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        fgi_home().mkdir(parents=True, exist_ok=True)
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{fgi_home() / 'mlflow.db'}"
+    if get_uri_scheme(uri) in ("", "file"):  # not a database store: opening one would create it before other checks
+        try:
+            MlflowClient(tracking_uri=uri)
+        except MlflowException as exc:
+            raise ConfigError(f"MLflow tracking URI {uri}: {str(exc).split('. ')[0]}") from None
+    return uri
 
 
 def _client(uri: str) -> MlflowClient:
@@ -277,8 +281,7 @@ def reconcile(uri: str, experiment_id: str, sweep: str, tune_status: Mapping[str
         sweep: sweep name.
         tune_status: Tune trial id -> status (``Trial.status``) of the restored sweep.
 
-    Returns:
-        The run ids it closed.
+    Returns the run ids it closed.
     """
     client, closed = _client(uri), []
     for run in find_runs(client, experiment_id, {SWEEP_TAG: sweep, KIND_TAG: "trial"}):
@@ -429,8 +432,7 @@ def fetch_best_config(uri: str, experiment: str, *, sweep: str | None = None, me
 
 
 def config_of_run(uri: str, run_id: str) -> str:
-    """The config YAML stored on a run: ``best_config.yaml`` of a sweep, or ``config.yaml`` / the best
-    checkpoint's config of a trial or final run."""
+    """The config YAML on a run: a sweep's ``best_config.yaml``, a run's ``config.yaml`` or its checkpoint's."""
     client = _client(uri)
     for path in (BEST_CONFIG_ARTIFACT, "config.yaml", "checkpoint/config.yaml"):
         folder = str(Path(path).parent) if "/" in path else None
@@ -443,7 +445,6 @@ def config_of_run(uri: str, run_id: str) -> str:
 
 __all__ = [
     "BEST_CONFIG_ARTIFACT", "EXPERIMENT_KIND", "Executor", "SweepChoice", "SweepTracker", "TrainCallback", "TrialCallback",
-    "config_of_run", "end_run", "experiment_id", "fetch_best_config", "fetch_model", "is_permanent",
-    "log_final_metrics", "model_class", "reconcile", "register_model", "replay_spool", "resolve_uri",
-    "start_final_run",
+    "config_of_run", "end_run", "experiment_id", "fetch_best_config", "fetch_model", "is_permanent", "log_final_metrics",
+    "model_class", "reconcile", "register_model", "replay_spool", "resolve_uri", "start_final_run",
 ]

@@ -9,6 +9,12 @@ Two forms share the region (pixels where two binary maps disagree) and the block
 - "ring" (ablation): blocks are added until the hidden part of the region reaches
   ``ceil(ratio * |region|)``, and only region pixels are hidden.
 
+Decoys (an option; the reference has none): whole blocks of the same sizes centred outside the region,
+spending ``decoy_ratio`` of the outside's pixel count. Reference blocks sit on the tight/loose boundary, so
+where they fall outlines the lesion in training images only, and a student can learn to read that outline
+instead of the image (docs/RESULTS.md, "DARM outlines the lesion"). With ``decoy_ratio == ratio`` block
+centres are equally dense everywhere, so their positions carry no outline.
+
 The reference spends one pixel budget over the whole batch; here each image spends its own, so the
 result does not depend on the batch size or the data-parallel split.
 """
@@ -129,8 +135,9 @@ def paint_blocks(blocks: Blocks, height: int, width: int) -> torch.Tensor:
 
 
 def darm_mask(uncertain: torch.Tensor, ratio: float, block_min: float, block_max: float,
-              generator: torch.Generator, hide: str = "block", max_rounds: int = 6) -> torch.Tensor:
-    """Pixels DARM hides in each image (see the module docstring for the two forms).
+              generator: torch.Generator, hide: str = "block", decoy_ratio: float = 0.0,
+              max_rounds: int = 6) -> torch.Tensor:
+    """Pixels DARM hides in each image (see the module docstring for the two forms and the decoys).
 
     Args:
         uncertain: region where the masking acts.
@@ -139,17 +146,23 @@ def darm_mask(uncertain: torch.Tensor, ratio: float, block_min: float, block_max
         block_max: largest block size as a fraction of the shorter image side.
         generator: seeded generator on the region's device.
         hide: "block" (reference) or "ring".
+        decoy_ratio: share of the pixels outside the region spent on decoy blocks (0: none, the reference).
         max_rounds: "ring" only: times the number of candidate blocks doubles when coverage is short.
 
     Shape:
         uncertain (B, 1, H, W) bool. Returns (B, 1, H, W) bool.
     """
+    h, w = uncertain.shape[-2:]
     if hide == "block":
-        h, w = uncertain.shape[-2:]
-        return paint_blocks(darm_blocks(uncertain, ratio, block_min, block_max, generator), h, w)
-    if hide == "ring":
-        return _ring_mask(uncertain, ratio, block_min, block_max, generator, max_rounds)
-    raise ValueError(f"masking.hide {hide!r} is unknown; valid forms are {list(HIDE_FORMS)}")
+        hidden = paint_blocks(darm_blocks(uncertain, ratio, block_min, block_max, generator), h, w)
+    elif hide == "ring":
+        hidden = _ring_mask(uncertain, ratio, block_min, block_max, generator, max_rounds)
+    else:
+        raise ValueError(f"masking.hide {hide!r} is unknown; valid forms are {list(HIDE_FORMS)}")
+    if decoy_ratio <= 0:
+        return hidden
+    decoys = darm_blocks(~uncertain.bool(), decoy_ratio, block_min, block_max, generator)
+    return hidden | paint_blocks(decoys, h, w)
 
 
 def _first_cover(top: torch.Tensor, left: torch.Tensor, side: torch.Tensor, max_side: int,

@@ -42,6 +42,7 @@ def test_every_option_reaches_the_sweep_options():
     (["--root", "{tmp}/nowhere"], "--data-root: {tmp}/nowhere not found (data.root)"),
     (["--workers-per-trial", "4096"], "needs 4096 CPUs; this machine has"),
     (["--trial-timeout", "-1"], "error: --trial-timeout: must be >= 0, got -1.0"),
+    (["--mlflow-uri", "file://{tmp}/mlruns"], "error: MLflow tracking URI file://{tmp}/mlruns: The filesystem tracking"),
 ])
 def test_user_input_errors_exit_2_with_one_line(tmp_path, capsys, monkeypatch, extra, needle):
     monkeypatch.setenv("FGI_HOME", str(tmp_path))

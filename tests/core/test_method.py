@@ -224,6 +224,42 @@ def test_darm_rejects_unknown_form():
         darm_mask(region, 0.3, 0.1, 0.2, make_generator(0), "pixels")
 
 
+# ---- DARM: decoy blocks (option) --------------------------------------------------------------------
+
+def test_decoys_off_draw_nothing_more_than_the_reference():
+    _, _, region = _ring_region(4, 64)
+    reference = paint_blocks(darm_blocks(region, 0.3, 3 / 64, 10 / 64, make_generator(5)), 64, 64)
+    assert torch.equal(darm_mask(region, 0.3, 3 / 64, 10 / 64, make_generator(5), "block", 0.0), reference)
+
+
+def test_decoys_spend_their_own_budget_away_from_the_region():
+    # a single uncertain pixel: every hidden pixel more than half a block away from it is a decoy
+    size, c = 64, 10
+    region = torch.zeros(2, 1, size, size, dtype=torch.bool)
+    region[:, :, c, c] = True
+    hidden = darm_mask(region, 1.0, 3 / 64, 5 / 64, make_generator(0), "block", 0.2)
+    far = torch.ones_like(region)
+    far[:, :, : c + 3, : c + 3] = False  # the reference block around (c, c) has a side of at most 5
+    for i in range(2):
+        decoy_area = int((hidden[i] & far[i]).sum())
+        # summed decoy area reaches floor(0.2 * 4095) = 819 up to one block of side <= 5; overlaps hide less
+        assert 0.7 * 819 < decoy_area <= 819 + 25
+
+
+def test_equal_decoys_make_hidden_density_the_same_inside_and_outside_the_ring():
+    # the shortcut the decoys remove: without them, hidden pixels sit only near the tight/loose boundary
+    _, _, ring = _ring_region(8, 128)
+    near = torch.nn.functional.max_pool2d(ring.float(), 13, stride=1, padding=6).bool()
+    for decoys, want_far in ((0.0, False), (0.3, True)):
+        hidden = darm_mask(ring, 0.3, 3 / 128, 10 / 128, make_generator(2), "block", decoys)
+        far_share = (hidden & ~near).sum().item() / (~near).sum().item()
+        ring_share = (hidden & ring).sum().item() / ring.sum().item()
+        if want_far:
+            assert abs(far_share - ring_share) < 0.06, (far_share, ring_share)
+        else:
+            assert far_share == 0.0 and ring_share > 0.15
+
+
 # ---- DARM: ring ablation ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("ratio", [0.1, 0.3, 0.6, 0.9])
