@@ -78,6 +78,18 @@ def test_arm_e_needs_a_tuned_config():
         pk.arm_config("e_tuned", pk.base_config(args), 0, None)
 
 
+def test_a_record_from_before_a_new_config_field_still_counts_as_the_same_run():
+    args = pk.parse_args(["--root", "r", "--fixations", "f.csv", "--splits", "s"])
+    cfg = pk.arm_config("d_fgi", pk.base_config(args), 0, None)
+    old = pk.to_dict(cfg)
+    del old["masking"]["decoy_ratio"]  # a record written before the field existed (at its default)
+    assert pk.same_config({"config": old}, cfg)
+    changed = pk.to_dict(cfg)
+    changed["masking"]["mask_ratio"] = 0.0
+    assert not pk.same_config({"config": changed}, cfg)
+    assert not pk.same_config({"config": old}, pk.override(cfg, {"masking.decoy_ratio": 0.3}))
+
+
 def test_absent_data_is_named_with_exit_code_2(tmp_path, capsys):
     assert pk.main(["--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"),
                     "--records", str(tmp_path / "records")]) == 2
