@@ -30,6 +30,15 @@ resolution, and paired per-image bootstrap 95 % CIs of the differences named in 
     python benchmarks/protocol_kvasir.py --probe-steps 10                    # s/step of each arm
     python benchmarks/protocol_kvasir.py --arms a_full b_gaze d_fgi --seeds 0 1 2 --resume
     python benchmarks/protocol_kvasir.py --report                           # table from the records
+
+Arm e_tuned: a platform sweep on val at a proxy budget (the same compute, fewer steps), from arm d_fgi's
+config, then its best config at the protocol budget (it keeps every searched knob; compute, data and seed
+come from the protocol):
+
+    python benchmarks/protocol_kvasir.py --write-config /tmp/d_fgi.yaml
+    python tune.py --dataset kvasir --config /tmp/d_fgi.yaml --budget laptop --max-steps 1000 \
+        --best-dir /tmp/e_best                # data paths and split_dir come from the config
+    python benchmarks/protocol_kvasir.py --arms e_tuned --seeds 0 1 --tuned-config /tmp/e_best/kvasir.yaml --resume
 """
 
 from __future__ import annotations
@@ -49,8 +58,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fgi.budgets import BUDGETS  # noqa: E402
 from fgi.checkpoint import read_checkpoint, write_checkpoint  # noqa: E402
-from fgi.config import Config, ConfigError, config_hash, from_dict, load_yaml, override, to_dict  # noqa: E402
+from fgi.config import Config, ConfigError, config_hash, dump_yaml, from_dict, load_yaml, override, to_dict  # noqa: E402
 from fgi.files import atomic_write_text  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -60,13 +70,9 @@ DEFAULT_SPLITS = REPO / "benchmarks" / "splits_v2"
 DEFAULT_OUT = REPO / "benchmarks" / "out" / "protocol_v2"
 DEFAULT_RECORDS = REPO / "benchmarks" / "results" / "protocol_v2"
 
+COMPUTE: dict[str, Any] = dict(BUDGETS["laptop"])  # 96 px, widths 16..256, batch 8, 5000 steps, eval every 250
 BUDGET: dict[str, Any] = {
-    "data.image_size": 96,
-    "model.teacher_widths": (16, 32, 64, 128, 256),
-    "model.student_widths": (16, 32, 64, 128, 256),
-    "train.batch_size": 8,
-    "train.max_steps": 5000,
-    "train.eval_every": 250,
+    **COMPUTE,
     "optim.name": "adamw",
     "optim.lr": 1e-3,
     "optim.warmup_fraction": 0.02,  # 100 of 5000 steps
@@ -98,7 +104,8 @@ LABELS = {
 COMPARISONS = (("a_full", "b_gaze"), ("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"), ("e_tuned", "d_fgi"),
                ("d_no_darm", "d_fgi"), ("d_no_darm", "b_gaze"))
 GATE_DICE = 0.72  # arm a_full's val Dice needed before comparisons mean anything
-COMPUTE_KEYS = tuple(BUDGET) + ("loss.rampup_fraction", "train.seed", "train.threads", "train.amp", "data.num_workers")
+# what arm e_tuned takes from the protocol rather than from its tuned config (which keeps every searched knob)
+COMPUTE_KEYS = tuple(COMPUTE) + ("train.seed", "train.threads", "train.amp", "data.num_workers")
 BOOTSTRAP_SAMPLES = 10000
 
 
@@ -310,6 +317,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--resume", action="store_true", help="continue interrupted runs and skip finished ones")
     ap.add_argument("--probe-steps", type=int, default=0, help="time this many steps per arm and stop")
     ap.add_argument("--report", action="store_true", help="print the table from the records and stop")
+    ap.add_argument("--write-config", type=Path, default=None,
+                    help="write arm d_fgi's config (the base of arm e_tuned's sweep, see above) here and stop")
     return ap.parse_args(argv)
 
 
@@ -318,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report:
         print(report(load_records(args.records)), end="")
+        return 0
+    if args.write_config:
+        atomic_write_text(args.write_config, dump_yaml(arm_config("d_fgi", base_config(args), 0, None)))
+        print(f"wrote {args.write_config}")
         return 0
     try:
         check_data(args)

@@ -27,7 +27,7 @@ SEARCHERS = ("tpe", "random")  # Optuna TPE (multivariate, seeded), or Ray Tune'
 SCHEDULERS = ("asha", "none")  # ASHA early stopping, or every trial runs to the end
 DEFAULT_BUDGET = {"synthetic": "cpu"}  # other datasets default to "full"
 # per budget: trials, ASHA grace period in evaluations, ASHA reduction factor
-SEARCH_DEFAULTS = {"smoke": (3, 1, 2), "cpu": (10, 3, 2), "full": (40, 2, 3)}
+SEARCH_DEFAULTS = {"smoke": (3, 1, 2), "cpu": (10, 3, 2), "laptop": (10, 2, 2), "full": (40, 2, 3)}
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # a sweep name is a folder name and an MLflow tag value
 # seconds a trial may go without an optimizer step or a report before its watchdog ends it (fgi.watchdog);
 # generous because the time to the first step (data loading, model build, restore) counts too

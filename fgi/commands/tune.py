@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", default=None, choices=budgets.budget_names(),
                         help="compute preset: image size, widths, steps, evaluation interval (default: cpu for "
                              "synthetic, full otherwise)")
-    parser.add_argument("--num-samples", type=int, default=None, help="trials (default by budget: smoke 3, cpu 10, full 40)")
+    parser.add_argument("--num-samples", type=int, default=None, help="trials (default by budget: smoke 3, cpu 10, laptop 10, full 40)")
     parser.add_argument("--max-concurrent", type=int, default=None,
                         help="trials at once (default: as many as the cluster's CPUs or GPUs hold)")
     parser.add_argument("--workers-per-trial", type=int, default=1,

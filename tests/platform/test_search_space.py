@@ -97,7 +97,7 @@ def test_tune_conversion_samples_valid_points():
 def test_budgets():
     full = budget_overrides("full")
     assert full["model.teacher_widths"] == (64, 128, 256, 512, 1024) and full["data.image_size"] == 224
-    for name in ("smoke", "cpu", "full"):
+    for name in ("smoke", "cpu", "laptop", "full"):
         assert not any(key.startswith(("loss.tau", "masking.", "text.")) for key in budget_overrides(name))
     with pytest.raises(ConfigError, match="smoke"):
         budget_overrides("tiny")
