@@ -176,6 +176,27 @@ def test_consistency_targets_follow_the_reference_wiring():
     assert torch.equal(student_logits, s_mixed) and torch.allclose(student_target, torch.sigmoid(t_clean))
 
 
+@pytest.mark.parametrize("decoys", [0.0, 0.5])
+def test_student_input_is_hidden_away_from_the_uncertain_region_only_with_decoys(decoys):
+    cfg = tiny_config(masking={"decoy_ratio": decoys})
+    batch = make_batches(cfg, "train", 4, 4)[0]
+    batch["image"] = batch["image"].abs() + 1  # no pixel is 0 before masking
+    trainer = TeacherStudentTrainer(cfg, CPU)
+    seen = {}
+
+    def keep_first_input(_module, args, _out):
+        seen.setdefault("input", args[0][:4])  # the masked image; the CutMix half follows it
+
+    trainer.models["student"].register_forward_hook(keep_first_input)
+    trainer.train_step(batch)
+    zeroed = (seen["input"] == 0).all(1, keepdim=True)
+    region = batch["tight"].bool() ^ batch["loose"].bool()
+    reach = round(cfg.masking.block_max * cfg.data.image_size) // 2 + 1  # a block spills this far from its centre
+    near = torch.nn.functional.max_pool2d(region.float(), 2 * reach + 1, stride=1, padding=reach).bool()
+    assert zeroed.any()
+    assert bool((zeroed & ~near).any()) == (decoys > 0)
+
+
 @pytest.mark.parametrize("form", ["reference", "single"])
 def test_each_model_gets_its_own_cutmix_in_the_reference_form(form):
     cfg = tiny_config(mix={"form": form})
