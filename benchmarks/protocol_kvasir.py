@@ -15,6 +15,8 @@ Arms (``--arms``, ``--seeds``):
     d_fgi       teacher-student, reference-exact defaults (tokens text, reference CWC, block DARM).
     e_tuned     d_fgi with the method knobs of ``--tuned-config`` (a platform sweep on val).
     d_no_darm   ablation: d_fgi without DARM (mask ratio 0), the term that holds its student back.
+    d_decoys    variant: d_fgi with decoy blocks (``masking.decoy_ratio``), so DARM's blocks stop outlining
+                the lesion while it still hides part of the uncertain region.
 
 Budget ``v2`` (``--steps``, ``--image-size`` and ``--amp`` override it): 96 px, batch 8, 5000 steps,
 AdamW 1e-3, 100 warm-up steps, cosine to 1e-5, consistency ramp-up over 30 % of the steps, flips and a
@@ -86,6 +88,7 @@ BUDGET: dict[str, Any] = {
     "augment.color": 0.0,
 }
 RAMPUP_FRACTION = 0.3  # the consistency ramp-up covers this share of the steps
+DECOY_RATIO = 0.3  # as many decoy blocks as real ones (the reference mask ratio), as in benchmarks/diagnose_ts.py
 ARMS: dict[str, dict[str, Any]] = {
     "a_full": {"train.method": "student_only", "data.supervision": "ground_truth", "masking.mask_ratio": 0.0,
                "text.mode": "none"},
@@ -95,14 +98,15 @@ ARMS: dict[str, dict[str, Any]] = {
     "d_fgi": {"train.method": "teacher_student"},
     "e_tuned": {"train.method": "teacher_student"},
     "d_no_darm": {"train.method": "teacher_student", "masking.mask_ratio": 0.0},
+    "d_decoys": {"train.method": "teacher_student", "masking.decoy_ratio": DECOY_RATIO},
 }
 LABELS = {
     "a_full": "(a) full supervision", "b_gaze": "(b) gaze, one student", "b2_two": "(b2) two-level gaze",
     "c_no_text": "(c) FGI without text", "d_fgi": "(d) FGI, reference defaults", "e_tuned": "(e) FGI, tuned",
-    "d_no_darm": "(d) without DARM (ablation)",
+    "d_no_darm": "(d) without DARM (ablation)", "d_decoys": "(d) with decoy blocks (variant)",
 }
 COMPARISONS = (("a_full", "b_gaze"), ("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"), ("e_tuned", "d_fgi"),
-               ("d_no_darm", "d_fgi"), ("d_no_darm", "b_gaze"))
+               ("d_no_darm", "d_fgi"), ("d_no_darm", "b_gaze"), ("d_decoys", "d_fgi"), ("d_decoys", "b_gaze"))
 GATE_DICE = 0.72  # arm a_full's val Dice needed before comparisons mean anything
 # what arm e_tuned takes from the protocol rather than from its tuned config (which keeps every searched knob)
 COMPUTE_KEYS = tuple(COMPUTE) + ("train.seed", "train.threads", "train.amp", "data.num_workers")
