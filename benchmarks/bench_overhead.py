@@ -13,6 +13,7 @@ the trial to its completion. "sweep" is the time ``tune.py`` reports for its Tun
 wall figure adds the process and Ray start-up. Per-trial fixed cost: (trial spans - bare) / K.
 
     python benchmarks/bench_overhead.py            # K = 4, smoke budget
+    python benchmarks/bench_overhead.py --k 10 --paths 1   # the README's 10 trials, in-process path only
     python benchmarks/bench_overhead.py --smoke    # K = 1, in-process sweep only, for CI
 """
 
@@ -109,10 +110,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=4, help="identical trials on each path")
     parser.add_argument("--budget", default="smoke", choices=("smoke", "cpu"))
+    parser.add_argument("--paths", nargs="+", type=int, choices=sorted(PATHS.values()), default=sorted(PATHS.values()),
+                        help="workers per trial of the platform paths to time (1: in-process, 2: Ray Train)")
     parser.add_argument("--smoke", action="store_true", help="K = 1 and in-process trials only: checks the script runs")
     args = parser.parse_args()
     k = 1 if args.smoke else args.k
-    paths = dict(list(PATHS.items())[:1]) if args.smoke else PATHS
+    chosen = [1] if args.smoke else args.paths
+    paths = {label: w for label, w in PATHS.items() if w in chosen}
     with tempfile.TemporaryDirectory(prefix="fgi-overhead-") as tmp:
         workdir = Path(tmp)
         bare = bare_trials(k, args.budget, workdir)
@@ -124,8 +128,6 @@ def main() -> None:
         print(f"{label:30s}: sweep {sweep:6.1f} s, wall {wall:6.1f} s; ratio platform / bare {sweep / total:.2f} "
               f"(wall {wall / total:.2f}); per-trial fixed cost {(sum(spans) - total) / k:.1f} s; trial spans "
               f"{', '.join(f'{t:.1f}' for t in spans)} s")
-
-
 
 
 if __name__ == "__main__":
