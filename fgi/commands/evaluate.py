@@ -30,22 +30,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ids to score under --root, one per line (default: every image in images/)")
     parser.add_argument("--threshold", type=float, default=0.5, help=THRESHOLD_HELP + " (with --root)")
     parser.add_argument("--csv", type=Path, default=None,
-                        help="per-image metrics CSV (default with --root: evaluate_<split-file stem>.csv)")
+                        help="with --root, also write the per-image metrics here as CSV (nothing is written without it)")
     parser.add_argument("--out", type=Path, default=None, help="write the mean metrics as JSON here too")
 
 
 def evaluate_root(args: argparse.Namespace) -> int:
-    """Score ``--root`` at original resolution: per-image CSV, summary on stdout, mean/sd JSON with ``--out``."""
+    """Score ``--root`` at original resolution: summary on stdout, per-image CSV with ``--csv``, mean/sd JSON
+    with ``--out``; nothing is written where the user did not ask."""
     from fgi.evaluation import evaluate_folder, folder_ids, format_summary, read_ids, write_rows_csv, write_summary_json
 
     check_threshold(args.threshold)
     ids = read_ids(args.split_file) if args.split_file is not None else folder_ids(args.root, args.dataset, args.split)
     trainer, normalization = load_model(args.model, args.mlflow_uri)
     rows = evaluate_folder(trainer, normalization, args.root, ids, args.threshold, args.dataset, args.split)
-    csv_path = args.csv or Path(f"evaluate_{args.split_file.stem if args.split_file else 'all'}.csv")
-    write_rows_csv(rows, csv_path)
     print(format_summary(rows))
-    print(f"per-image metrics: {csv_path.resolve()}")
+    if args.csv:
+        write_rows_csv(rows, args.csv)
+        print(f"per-image metrics: {args.csv.resolve()}")
     if args.out:
         write_summary_json(rows, args.out)
     return 0

@@ -69,6 +69,9 @@ def test_readme_commands_export_predict_and_evaluate(tmp_path):
     printed = fgi("evaluate", "--model", str(ckpt), "--dataset", "synthetic", "--root", "syn",
                   "--split-file", "syn/test.txt")
     assert "8 images" in printed and "dice" in printed
-    rows = list(csv.DictReader((tmp_path / "evaluate_test.csv").open()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "pred", "syn"]  # no CSV unless asked
+    fgi("evaluate", "--model", str(ckpt), "--dataset", "synthetic", "--root", "syn", "--split-file", "syn/test.txt",
+        "--csv", "per_image.csv")
+    rows = list(csv.DictReader((tmp_path / "per_image.csv").open()))
     assert [r["id"] for r in rows] == [f"syn-test-{k:05d}" for k in range(8)]
     assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
