@@ -105,8 +105,9 @@ LABELS = {
     "c_no_text": "(c) FGI without text", "d_fgi": "(d) FGI, reference defaults", "e_tuned": "(e) FGI, tuned",
     "d_no_darm": "(d) without DARM (ablation)", "d_decoys": "(d) with decoy blocks (variant)",
 }
-COMPARISONS = (("a_full", "b_gaze"), ("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"), ("e_tuned", "d_fgi"),
-               ("d_no_darm", "d_fgi"), ("d_no_darm", "b_gaze"), ("d_decoys", "d_fgi"), ("d_decoys", "b_gaze"))
+COMPARISONS = (("a_full", "b_gaze"), ("b2_two", "b_gaze"), ("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"),
+               ("e_tuned", "d_fgi"), ("d_no_darm", "d_fgi"), ("d_no_darm", "b_gaze"), ("d_no_darm", "b2_two"),
+               ("d_decoys", "d_fgi"), ("d_decoys", "b_gaze"))
 GATE_DICE = 0.72  # arm a_full's val Dice needed before comparisons mean anything
 # what arm e_tuned takes from the protocol rather than from its tuned config (which keeps every searched knob)
 COMPUTE_KEYS = tuple(COMPUTE) + ("train.seed", "train.threads", "train.amp", "data.num_workers")
