@@ -88,7 +88,7 @@ BUDGET: dict[str, Any] = {
     "augment.color": 0.0,
 }
 RAMPUP_FRACTION = 0.3  # the consistency ramp-up covers this share of the steps
-DECOY_RATIO = 0.3  # as many decoy blocks as real ones (the reference mask ratio), as in benchmarks/diagnose_ts.py
+DECOY_RATIO = Config().masking.mask_ratio  # as many decoy blocks as real ones: the reference mask ratio
 ARMS: dict[str, dict[str, Any]] = {
     "a_full": {"train.method": "student_only", "data.supervision": "ground_truth", "masking.mask_ratio": 0.0,
                "text.mode": "none"},
