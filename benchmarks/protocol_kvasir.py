@@ -64,6 +64,7 @@ from fgi.budgets import BUDGETS  # noqa: E402
 from fgi.checkpoint import read_checkpoint, write_checkpoint  # noqa: E402
 from fgi.config import Config, ConfigError, config_hash, dump_yaml, from_dict, load_yaml, override, to_dict  # noqa: E402
 from fgi.files import atomic_write_text  # noqa: E402
+from fgi.search_space import dataset_space  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_ROOT = SHARED / "kvasir-seg"
@@ -141,7 +142,9 @@ def arm_config(arm: str, base: Config, seed: int, tuned: Config | None) -> Confi
     if tuned is None:
         raise ProtocolError("arm e_tuned needs --tuned-config FILE")
     flat_base = {k: getattr(getattr(base, k.split(".")[0]), k.split(".")[1]) for k in COMPUTE_KEYS}
-    data = {f"data.{k}": v for k, v in to_dict(base.data).items()}
+    # the data fields come from the protocol (paths, split, size), except those the sweep searched (gaze levels)
+    searched = set(dataset_space("kvasir", base).keys)
+    data = {f"data.{k}": v for k, v in to_dict(base.data).items() if f"data.{k}" not in searched}
     return override(tuned, {**data, **flat_base, **ARMS[arm], "train.seed": seed})
 
 

@@ -78,6 +78,20 @@ def test_arm_e_needs_a_tuned_config():
         pk.arm_config("e_tuned", pk.base_config(args), 0, None)
 
 
+def test_arm_e_keeps_the_searched_knobs_and_takes_data_and_compute_from_the_protocol():
+    args = pk.parse_args(["--root", "r", "--fixations", "f.csv", "--splits", "s"])
+    base = pk.base_config(args)
+    tuned = pk.override(pk.Config(), {"data.tight_level": 0.62, "data.loose_level": 0.21, "masking.mask_ratio": 0.05,
+                                      "optim.lr": 4e-4, "data.image_size": 48, "train.max_steps": 300,
+                                      "data.root": "elsewhere"})
+    cfg = pk.arm_config("e_tuned", base, 1, tuned)
+    # searched knobs, gaze levels included, come from the sweep
+    assert (cfg.data.tight_level, cfg.data.loose_level) == (0.62, 0.21)
+    assert (cfg.masking.mask_ratio, cfg.optim.lr) == (0.05, 4e-4)
+    # compute, data paths and seed come from the protocol
+    assert (cfg.data.image_size, cfg.train.max_steps, cfg.data.root, cfg.train.seed) == (96, 5000, "r", 1)
+
+
 def test_a_record_from_before_a_new_config_field_still_counts_as_the_same_run():
     args = pk.parse_args(["--root", "r", "--fixations", "f.csv", "--splits", "s"])
     cfg = pk.arm_config("d_fgi", pk.base_config(args), 0, None)
