@@ -26,7 +26,10 @@ val Dice before any comparison is printed.
 Every run writes its last state under ``--out`` at each evaluation and ``--resume`` continues an
 interrupted run from it (same data order); a finished run writes its record (config, curve, per-image
 test metrics) to ``--records`` (committed, so the table can be rebuilt in a later session without the
-checkpoints). The report gives, per arm, mean ± sd over seeds of test Dice, IoU, HD95 at original
+checkpoints). A record or a saved state counts as a run's only for the same config, paths and thread
+counts aside: a run of another config (``--steps``, say) that would overwrite a record or resume from
+another run's weights stops before training, naming the file and the fields that differ; it takes its own
+``--records`` and ``--out``. The report refuses records of one arm trained with different configs. The report gives, per arm, mean ± sd over seeds of test Dice, IoU, HD95 at original
 resolution, and paired per-image bootstrap 95 % CIs of the differences named in ``COMPARISONS``.
 
     python benchmarks/protocol_kvasir.py --probe-steps 10                    # s/step of each arm
@@ -60,9 +63,20 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fgi.budgets import BUDGETS  # noqa: E402
+from fgi.budgets import BUDGETS, MACHINE_KEYS, compute_keys  # noqa: E402
 from fgi.checkpoint import read_checkpoint, write_checkpoint  # noqa: E402
-from fgi.config import Config, ConfigError, config_hash, dump_yaml, from_dict, load_yaml, override, to_dict  # noqa: E402
+from fgi.config import (  # noqa: E402
+    Config,
+    ConfigError,
+    config_hash,
+    dump_yaml,
+    flatten,
+    from_dict,
+    load_yaml,
+    override,
+    to_dict,
+)
+from fgi.data.errors import DataError  # noqa: E402
 from fgi.files import atomic_write_text  # noqa: E402
 from fgi.search_space import dataset_space  # noqa: E402
 
@@ -110,8 +124,11 @@ COMPARISONS = (("a_full", "b_gaze"), ("b2_two", "b_gaze"), ("d_fgi", "b_gaze"), 
                ("e_tuned", "d_fgi"), ("d_no_darm", "d_fgi"), ("d_no_darm", "b_gaze"), ("d_no_darm", "b2_two"),
                ("d_decoys", "d_fgi"), ("d_decoys", "b_gaze"))
 GATE_DICE = 0.72  # arm a_full's val Dice needed before comparisons mean anything
-# what arm e_tuned takes from the protocol rather than from its tuned config (which keeps every searched knob)
-COMPUTE_KEYS = tuple(COMPUTE) + ("train.seed", "train.threads", "train.amp", "data.num_workers")
+# what arm e_tuned takes from the protocol rather than from its tuned config (which keeps every searched knob):
+# compute and machine settings, and the sections the prepared cache depends on
+CACHE_SECTIONS = ("data", "gaze", "crf")
+# where and how fast a run goes, not what it learns: left out when two configs are compared as the same run
+PLACE_KEYS = frozenset(MACHINE_KEYS) - {"train.amp"}
 BOOTSTRAP_SAMPLES = 10000
 
 
@@ -141,11 +158,12 @@ def arm_config(arm: str, base: Config, seed: int, tuned: Config | None) -> Confi
         return override(base, {**ARMS[arm], "train.seed": seed})
     if tuned is None:
         raise ProtocolError("arm e_tuned needs --tuned-config FILE")
-    flat_base = {k: getattr(getattr(base, k.split(".")[0]), k.split(".")[1]) for k in COMPUTE_KEYS}
-    # the data fields come from the protocol (paths, split, size), except those the sweep searched (gaze levels)
+    # the shipped kvasir space says which keys the sweep searched (the gaze levels among them): those stay
     searched = set(dataset_space("kvasir", base).keys)
-    data = {f"data.{k}": v for k, v in to_dict(base.data).items() if f"data.{k}" not in searched}
-    return override(tuned, {**data, **flat_base, **ARMS[arm], "train.seed": seed})
+    protocol = compute_keys()
+    kept = {k: v for k, v in flatten(base).items()
+            if (k in protocol or k.split(".")[0] in CACHE_SECTIONS) and k not in searched}
+    return override(tuned, {**kept, **ARMS[arm], "train.seed": seed})
 
 
 def check_data(args: argparse.Namespace) -> None:
@@ -180,16 +198,20 @@ def train_run(cfg: Config, run_dir: Path, label: str, resume: bool, probe_steps:
     last, curve_file = run_dir / "last", run_dir / "curve.json"
     curve: list[dict[str, float]] = []
     if resume and not probe_steps and (last / "trainer.pt").is_file():
+        check_state(last, cfg)
         trainer.load_state_dict(read_checkpoint(last))
         curve = json.loads(curve_file.read_text()) if curve_file.is_file() else []
         curve = [c for c in curve if c["step"] <= trainer.step]
         print(f"[{label}] resumed at step {trainer.step}", flush=True)
+    # training time of the run so far (curves written before this field existed count from the resume)
+    earlier = curve[-1].get("run_seconds", 0.0) if curve else 0.0
     max_steps = probe_steps + 1 if probe_steps else (stop_at or cfg.train.max_steps)
 
     def on_eval(step: int, val: Mapping[str, float], losses: Mapping[str, float]) -> None:
         if probe_steps:
             return
-        curve.append({"step": step, **{k: round(float(v), 5) for k, v in {**val, **losses}.items()}})
+        curve.append({"step": step, **{k: round(float(v), 5) for k, v in {**val, **losses}.items()},
+                      "run_seconds": round(earlier + time.perf_counter() - t0, 1)})
         write_checkpoint(last, trainer, dict(val), loaders["normalization"])
         atomic_write_text(curve_file, json.dumps(curve))
         models = " ".join(f"{k[9:]} {val[k]:.4f}" for k in ("val_dice_teacher", "val_dice_student") if k in val)
@@ -200,12 +222,13 @@ def train_run(cfg: Config, run_dir: Path, label: str, resume: bool, probe_steps:
                      eval_every=max_steps if probe_steps else cfg.train.eval_every,
                      evaluate=lambda: trainer.evaluate(loaders["val"]), on_eval=on_eval)
     steps = times.step_wall[1:] or times.step_wall
-    record = {"s_per_step": statistics.median(steps) if steps else float("nan"),
-              "cpu_s_per_step": statistics.median(times.step_cpu[1:] or times.step_cpu or [float("nan")])}
+    cpu_steps = times.step_cpu[1:] or times.step_cpu
+    record = {"s_per_step": statistics.median(steps) if steps else None,
+              "cpu_s_per_step": statistics.median(cpu_steps) if cpu_steps else None}
     if probe_steps:
         return record
     return {**record, "trainer": trainer, "normalization": loaders["normalization"], "curve": curve,
-            "train_seconds": round(time.perf_counter() - t0, 1)}
+            "train_seconds": round(earlier + time.perf_counter() - t0, 1)}
 
 
 def test_rows(trainer: Any, normalization: Mapping[str, Any], root: Path, split_dir: Path) -> list[dict[str, Any]]:
@@ -215,9 +238,31 @@ def test_rows(trainer: Any, normalization: Mapping[str, Any], root: Path, split_
     return evaluate_folder(trainer, normalization, root, read_ids(split_dir / "test.txt"))
 
 
-def same_config(record: Mapping[str, Any], cfg: Config) -> bool:
-    """Whether a record was trained with ``cfg``; fields added to ``Config`` since then count at their defaults."""
-    return config_hash(from_dict(record["config"])) == config_hash(cfg)
+def run_fields(cfg: Config, drop: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The fields that make a run what it is: all but paths and thread counts (``PLACE_KEYS``) and ``drop``."""
+    return {k: v for k, v in flatten(cfg).items() if k not in PLACE_KEYS | drop}
+
+
+def config_changes(old: Config, new: Config, drop: frozenset[str] = frozenset()) -> list[str]:
+    """``key: old -> new`` for each run field that differs (empty when both configs make the same run).
+
+    Fields added to ``Config`` since ``old`` was written count at their defaults; paths and thread counts
+    do not count, so a record stays finished in another checkout.
+    """
+    a, b = run_fields(old, drop), run_fields(new, drop)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def check_state(last: Path, cfg: Config) -> None:
+    """Refuse to resume ``cfg`` from a saved state of another config (it would carry that run's weights).
+
+    Raises:
+        ProtocolError: naming the folder and the fields that differ.
+    """
+    changes = config_changes(load_yaml(last / "config.yaml"), cfg)
+    if changes:
+        raise ProtocolError(f"{last}: saved by a run of another config ({'; '.join(changes)}); "
+                            f"move the folder away to start this run afresh")
 
 
 def record_path(records: Path, arm: str, seed: int) -> Path:
@@ -225,12 +270,51 @@ def record_path(records: Path, arm: str, seed: int) -> Path:
     return records / f"{arm}-seed{seed}.json"
 
 
+def check_record(path: Path, cfg: Config) -> None:
+    """Refuse to overwrite a finished record of another config (a variant run takes its own ``--records``).
+
+    Raises:
+        ProtocolError: naming the record and the fields that differ.
+    """
+    if not path.is_file():
+        return
+    try:
+        old = from_dict(json.loads(path.read_text())["config"])
+    except (ValueError, KeyError, TypeError, ConfigError) as exc:
+        raise ProtocolError(f"{path}: not a protocol record ({exc})") from None
+    changes = config_changes(old, cfg)
+    if changes:
+        raise ProtocolError(f"{path}: a finished run of another config ({'; '.join(changes)}); give this run "
+                            f"its own --records folder, or delete the record to replace it")
+
+
 def load_records(records: Path) -> dict[str, list[dict[str, Any]]]:
-    """Finished runs by arm, seeds in order."""
+    """Finished runs by arm, seeds in order.
+
+    Raises:
+        ProtocolError: naming the file, for a missing folder, an unreadable record, a record whose name is
+            not its arm and seed, or two records of one arm trained with different configs.
+    """
+    if not records.is_dir():
+        raise ProtocolError(f"{records}: no records folder")
     runs: dict[str, list[dict[str, Any]]] = {}
+    first: dict[str, tuple[Path, Config]] = {}
     for path in sorted(records.glob("*.json")):
-        rec = json.loads(path.read_text())
-        runs.setdefault(rec["arm"], []).append(rec)
+        try:
+            rec = json.loads(path.read_text())
+            arm, seed, cfg = rec["arm"], rec["seed"], from_dict(rec["config"])
+        except (ValueError, KeyError, TypeError, ConfigError) as exc:
+            raise ProtocolError(f"{path}: not a protocol record ({exc})") from None
+        if path != record_path(records, arm, seed):
+            raise ProtocolError(f"{path}: holds arm {arm} seed {seed}, so it should be named "
+                                f"{record_path(records, arm, seed).name}")
+        if arm in first:
+            changes = config_changes(first[arm][1], cfg, drop=frozenset({"train.seed"}))
+            if changes:
+                raise ProtocolError(f"{path} and {first[arm][0]}: arm {arm} trained with different configs "
+                                    f"({'; '.join(changes)})")
+        first.setdefault(arm, (path, cfg))
+        runs.setdefault(arm, []).append(rec)
     for rs in runs.values():
         rs.sort(key=lambda r: r["seed"])
     return runs
@@ -333,45 +417,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the protocol (or the probe, or the report)."""
     args = parse_args(argv)
-    if args.report:
-        print(report(load_records(args.records)), end="")
-        return 0
-    if args.write_config:
-        atomic_write_text(args.write_config, dump_yaml(arm_config("d_fgi", base_config(args), 0, None)))
-        print(f"wrote {args.write_config}")
-        return 0
     try:
+        if args.report:
+            print(report(load_records(args.records)), end="")
+            return 0
+        if args.write_config:
+            atomic_write_text(args.write_config, dump_yaml(arm_config("d_fgi", base_config(args), 0, None)))
+            print(f"wrote {args.write_config}")
+            return 0
         check_data(args)
+        tuned = load_yaml(args.tuned_config) if args.tuned_config else None
+        # every run's config and record are checked before the first one trains for hours
+        planned = [(arm, seed, arm_config(arm, base_config(args), seed, tuned)) for arm in args.arms for seed in args.seeds]
+        if not args.probe_steps:
+            for arm, seed, cfg in planned:
+                check_record(record_path(args.records, arm, seed), cfg)
         from fgi.distributed import prepare
 
         base = prepare(base_config(args))
-        tuned = load_yaml(args.tuned_config) if args.tuned_config else None
-        for arm in args.arms:
-            for seed in args.seeds:
-                cfg = arm_config(arm, base, seed, tuned)
-                label = f"{arm} seed {seed}"
-                if args.probe_steps:
-                    rec = train_run(cfg, args.out / "probe", label, False, args.probe_steps)
-                    print(f"{label}: {rec['s_per_step']:.3f} s/step wall, {rec['cpu_s_per_step']:.3f} CPU-s/step; "
-                          f"{cfg.train.max_steps} steps ≈ {rec['s_per_step'] * cfg.train.max_steps / 60:.0f} min",
-                          flush=True)
-                    continue
-                done = record_path(args.records, arm, seed)
-                if args.resume and done.is_file() and same_config(json.loads(done.read_text()), cfg):
-                    print(f"[{label}] finished earlier: {done}", flush=True)
-                    continue
-                run = train_run(cfg, args.out / f"{arm}-seed{seed}", label, args.resume)
-                rows = test_rows(run["trainer"], run["normalization"], args.root, args.splits)
-                rec = {"arm": arm, "seed": seed, "config_hash": config_hash(cfg), "config": to_dict(cfg),
-                       "curve": run["curve"], "test_rows": rows, "train_seconds": run["train_seconds"],
-                       "s_per_step": run["s_per_step"]}
-                atomic_write_text(done, json.dumps(rec, indent=None))
-                print(f"[{label}] test Dice {statistics.fmean(r['dice'] for r in rows):.4f} -> {done}", flush=True)
-    except (ProtocolError, ConfigError) as exc:
+        for arm, seed, _ in planned:
+            cfg = arm_config(arm, base, seed, tuned)
+            label = f"{arm} seed {seed}"
+            if args.probe_steps:
+                rec = train_run(cfg, args.out / "probe", label, False, args.probe_steps)
+                print(f"{label}: {rec['s_per_step']:.3f} s/step wall, {rec['cpu_s_per_step']:.3f} CPU-s/step; "
+                      f"{cfg.train.max_steps} steps ≈ {rec['s_per_step'] * cfg.train.max_steps / 60:.0f} min",
+                      flush=True)
+                continue
+            done = record_path(args.records, arm, seed)
+            if args.resume and done.is_file():  # check_record above: it is this config's
+                print(f"[{label}] finished earlier: {done}", flush=True)
+                continue
+            run = train_run(cfg, args.out / f"{arm}-seed{seed}", label, args.resume)
+            rows = test_rows(run["trainer"], run["normalization"], args.root, args.splits)
+            rec = {"arm": arm, "seed": seed, "config_hash": config_hash(cfg), "config": to_dict(cfg),
+                   "curve": run["curve"], "test_rows": rows, "train_seconds": run["train_seconds"],
+                   "s_per_step": run["s_per_step"]}
+            atomic_write_text(done, json.dumps(rec, indent=None))
+            print(f"[{label}] test Dice {statistics.fmean(r['dice'] for r in rows):.4f} -> {done}", flush=True)
+        if not args.probe_steps:
+            print(report(load_records(args.records)), end="")
+    except (ProtocolError, ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not args.probe_steps:
-        print(report(load_records(args.records)), end="")
     return 0
 
 

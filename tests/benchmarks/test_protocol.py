@@ -92,16 +92,94 @@ def test_arm_e_keeps_the_searched_knobs_and_takes_data_and_compute_from_the_prot
     assert (cfg.data.image_size, cfg.train.max_steps, cfg.data.root, cfg.train.seed) == (96, 5000, "r", 1)
 
 
+def _args(tmp_path: Path, *extra: str) -> list[str]:
+    return ["--root", "r", "--fixations", "f.csv", "--splits", "s", "--records", str(tmp_path / "records"), *extra]
+
+
 def test_a_record_from_before_a_new_config_field_still_counts_as_the_same_run():
     args = pk.parse_args(["--root", "r", "--fixations", "f.csv", "--splits", "s"])
     cfg = pk.arm_config("d_fgi", pk.base_config(args), 0, None)
     old = pk.to_dict(cfg)
     del old["masking"]["decoy_ratio"]  # a record written before the field existed (at its default)
-    assert pk.same_config({"config": old}, cfg)
+    assert pk.config_changes(pk.from_dict(old), cfg) == []
     changed = pk.to_dict(cfg)
     changed["masking"]["mask_ratio"] = 0.0
-    assert not pk.same_config({"config": changed}, cfg)
-    assert not pk.same_config({"config": old}, pk.override(cfg, {"masking.decoy_ratio": 0.3}))
+    assert pk.config_changes(pk.from_dict(changed), cfg) == ["masking.mask_ratio: 0.0 -> 0.3"]
+    assert pk.config_changes(pk.from_dict(old), pk.override(cfg, {"masking.decoy_ratio": 0.3})) == [
+        "masking.decoy_ratio: 0.0 -> 0.3"]
+
+
+def test_paths_and_threads_do_not_make_another_run_but_precision_does():
+    cfg = pk.arm_config("d_fgi", pk.base_config(pk.parse_args(["--root", "r", "--fixations", "f.csv", "--splits", "s"])), 0, None)
+    elsewhere = pk.override(cfg, {"data.root": "/other/kvasir", "data.cache_dir": "/tmp/c", "train.threads": 1})
+    assert pk.config_changes(cfg, elsewhere) == []
+    assert pk.config_changes(cfg, pk.override(cfg, {"train.amp": "bf16"})) == ["train.amp: 'none' -> 'bf16'"]
+
+
+def test_a_finished_record_of_another_config_is_never_overwritten(tmp_path):
+    cfg = pk.arm_config("b_gaze", pk.base_config(pk.parse_args(_args(tmp_path))), 0, None)
+    path = tmp_path / "b_gaze-seed0.json"
+    pk.check_record(path, cfg)  # no record yet: nothing to protect
+    path.write_text(json.dumps({"arm": "b_gaze", "seed": 0, "config": pk.to_dict(cfg)}))
+    pk.check_record(path, pk.override(cfg, {"train.threads": 1}))  # the same run
+    with pytest.raises(pk.ProtocolError, match=r"b_gaze-seed0.json.*train.max_steps: 5000 -> 2"):
+        pk.check_record(path, pk.override(cfg, {"train.max_steps": 2}))
+    path.write_text("{not json")
+    with pytest.raises(pk.ProtocolError, match="b_gaze-seed0.json: not a protocol record"):
+        pk.check_record(path, cfg)
+
+
+def test_resuming_from_the_state_of_another_config_is_refused(tmp_path):
+    from fgi.config import save_yaml
+
+    cfg = pk.arm_config("d_fgi", pk.base_config(pk.parse_args(_args(tmp_path))), 1, None)
+    last = tmp_path / "d_fgi-seed1" / "last"
+    last.mkdir(parents=True)
+    save_yaml(pk.override(cfg, {"data.cache_dir": "/elsewhere"}), last / "config.yaml")
+    pk.check_state(last, cfg)
+    save_yaml(pk.override(cfg, {"masking.mask_ratio": 0.0}), last / "config.yaml")
+    with pytest.raises(pk.ProtocolError, match=r"d_fgi-seed1/last: saved by a run of another config \(masking.mask_ratio"):
+        pk.check_state(last, cfg)
+
+
+def test_records_are_checked_as_they_load(tmp_path):
+    records = tmp_path / "records"
+    with pytest.raises(pk.ProtocolError, match="no records folder"):
+        pk.load_records(records)
+    records.mkdir()
+    base = pk.base_config(pk.parse_args(_args(tmp_path)))
+
+    def write(name: str, arm: str, seed: int, **updates) -> None:
+        cfg = pk.override(pk.arm_config(arm, base, seed, None), updates)
+        (records / name).write_text(json.dumps({**_record(arm, seed, {"x": 0.5}, 0.6), "config": pk.to_dict(cfg)}))
+
+    write("b_gaze-seed0.json", "b_gaze", 0)
+    write("b_gaze-seed1.json", "b_gaze", 1, **{"train.threads": 1})
+    assert [r["seed"] for r in pk.load_records(records)["b_gaze"]] == [0, 1]
+    write("b_gaze-seed2.json", "b_gaze", 2, **{"train.max_steps": 600})
+    with pytest.raises(pk.ProtocolError, match=r"b_gaze-seed2.json and .*b_gaze-seed0.json: arm b_gaze trained "
+                                               r"with different configs \(train.max_steps: 5000 -> 600\)"):
+        pk.load_records(records)
+    (records / "b_gaze-seed2.json").unlink()
+    write("b_gaze-seed7.json", "b_gaze", 3)
+    with pytest.raises(pk.ProtocolError, match="b_gaze-seed7.json: holds arm b_gaze seed 3"):
+        pk.load_records(records)
+    (records / "b_gaze-seed7.json").write_text('{"arm": "b_gaze"}')
+    with pytest.raises(pk.ProtocolError, match="b_gaze-seed7.json: not a protocol record"):
+        pk.load_records(records)
+
+
+def test_a_missing_tuned_config_fails_before_anything_is_prepared_or_trained(tmp_path, capsys):
+    root, csv_path = make_kvasir(tmp_path / "kvasir", n=4)
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    for part in ("train", "val", "test"):
+        (splits / f"{part}.txt").write_text("")
+    cache = tmp_path / "cache"
+    assert pk.main(["--root", str(root), "--fixations", str(csv_path), "--splits", str(splits), "--cache-dir", str(cache),
+                    "--records", str(tmp_path / "records"), "--arms", "a_full", "e_tuned"]) == 2
+    assert "arm e_tuned needs --tuned-config" in capsys.readouterr().err
+    assert not cache.exists() and not (tmp_path / "records").exists()
 
 
 def test_written_config_is_the_base_of_a_laptop_proxy_sweep_for_arm_e(tmp_path):
@@ -150,7 +228,16 @@ def test_tiny_protocol_runs_resumes_and_reports(tmp_path, capsys):
     assert sorted(r["id"] for r in fgi["test_rows"]) == names[10:]  # the test part, and only it
     assert [c["step"] for c in fgi["curve"]] == [2] and "val_dice_teacher" in fgi["curve"][0]
     assert "| (a) full supervision | 0 |" in first and "| (d) FGI, reference defaults | 0 |" in first
+    assert fgi["curve"][-1]["run_seconds"] > 0 and fgi["train_seconds"] >= fgi["curve"][-1]["run_seconds"]
     # a second call with --resume reuses both finished runs and trains nothing
     assert pk.main(args) == 0
     again = capsys.readouterr().out
     assert again.count("finished earlier") == 2 and "step 2/2" not in again
+    # a longer run of the same arm neither overwrites the finished record nor resumes from its weights
+    longer = [a if a != "2" else "3" for a in args]
+    assert pk.main(longer) == 2
+    assert "a_full-seed0.json: a finished run of another config (train.eval_every: 2 -> 3; train.max_steps: 2 -> 3)" in capsys.readouterr().err
+    longer[longer.index("--records") + 1] = str(tmp_path / "records_longer")
+    assert pk.main(longer) == 2
+    assert "a_full-seed0/last: saved by a run of another config (train.eval_every: 2 -> 3; train.max_steps: 2 -> 3)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "records" / "a_full-seed0.json").read_text()) == full
