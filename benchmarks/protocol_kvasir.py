@@ -10,7 +10,9 @@ Arms (``--arms``, ``--seeds``):
     a_full      student alone on ground-truth masks: the upper bound, and the gate.
     b_gaze      student alone on the loose CRF pseudo-mask (no masking).
     b2_two      GazeMedSeg-style two-level baseline: two image-only networks, one per gaze level, with
-                cross-level consistency; predicts with their mean.
+                cross-level consistency; predicts with their mean. The second network starts as a copy of
+                the first, as GazeMedSeg's ``deepcopy``.
+    b2_indep    variant: b2_two with the two networks initialized independently (``model.level_init``).
     c_no_text   teacher-student with the learned null token instead of text.
     d_fgi       teacher-student, reference-exact defaults (tokens text, reference CWC, block DARM).
     e_tuned     d_fgi with the method knobs of ``--tuned-config`` (a platform sweep on val).
@@ -109,6 +111,7 @@ ARMS: dict[str, dict[str, Any]] = {
                "text.mode": "none"},
     "b_gaze": {"train.method": "student_only", "masking.mask_ratio": 0.0, "text.mode": "none"},
     "b2_two": {"train.method": "two_level", "text.mode": "none"},
+    "b2_indep": {"train.method": "two_level", "text.mode": "none", "model.level_init": "independent"},
     "c_no_text": {"train.method": "teacher_student", "text.mode": "none"},
     "d_fgi": {"train.method": "teacher_student"},
     "e_tuned": {"train.method": "teacher_student"},
@@ -117,11 +120,13 @@ ARMS: dict[str, dict[str, Any]] = {
 }
 LABELS = {
     "a_full": "(a) full supervision", "b_gaze": "(b) gaze, one student", "b2_two": "(b2) two-level gaze",
+    "b2_indep": "(b2) two-level, independent init (variant)",
     "c_no_text": "(c) FGI without text", "d_fgi": "(d) FGI, reference defaults", "e_tuned": "(e) FGI, tuned",
     "d_no_darm": "(d) without DARM (ablation)", "d_decoys": "(d) with decoy blocks (variant)",
 }
-COMPARISONS = (("a_full", "b_gaze"), ("b2_two", "b_gaze"), ("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"),
+COMPARISONS = (("a_full", "b_gaze"), ("b2_two", "b_gaze"), ("b2_indep", "b_gaze"), ("b2_two", "b2_indep"), ("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"),
                ("e_tuned", "d_fgi"), ("d_no_darm", "d_fgi"), ("d_no_darm", "b_gaze"), ("d_no_darm", "b2_two"),
+               ("d_fgi", "b2_indep"), ("d_no_darm", "b2_indep"),
                ("d_decoys", "d_fgi"), ("d_decoys", "b_gaze"))
 GATE_DICE = 0.72  # arm a_full's val Dice needed before comparisons mean anything
 # what arm e_tuned takes from the protocol rather than from its tuned config (which keeps every searched knob):

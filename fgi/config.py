@@ -127,6 +127,7 @@ class ModelConfig(Section):
     predictor: str = bounded("student", choices=("student", "teacher", "ensemble"))  # which model predicts at inference
     fusion_skip: bool = True  # reference: fusion on skip features through an aligned projection; false chains fusion in the encoder
     student_adapter: str = bounded("projection", choices=("projection", "linear"))  # reference projection + conv-norm-ReLU, or one 1x1 conv
+    level_init: str = bounded("copy", choices=("copy", "independent"))  # two_level baseline: GazeMedSeg deep-copies the first network; independent draws each
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ class TeacherStudentTrainer:
                               cfg.loss.align_scales, m.attn_heads, m.dropout, cfg.text.mode, m.norm_groups,
                               m.fusion_skip)
         if cfg.train.method == "two_level":
-            return None, TwoLevel(cfg.data.in_channels, m.student_widths, m.norm_groups)
+            return None, TwoLevel(cfg.data.in_channels, m.student_widths, m.norm_groups, m.level_init == "copy")
         student = Student(cfg.data.in_channels, m.student_widths, m.teacher_widths, cfg.loss.align_scales,
                           m.norm_groups, m.student_adapter)
         return teacher, student

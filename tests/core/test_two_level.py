@@ -26,17 +26,28 @@ def test_two_level_trains_both_networks_and_predicts_their_mean():
     cfg = tiny_config(train={"method": "two_level"}, text={"mode": "none"})
     trainer = TeacherStudentTrainer(cfg, torch.device("cpu"))
     batch = make_batches(cfg, "train", 4, 4)[0]
-    before = [p.detach().clone() for p in trainer.student.nets.parameters()]
+    before = [[p.detach().clone() for p in net.parameters()] for net in trainer.student.nets]
+    # GazeMedSeg's default: the second network starts as a copy of the first
+    assert all(torch.equal(a, b) for a, b in zip(*before, strict=True))
     losses = trainer.train_step(batch)
     assert {"loss_tight_seg", "loss_loose_seg", "loss_level"} <= set(losses)
     assert losses["loss"] == pytest.approx(losses["loss_tight_seg"] + losses["loss_loose_seg"]
                                            + cfg.loss.level_weight * losses["loss_level"], rel=1e-5)
-    for net in trainer.student.nets:
-        moved = [not torch.equal(a, b) for a, b in zip(before, trainer.student.nets.parameters(), strict=False)]
+    for net, start in zip(trainer.student.nets, before, strict=True):
+        moved = [not torch.equal(a, b) for a, b in zip(start, net.parameters(), strict=True)]
         assert any(moved) and any(p.grad is not None for p in net.parameters())
+    # different labels take the copies apart
+    assert any(not torch.equal(a, b) for a, b in zip(*(n.parameters() for n in trainer.student.nets), strict=True))
     image = batch["image"][:2]
     trainer.student.eval()
     with torch.no_grad():
         l1, l2 = (net(image) for net in trainer.student.nets)
     expected = torch.sigmoid((l1 + l2) / 2)
     assert torch.allclose(trainer.predict(image), expected, atol=1e-5)
+
+
+def test_independent_level_init_draws_two_different_networks():
+    cfg = tiny_config(train={"method": "two_level"}, text={"mode": "none"}, model={"level_init": "independent"})
+    nets = TeacherStudentTrainer(cfg, torch.device("cpu")).student.nets
+    weights = [[p for p in net.parameters() if p.dim() > 1] for net in nets]
+    assert all(not torch.equal(a, b) for a, b in zip(*weights, strict=True))
