@@ -174,8 +174,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     name = f"{ctx.get_experiment_name()} rank {ctx.get_world_rank()}"  # the Train run: a sweep's trial id
     with Watchdog(float(loop_config.get("trial_timeout", 0.0)), name) as watchdog:
         cfg = load_yaml_text(loop_config["config_yaml"], "trial config")
-        if not cfg.train.threads:
-            torch.set_num_threads(worker_threads())
+        cfg = override(cfg, {"train.threads": worker_threads(cfg.train.threads)})
         train_worker(cfg, trial=int(loop_config.get("trial", 0)), rank=ctx.get_world_rank(),
                      world=ctx.get_world_size(), device=ray.train.torch.get_device(), reporter=RayTrainReporter(),
                      checkpoint=ray.train.get_checkpoint(), staging=Path(loop_config["staging_dir"]),
@@ -248,16 +247,19 @@ def _no_progress() -> None:
     """The ``beat`` of a run without a watchdog."""
 
 
-def worker_threads() -> int:
-    """Torch intra-op threads of this Ray worker: the whole CPUs Ray assigned it (at least 1).
+def worker_threads(requested: int = 0) -> int:
+    """Torch intra-op threads of this Ray worker: ``requested`` (``train.threads``; 0: no request), at most
+    the whole CPUs Ray assigned it (at least 1).
 
     Ray exports ``OMP_NUM_THREADS`` for an actor only as the actor starts; a worker process that imported
     torch before that (``RAY_preload_python_modules``) has sized its pool to every core of the node, and
-    two trials on two cores then run four spinning threads, measured 10x slower than two.
+    two trials on two cores then run four spinning threads, measured 10x slower than two. A config's
+    thread count (written for a run that had the machine to itself) is capped the same way.
     """
     import ray
 
-    return max(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)), 1)
+    assigned = max(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)), 1)
+    return min(requested, assigned) if requested > 0 else assigned
 
 
 def build_trainer(cfg: Config, *, storage_path: str, name: str, workers: int = 1, cpus_per_worker: float = 1.0,

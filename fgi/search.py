@@ -160,6 +160,10 @@ def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage
     scheduler = (ASHAScheduler(time_attr="step", max_t=max_steps, grace_period=min(record.grace_steps, max_steps),
                                reduction_factor=record.reduction_factor)
                  if record.scheduler == "asha" else FIFOScheduler())
+    if record.scheduler == "asha":
+        from fgi.asha import RungState
+
+        callbacks = [*callbacks, RungState(scheduler)]  # Ray saves no scheduler state: the rungs travel as a callback's
     # in-process trials report checkpoints to Tune: keep the best by the metric (and Tune keeps the latest);
     # Ray Train trials keep theirs in their own runs
     checkpoints = tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=record.metric,

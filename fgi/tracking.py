@@ -47,12 +47,14 @@ from fgi.tracking_trials import (
     SWEEP_TAG,
     TRIAL_TAG,
     UNFINISHED,
+    StepFilter,
     TrialLogger,
     artifact_location,
     default_root,
     find_run,
     find_runs,
     metrics_of,
+    param_text,
 )
 from fgi.viz import importance_figure
 
@@ -101,13 +103,9 @@ def experiment_id(uri: str, name: str) -> str:
     return exp.experiment_id
 
 
-def _param_text(v: Any) -> str:
-    return json.dumps(list(v)) if isinstance(v, (list, tuple)) else str(v)
-
-
 def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
     existing = client.get_run(run_id).data.params
-    items = [Param(k, _param_text(v)) for k, v in params.items() if k not in existing]
+    items = [Param(k, param_text(v)) for k, v in params.items() if k not in existing]
     for i in range(0, len(items), _MAX_BATCH):
         client.log_batch(run_id, params=items[i:i + _MAX_BATCH])
 
@@ -130,7 +128,7 @@ class Executor:
     ``{"exp", "sweep", "trial", "parent"}``: found by tags, else created, so spooled operations replay anywhere."""
 
     def __init__(self, uri: str) -> None:
-        self.uri, self._client, self._ids = uri, None, {}
+        self.uri, self._client, self._ids, self._steps = uri, None, {}, StepFilter()
 
     def run_id(self, ref: str | Mapping[str, str]) -> str:
         if isinstance(ref, str):
@@ -139,7 +137,8 @@ class Executor:
         if key not in self._ids:
             c = self.client
             tags = {SWEEP_TAG: ref["sweep"], TRIAL_TAG: ref["trial"]}
-            self._ids[key] = find_run(c, ref["exp"], tags) or c.create_run(ref["exp"], run_name=f"trial-{ref['trial']}", tags={
+            self._steps.found.add(found := find_run(c, ref["exp"], tags))
+            self._ids[key] = found or c.create_run(ref["exp"], run_name=f"trial-{ref['trial']}", tags={
                 **tags, KIND_TAG: "trial", PARENT_TAG: ref["parent"]}).info.run_id
         return self._ids[key]
 
@@ -154,7 +153,7 @@ class Executor:
         if op == "params":
             _log_params(c, run, a["params"])
         elif op == "log_batch":
-            c.log_batch(run, metrics=[Metric(*m) for m in a.get("metrics", [])],
+            c.log_batch(run, metrics=[Metric(*m) for m in self._steps.keep(c, run, a.get("metrics", []))],
                         tags=[RunTag(k, v) for k, v in a.get("tags", {}).items()])
         elif op == "status":
             c.update_run(run, status=a["status"]) if a["status"] == "RUNNING" else c.set_terminated(run, a["status"])

@@ -8,6 +8,7 @@ driver loop. ``fgi.tracking.TrialCallback`` is this class bound to that executor
 from __future__ import annotations
 
 import atexit
+import json
 import math
 import re
 import sys
@@ -81,6 +82,36 @@ def find_runs(client: Any, exp_id: str, tags: Mapping[str, str], order: str = "A
         token = page.token
         if not token:
             return out
+
+
+def param_text(v: Any) -> str:
+    """An MLflow param's text: lists as JSON, the rest as ``str``."""
+    return json.dumps(list(v)) if isinstance(v, (list, tuple)) else str(v)
+
+
+class StepFilter:
+    """Metric rows a trial run does not hold yet. A run found (not created) by a new driver may already hold
+    points that its resumed trial reports again (Tune's last snapshot can predate them), and MLflow would
+    keep both; the run's newest step per key is read once, then kept up to date here."""
+
+    def __init__(self) -> None:
+        self.found: set[str | None] = set()
+        self.logged: dict[tuple[str, str], int] = {}
+
+    def keep(self, client: Any, run: str, rows: list[list[Any]]) -> list[list[Any]]:
+        """``[key, value, timestamp, step]`` rows past the run's newest step of their key in the store of
+        ``client`` (an ``MlflowClient``); all rows, for a run this driver created."""
+        if run not in self.found:
+            return rows
+        out = []
+        for row in rows:
+            key, step = row[0], row[3]
+            if (run, key) not in self.logged:
+                self.logged[run, key] = max((m.step for m in client.get_metric_history(run, key)), default=-1)
+            if step > self.logged[run, key]:
+                out.append(row)
+                self.logged[run, key] = step
+        return out
 
 
 def find_run(client: Any, exp_id: str, tags: Mapping[str, str]) -> str | None:
@@ -260,5 +291,5 @@ def _close_unfinished() -> None:
 
 
 __all__ = ["KIND_TAG", "OPEN_CHILDREN", "UNFINISHED", "OUTCOME_TAG", "PARENT_TAG", "STAGING_DIR", "SWEEP_TAG", "TRIAL_TAG",
-           "TUNED_TAG", "TrialLogger", "artifact_location", "default_root", "find_run", "find_runs", "metrics_of",
-           "nest"]
+           "TUNED_TAG", "StepFilter", "TrialLogger", "artifact_location", "default_root", "find_run", "find_runs", "metrics_of",
+           "nest", "param_text"]

@@ -138,8 +138,7 @@ def run_in_process(config: dict[str, Any], settings: TrialSettings) -> None:
     trial_id = tune.get_context().get_trial_id()
     with Watchdog(settings.trial_timeout, trial_id) as watchdog:
         cfg = settings.trial_config(config)
-        if not cfg.train.threads:
-            torch.set_num_threads(worker_threads())
+        cfg = override(cfg, {"train.threads": worker_threads(cfg.train.threads)})
         staging = Path(staging_dir(settings.train_storage, trial_id))
         train_worker(cfg, trial=0, rank=0, world=1, device=trial_device(settings.gpus_per_worker),
                      reporter=TuneReporter(), checkpoint=tune.get_checkpoint(), staging=staging, beat=watchdog.beat)

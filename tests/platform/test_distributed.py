@@ -77,7 +77,8 @@ THREADS = textwrap.dedent('''
         class Probe:
             def report(self):
                 import torch
-                return {"torch_default": torch.get_num_threads(), "threads": distributed.worker_threads()}
+                return {"torch_default": torch.get_num_threads(), "threads": distributed.worker_threads(),
+                        "asked_2": distributed.worker_threads(2)}
 
         print(json.dumps(ray.get(Probe.remote().report.remote())))
     finally:
@@ -87,10 +88,11 @@ THREADS = textwrap.dedent('''
 
 def test_worker_threads_follow_the_cpus_ray_assigned(tmp_path):
     """A 1-CPU Ray worker trains with 1 torch thread on a 2-CPU node (Ray's OMP_NUM_THREADS comes too late
-    for a worker that imported torch early)."""
+    for a worker that imported torch early), also when its config asks for 2 (a config written for a run
+    that had the machine to itself)."""
     out = run_cli([str(BIN / "python"), "-c", THREADS], base_env(tmp_path / "home"), 300)
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["threads"] == 1
+    assert report["threads"] == 1 and report["asked_2"] == 1
     if (os.cpu_count() or 1) > 1:
         assert report["torch_default"] > 1, "the probe reproduces a torch pool sized before Ray's OMP_NUM_THREADS"
 

@@ -93,6 +93,15 @@ def test_resume_after_driver_is_killed(ray_head, mlflow_server, tmp_path):
     parents = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("fgi.kind") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert (tmp_path / "best" / "synthetic.yaml").is_file()
+    # ASHA's first rung holds every trial, those that finished before the kill included (Ray saves no
+    # scheduler state; fgi.asha carries the rungs as callback state)
+    from ray import cloudpickle
+
+    # the newest session's file, by the timestamp in its name (a sync may touch the older one later)
+    newest = max((tmp_path / "storage" / "resume-sweep").glob("callback-states-*.pkl"))
+    states = cloudpickle.loads(newest.read_bytes())
+    rungs = next(st for st in states.values() if st and "brackets" in st)["brackets"][0]
+    assert set(trial_ids) <= set(rungs[-1]["recorded"]), (trial_ids, rungs)
 
 
 # an in-process trial starts in about a second: it runs longer so that the test can kill it mid-way

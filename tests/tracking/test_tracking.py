@@ -103,6 +103,29 @@ def test_trials_log_tuned_params_curves_and_their_staged_best_checkpoint(store, 
     assert p.data.tags["fgi.best_trial_run_id"] == b.info.run_id and p.data.tags["fgi.best_val_dice"] == "0.6"
 
 
+def test_a_resumed_driver_does_not_log_a_step_its_trial_run_already_holds(store):
+    """A trial resumed from a checkpoint older than its last logged point reports that point again; the new
+    driver's executor finds the run by its tags and keeps one point per step."""
+    uri = _db(store)
+    client = MlflowClient(uri)
+    exp = client.create_experiment("resumed-points")
+    ref = {"exp": exp, "sweep": "sw-r", "trial": "t", "parent": "p"}
+
+    def batch(*steps, at=1000):  # a report again: the same step at a later time, with the resumed run's value
+        return {"run": ref, "metrics": [[k, 0.1 * s + at / 1e6, at + s, s] for s in steps for k in ("val_dice", "loss")]}
+
+    before = tracking.Executor(uri)
+    before("log_batch", batch(4, 8, 12))
+    after = tracking.Executor(uri)  # the resumed driver: a new process, a new executor
+    after("log_batch", batch(12, at=2000))
+    after("log_batch", batch(16, at=2000))
+    after("log_batch", batch(16, at=3000))
+    run = before.run_id(ref)
+    assert after.run_id(ref) == run
+    for key in ("val_dice", "loss"):
+        assert [m.step for m in client.get_metric_history(run, key)] == [4, 8, 12, 16]
+
+
 def test_reconcile_closes_children_tune_does_not_hold_as_live(store, tmp_path):
     uri = _db(store)
     tracker = tracking.SweepTracker(uri, "exp", "sw2", "synthetic", storage=tmp_path / "sweep")
