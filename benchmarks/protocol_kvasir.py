@@ -31,8 +31,8 @@ test metrics) to ``--records`` (committed, so the table can be rebuilt in a late
 checkpoints). A record or a saved state counts as a run's only for the same config, paths and thread
 counts aside: a run of another config (``--steps``, say) that would overwrite a record or resume from
 another run's weights stops before training, naming the file and the fields that differ; it takes its own
-``--records`` and ``--out``. The report refuses records of one arm trained with different configs. The report gives, per arm, mean ± sd over seeds of test Dice, IoU, HD95 at original
-resolution, and paired per-image bootstrap 95 % CIs of the differences named in ``COMPARISONS``.
+``--records`` and ``--out``. The report refuses records of one arm trained with different configs.
+The report gives, per arm, mean ± sd over seeds of test Dice, IoU, HD95 at original resolution, and paired per-image bootstrap 95 % CIs of the differences named in ``COMPARISONS``.
 
     python benchmarks/protocol_kvasir.py --probe-steps 10                    # s/step of each arm
     python benchmarks/protocol_kvasir.py --arms a_full b_gaze d_fgi --seeds 0 1 2 --resume
@@ -124,7 +124,8 @@ LABELS = {
     "c_no_text": "(c) FGI without text", "d_fgi": "(d) FGI, reference defaults", "e_tuned": "(e) FGI, tuned",
     "d_no_darm": "(d) without DARM (ablation)", "d_decoys": "(d) with decoy blocks (variant)",
 }
-COMPARISONS = (("a_full", "b_gaze"), ("b2_two", "b_gaze"), ("b2_indep", "b_gaze"), ("b2_two", "b2_indep"), ("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"),
+COMPARISONS = (("a_full", "b_gaze"), ("b2_two", "b_gaze"), ("b2_indep", "b_gaze"), ("b2_two", "b2_indep"),
+               ("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"),
                ("e_tuned", "d_fgi"), ("d_no_darm", "d_fgi"), ("d_no_darm", "b_gaze"), ("d_no_darm", "b2_two"),
                ("d_fgi", "b2_indep"), ("d_no_darm", "b2_indep"),
                ("d_decoys", "d_fgi"), ("d_decoys", "b_gaze"))
@@ -275,6 +276,19 @@ def record_path(records: Path, arm: str, seed: int) -> Path:
     return records / f"{arm}-seed{seed}.json"
 
 
+def read_record(path: Path) -> tuple[dict[str, Any], Config]:
+    """A record and its config.
+
+    Raises:
+        ProtocolError: naming the file, when it is not a protocol record.
+    """
+    try:
+        rec = json.loads(path.read_text())
+        return rec, from_dict(rec["config"])
+    except (ValueError, KeyError, TypeError, ConfigError) as exc:
+        raise ProtocolError(f"{path}: not a protocol record ({exc})") from None
+
+
 def check_record(path: Path, cfg: Config) -> None:
     """Refuse to overwrite a finished record of another config (a variant run takes its own ``--records``).
 
@@ -283,11 +297,7 @@ def check_record(path: Path, cfg: Config) -> None:
     """
     if not path.is_file():
         return
-    try:
-        old = from_dict(json.loads(path.read_text())["config"])
-    except (ValueError, KeyError, TypeError, ConfigError) as exc:
-        raise ProtocolError(f"{path}: not a protocol record ({exc})") from None
-    changes = config_changes(old, cfg)
+    changes = config_changes(read_record(path)[1], cfg)
     if changes:
         raise ProtocolError(f"{path}: a finished run of another config ({'; '.join(changes)}); give this run "
                             f"its own --records folder, or delete the record to replace it")
@@ -305,11 +315,10 @@ def load_records(records: Path) -> dict[str, list[dict[str, Any]]]:
     runs: dict[str, list[dict[str, Any]]] = {}
     first: dict[str, tuple[Path, Config]] = {}
     for path in sorted(records.glob("*.json")):
-        try:
-            rec = json.loads(path.read_text())
-            arm, seed, cfg = rec["arm"], rec["seed"], from_dict(rec["config"])
-        except (ValueError, KeyError, TypeError, ConfigError) as exc:
-            raise ProtocolError(f"{path}: not a protocol record ({exc})") from None
+        rec, cfg = read_record(path)
+        if "arm" not in rec or "seed" not in rec:
+            raise ProtocolError(f"{path}: not a protocol record (no arm or seed)")
+        arm, seed = rec["arm"], rec["seed"]
         if path != record_path(records, arm, seed):
             raise ProtocolError(f"{path}: holds arm {arm} seed {seed}, so it should be named "
                                 f"{record_path(records, arm, seed).name}")
@@ -433,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         check_data(args)
         tuned = load_yaml(args.tuned_config) if args.tuned_config else None
         # every run's config and record are checked before the first one trains for hours
-        planned = [(arm, seed, arm_config(arm, base_config(args), seed, tuned)) for arm in args.arms for seed in args.seeds]
+        unprepared = base_config(args)
+        planned = [(arm, seed, arm_config(arm, unprepared, seed, tuned)) for arm in args.arms for seed in args.seeds]
         if not args.probe_steps:
             for arm, seed, cfg in planned:
                 check_record(record_path(args.records, arm, seed), cfg)
