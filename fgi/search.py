@@ -134,6 +134,13 @@ def check_capacity(workers: int, cpus: float, gpus: float) -> None:
                               f"GPUs; this machine has {have_gpus}")
 
 
+def tpe_sampler(record: SweepRecord) -> Any:
+    """The sweep's Optuna TPE sampler: seeded, multivariate, random for its first ``record.startup_trials``."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=record.seed, multivariate=True, n_startup_trials=record.startup_trials)
+
+
 def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage: str, callbacks: list,
                verbose: bool) -> Any:
     from ray import tune
@@ -145,9 +152,7 @@ def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage
     concurrent = min(concurrent, record.num_samples)
     first = space.search_point(space.published_point())
     if record.search == "tpe":
-        import optuna
-
-        sampler = optuna.samplers.TPESampler(seed=record.seed, multivariate=True)
+        sampler = tpe_sampler(record)
         searcher: Any = ConcurrencyLimiter(
             OptunaSearch(OptunaDefineByRun(space), metric=record.metric, mode=record.mode, sampler=sampler,
                          points_to_evaluate=[first]),

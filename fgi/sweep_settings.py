@@ -28,6 +28,10 @@ SCHEDULERS = ("asha", "none")  # ASHA early stopping, or every trial runs to the
 DEFAULT_BUDGET = {"synthetic": "cpu"}  # other datasets default to "full"
 # per budget: trials, ASHA grace period in evaluations, ASHA reduction factor
 SEARCH_DEFAULTS = {"smoke": (3, 1, 2), "cpu": (10, 3, 2), "laptop": (10, 2, 2), "full": (40, 2, 3)}
+# Optuna's TPE samples at random until this many trials have finished. Its own default (10) would leave a
+# 10-trial sweep random from start to end, so a sweep models after a third of its trials, at most Optuna's 10.
+TPE_STARTUP_SHARE = 3
+TPE_STARTUP_MAX = 10
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # a sweep name is a folder name and an MLflow tag value
 # seconds a trial may go without an optimizer step or a report before its watchdog ends it (fgi.watchdog);
 # generous because the time to the first step (data loading, model build, restore) counts too
@@ -61,6 +65,8 @@ class SweepOptions:
         cpus_per_worker: CPUs per worker.
         gpus_per_worker: GPUs per worker; 0 trains on CPU (gloo).
         search: one of ``SEARCHERS``.
+        startup_trials: finished trials before TPE models the results (random proposals until then); default
+            ``default_startup_trials(num_samples)``. Only for ``search="tpe"``.
         scheduler: one of ``SCHEDULERS``.
         max_steps: optimizer steps per trial; default the budget's.
         grace_steps: steps before ASHA may stop a trial; default a budget-dependent number of evaluations.
@@ -90,6 +96,7 @@ class SweepOptions:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     search: str = "tpe"
+    startup_trials: int | None = None
     scheduler: str = "asha"
     max_steps: int | None = None
     grace_steps: int | None = None
@@ -109,7 +116,7 @@ class SweepOptions:
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "max_concurrent", "workers_per_trial", "max_steps", "grace_steps",
-                     "cpus_per_worker", "time_budget"):
+                     "cpus_per_worker", "time_budget", "startup_trials"):
             _positive(name, getattr(self, name))
         for name in ("max_failures", "gpus_per_worker", "trial_timeout"):
             _positive(name, getattr(self, name), allow_zero=True)
@@ -120,9 +127,16 @@ class SweepOptions:
             budgets.budget_overrides(self.budget)
         _one_of("search", self.search, SEARCHERS)
         _one_of("scheduler", self.scheduler, SCHEDULERS)
+        if self.startup_trials is not None and self.search != "tpe":
+            raise ConfigError(f"--startup-trials: only for --search tpe, not --search {self.search}")
         _one_of("metric", self.metric, sorted(METRIC_MODES))
         if self.name is not None:
             check_name(self.name)
+
+
+def default_startup_trials(num_samples: int) -> int:
+    """Random trials before TPE models the results: a third of the sweep, at least 1, at most Optuna's 10."""
+    return max(1, min(TPE_STARTUP_MAX, num_samples // TPE_STARTUP_SHARE))
 
 
 def check_name(name: str) -> None:
@@ -179,6 +193,7 @@ class SweepRecord:
     mlflow_uri: str = ""  # "" in files written before it was recorded: resolved as a new sweep would
     storage: str = ""
     trial_timeout: float = DEFAULT_TRIAL_TIMEOUT  # files written before the watchdog get its default
+    startup_trials: int = TPE_STARTUP_MAX  # files written before it ran TPE with Optuna's default
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -204,7 +219,7 @@ class SweepRecord:
     def tracked_settings(self) -> dict[str, Any]:
         """The settings logged as ``sweep.*`` params of the parent run."""
         keys = ("budget", "num_samples", "workers", "cpus_per_worker", "gpus_per_worker", "search", "scheduler",
-                "grace_steps", "metric", "seed", "max_failures", "trial_timeout")
+                "grace_steps", "metric", "seed", "max_failures", "trial_timeout", "startup_trials")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -286,18 +301,20 @@ def new_record(options: SweepOptions, mlflow_uri: str = "", storage: str = "") -
     base = _base_config(options, budget)
     space = load_space(options.space, base) if options.space else dataset_space(options.dataset, base)
     samples, grace_evals, factor = SEARCH_DEFAULTS[budget]
+    num_samples = options.num_samples or samples
     record = SweepRecord(
         dataset=options.dataset, budget=budget,
         name=options.name or f"fgi-{options.dataset}-{budget}-{time.strftime('%Y%m%d-%H%M%S')}",
         base_config=dump_yaml(base), space_path=space.source, space_text=space.text,
-        num_samples=options.num_samples or samples, max_concurrent=options.max_concurrent,
+        num_samples=num_samples, max_concurrent=options.max_concurrent,
         workers=options.workers_per_trial, cpus_per_worker=options.cpus_per_worker,
         gpus_per_worker=options.gpus_per_worker, search=options.search, scheduler=options.scheduler,
         grace_steps=options.grace_steps or grace_evals * base.train.eval_every, reduction_factor=factor,
         metric=options.metric, mode=METRIC_MODES[options.metric], time_budget=options.time_budget,
         seed=base.train.seed, max_failures=options.max_failures,
         experiment=options.experiment or f"fgi-{options.dataset}", best_dir=default_best_dir(options.best_dir),
-        mlflow_uri=mlflow_uri, storage=storage, trial_timeout=options.trial_timeout)
+        mlflow_uri=mlflow_uri, storage=storage, trial_timeout=options.trial_timeout,
+        startup_trials=options.startup_trials or default_startup_trials(num_samples))
     return record, space
 
 
@@ -318,5 +335,5 @@ def saved_record(options: SweepOptions, storage: str) -> tuple[SweepRecord, Sear
 
 __all__ = [
     "DATA_PATHS", "DEFAULT_BUDGET", "DEFAULT_TRIAL_TIMEOUT", "METRIC_MODES", "SCHEDULERS", "SEARCHERS", "SEARCH_DEFAULTS", "SWEEP_FILE", "SweepOptions",
-    "SweepRecord", "check_data_paths", "check_name", "default_best_dir", "latest_sweep", "new_record", "read_sweep_file", "saved_record", "write_sweep_file",
+    "SweepRecord", "check_data_paths", "check_name", "default_best_dir", "default_startup_trials", "latest_sweep", "new_record", "read_sweep_file", "saved_record", "write_sweep_file",
 ]

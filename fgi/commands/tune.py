@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker")
     parser.add_argument("--search", default="tpe", choices=SEARCHERS,
                         help="Optuna TPE (multivariate, seeded), or Ray Tune random search over the same space")
+    parser.add_argument("--startup-trials", type=int, default=None,
+                        help="finished trials before TPE models the results; random proposals until then "
+                             "(default: a third of --num-samples, 1 to 10; kept by --resume)")
     parser.add_argument("--scheduler", default="asha", choices=SCHEDULERS, help="early stopping of weak trials")
     parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps per trial (default: the budget's)")
     parser.add_argument("--grace-steps", type=int, default=None,
@@ -79,7 +82,7 @@ def options_of(args: argparse.Namespace) -> SweepOptions:
         dataset=args.dataset, config=args.config, space=args.space, budget=args.budget, num_samples=args.num_samples,
         max_concurrent=args.max_concurrent, workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, search=args.search,
-        scheduler=args.scheduler, max_steps=args.max_steps, grace_steps=args.grace_steps, metric=args.metric, root=args.root,
+        startup_trials=args.startup_trials, scheduler=args.scheduler, max_steps=args.max_steps, grace_steps=args.grace_steps, metric=args.metric, root=args.root,
         storage=args.storage, name=args.name, resume=args.resume, mlflow_uri=args.mlflow_uri,
         experiment=args.experiment, time_budget=args.time_budget, seed=args.seed, max_failures=args.max_failures,
         trial_timeout=args.trial_timeout, best_dir=args.best_dir, verbose=args.verbose)

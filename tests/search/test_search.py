@@ -7,8 +7,9 @@ import optuna
 
 from fgi.budgets import apply_budget
 from fgi.config import Config, override
-from fgi.search import ParamsOf, importances
+from fgi.search import ParamsOf, importances, tpe_sampler
 from fgi.search_space import OptunaDefineByRun, dataset_space
+from fgi.sweep_settings import SweepOptions, new_record
 
 BASE = apply_budget(Config(), "smoke")
 
@@ -40,3 +41,28 @@ def test_importances_rank_the_key_the_score_depends_on():
     assert set(imps) == set(space.keys)
     assert max(imps, key=imps.get) == "loss.tau_pos"
     assert importances(space, points[:1], "max", seed=0) == {}
+
+
+def _proposals(startup: int) -> list[float]:
+    """Ten proposals of a 10-trial cpu sweep's sampler after three finished trials whose best is at x = 0.95."""
+    record, _ = new_record(SweepOptions(dataset="synthetic", budget="cpu", name="t", startup_trials=startup))
+    study = optuna.create_study(direction="maximize", sampler=tpe_sampler(record))
+    dist = optuna.distributions.FloatDistribution(0.0, 1.0)
+    for x in (0.1, 0.5, 0.95):
+        study.add_trial(optuna.trial.create_trial(params={"x": x}, distributions={"x": dist}, value=-(x - 0.95) ** 2))
+    proposals = []
+    for _ in range(10):
+        trial = study.ask({"x": dist})
+        proposals.append(trial.params["x"])
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # a running trial would weigh on the next proposal
+    return proposals
+
+
+def test_a_ten_trial_sweep_proposes_from_its_results_after_three_trials():
+    # the default start-up of a 10-trial sweep is 3, so its 4th proposal on uses the results;
+    # with Optuna's own default (10) the whole sweep would propose at random
+    record, _ = new_record(SweepOptions(dataset="synthetic", budget="cpu", name="t"))
+    assert record.num_samples == 10 and record.startup_trials == 3
+    modelled, random = _proposals(3), _proposals(10)
+    assert min(modelled) > 0.8, modelled
+    assert min(random) < 0.5, random

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -34,6 +35,8 @@ OLD_KEYS = ("dataset", "budget", "name", "base_config", "space_path", "space_tex
     ({"search": "grid"}, "--search: 'grid' is not one of ['tpe', 'random']"),
     ({"metric": "val_loss"}, "--metric: 'val_loss'"),
     ({"budget": "tiny"}, "--budget: unknown budget 'tiny'"),
+    ({"startup_trials": 0}, "--startup-trials: must be > 0, got 0"),
+    ({"search": "random", "startup_trials": 2}, "--startup-trials: only for --search tpe, not --search random"),
     ({"trial_timeout": -5.0}, "--trial-timeout: must be >= 0, got -5.0"),
     ({"trial_timeout": float("nan")}, "--trial-timeout: must be a finite number of seconds (0 disables), got nan"),
     ({"trial_timeout": float("inf")}, "--trial-timeout: must be a finite number of seconds (0 disables), got inf"),
@@ -69,7 +72,8 @@ def test_old_sweep_files_are_read_and_bad_ones_named(tmp_path):
     old = {k: json.loads(record.to_json())[k] for k in OLD_KEYS}
     # files written before the tracking URI and storage were recorded: those read as "" (resolved afresh);
     # files written before the watchdog get the default trial timeout
-    assert SweepRecord.from_json(json.dumps(old), "old.json") == record
+    # and files written before the TPE start-up was recorded ran Optuna's default of 10 random trials
+    assert SweepRecord.from_json(json.dumps(old), "old.json") == dataclasses.replace(record, startup_trials=10)
     assert record.trial_timeout == 1800.0
     del old["seed"]
     with pytest.raises(ConfigError, match=r"old.json: missing sweep settings \['seed'\]"):
@@ -135,3 +139,17 @@ def test_the_trial_timeout_is_recorded_tracked_and_kept_by_resume(tmp_path):
     assert again.trial_timeout == 90.0
     off, _ = new_record(SweepOptions(dataset="synthetic", budget="smoke", name="off", trial_timeout=0.0))
     assert off.trial_timeout == 0.0
+
+
+@pytest.mark.parametrize("budget, trials, startup", [("smoke", None, 1), ("cpu", None, 3), ("full", None, 10),
+                                                     ("cpu", 100, 10)])
+def test_tpe_models_after_a_third_of_the_trials_at_most_ten(budget, trials, startup):
+    record, _ = new_record(SweepOptions(dataset="synthetic", budget=budget, num_samples=trials, name="t"))
+    assert record.startup_trials == startup and record.tracked_settings()["startup_trials"] == startup
+
+
+def test_a_given_startup_is_kept_by_resume(tmp_path):
+    record, _ = new_record(SweepOptions(dataset="synthetic", budget="smoke", name="s", startup_trials=2))
+    write_sweep_file(str(tmp_path), record)
+    again, _ = saved_record(SweepOptions(dataset="synthetic", resume=True, name="s"), str(tmp_path))
+    assert again.startup_trials == 2
