@@ -32,7 +32,9 @@ checkpoints). A record or a saved state counts as a run's only for the same conf
 counts aside: a run of another config (``--steps``, say) that would overwrite a record or resume from
 another run's weights stops before training, naming the file and the fields that differ; it takes its own
 ``--records`` and ``--out``. The report refuses records of one arm trained with different configs.
-The report gives, per arm, mean ± sd over seeds of test Dice, IoU, HD95 at original resolution, and paired per-image bootstrap 95 % CIs of the differences named in ``COMPARISONS``.
+The report gives, per arm, mean ± sd over seeds of test Dice, IoU, HD95 at original resolution, and for
+the differences named in ``COMPARISONS`` two 95 % bootstrap CIs: paired over images (seeds averaged
+first), and over seeds and images (each arm's seeds resampled too, so the seed spread counts).
 
     python benchmarks/protocol_kvasir.py --probe-steps 10                    # s/step of each arm
     python benchmarks/protocol_kvasir.py --arms a_full b_gaze d_fgi --seeds 0 1 2 --resume
@@ -353,6 +355,36 @@ def paired_bootstrap(a: Sequence[Mapping[str, float]], b: Sequence[Mapping[str, 
     return float(diff.mean()), float(lo), float(hi)
 
 
+def seed_image_bootstrap(a: Sequence[Mapping[str, float]], b: Sequence[Mapping[str, float]], seed: int = 0,
+                         samples: int = BOOTSTRAP_SAMPLES) -> tuple[float, float]:
+    """Percentile 95 % interval of the mean Dice difference (a - b), resampling each arm's seeds, then images.
+
+    The interval of ``paired_bootstrap`` averages the seeds first, so it holds the images' spread only; this
+    one also holds the seeds' spread (each arm's seeds drawn with replacement, the images drawn once for both
+    arms so the pairing over images stays). With one seed per arm the two intervals estimate the same thing.
+
+    Args:
+        a, b: per-image Dice by image id, one mapping per seed of the arm.
+        seed: bootstrap seed.
+        samples: bootstrap resamples.
+    """
+    ids = sorted(set.intersection(*(set(r) for r in (*a, *b))))
+    if not ids:
+        raise ProtocolError("no common test images between the two arms")
+    arms = [np.array([[r[i] for i in ids] for r in runs]) for runs in (a, b)]  # seeds x images
+    rng = np.random.default_rng(seed)
+    means = [x[rng.integers(0, len(x), size=(samples, len(x)))].mean(1) for x in arms]  # samples x images
+    images = rng.integers(0, len(ids), size=(samples, len(ids)))
+    diffs = np.take_along_axis(means[0] - means[1], images, 1).mean(1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def seed_dice(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
+    """Test Dice per image, one mapping per seed of an arm."""
+    return [{row["id"]: row["dice"] for row in r["test_rows"]} for r in runs]
+
+
 def per_image_dice(runs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Test Dice per image averaged over an arm's seeds."""
     by_id: dict[str, list[float]] = {}
@@ -394,12 +426,14 @@ def report(runs: Mapping[str, list[dict[str, Any]]]) -> str:
     if not met:
         lines.append("Comparisons withheld: the gate is not met, so the budget does not train the strongest arm.")
         return "\n".join(lines) + "\n"
-    lines += ["| difference | mean Δ test Dice | 95 % CI (paired bootstrap over images) | seeds |", "|---|---|---|---|"]
+    lines += ["| difference | mean Δ test Dice | 95 % CI (paired bootstrap over images) "
+              "| 95 % CI over seeds and images | seeds |", "|---|---|---|---|---|"]
     for x, y in COMPARISONS:
         if x in runs and y in runs:
             mean, lo, hi = paired_bootstrap(per_image_dice(runs[x]), per_image_dice(runs[y]))
+            slo, shi = seed_image_bootstrap(seed_dice(runs[x]), seed_dice(runs[y]))
             lines.append(f"| {LABELS[x]} − {LABELS[y]} | {100 * mean:+.2f} | [{100 * lo:+.2f}, {100 * hi:+.2f}] | "
-                         f"{len(runs[x])} vs {len(runs[y])} |")
+                         f"[{100 * slo:+.2f}, {100 * shi:+.2f}] | {len(runs[x])} vs {len(runs[y])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -48,6 +48,26 @@ def test_paired_bootstrap_interval_brackets_the_mean_and_uses_only_common_images
         pk.paired_bootstrap({"p": 1.0}, {"q": 1.0})
 
 
+def test_the_seed_interval_holds_the_spread_between_seeds():
+    # arm a: seed 0 scores 0.6 on every image, seed 1 scores 0.8; arm b: 0.5 everywhere. Averaging the seeds
+    # first leaves no spread (a shift of 0.2 on every image); resampling the two seeds of a gives the means
+    # 0.6, 0.7, 0.8 with probabilities 1/4, 1/2, 1/4, so the 95 % interval of a - b is [0.1, 0.3].
+    ids = [f"i{k}" for k in range(8)]
+    a = [{i: 0.6 for i in ids}, {i: 0.8 for i in ids}]
+    b = [{i: 0.5 for i in ids}]
+    assert pk.paired_bootstrap(pk.per_image_dice([{"test_rows": [{"id": i, "dice": d} for i, d in r.items()]}
+                                                  for r in a]), b[0])[1:] == pytest.approx((0.2, 0.2))
+    assert pk.seed_image_bootstrap(a, b) == pytest.approx((0.1, 0.3))
+
+
+def test_the_seed_interval_keeps_images_paired_and_uses_only_common_images():
+    b = {f"i{k}": 0.1 * k for k in range(10)}
+    a = {i: v + 0.05 for i, v in b.items()}
+    assert pk.seed_image_bootstrap([a, {**a, "only_a": 0.0}], [b]) == pytest.approx((0.05, 0.05))
+    with pytest.raises(pk.ProtocolError, match="no common test images"):
+        pk.seed_image_bootstrap([{"p": 1.0}], [{"q": 1.0}])
+
+
 def test_per_image_dice_averages_seeds():
     runs = [_record("d_fgi", 0, {"x": 0.2, "y": 0.4}, 0.5), _record("d_fgi", 1, {"x": 0.6, "y": 0.8}, 0.5)]
     assert pk.per_image_dice(runs) == pytest.approx({"x": 0.4, "y": 0.6})
@@ -67,7 +87,8 @@ def test_report_prints_the_paired_difference_once_the_gate_is_met():
     text = pk.report(runs)
     assert "Gate: (a) last val Dice 0.8000" in text and ": met" in text
     row = next(line for line in text.splitlines() if line.startswith("| (d) FGI, reference defaults − (b) gaze"))
-    assert "+10.00" in row and "[+10.00, +10.00]" in row and "2 vs 2" in row
+    assert "+10.00" in row and row.count("[+10.00, +10.00]") == 2 and "2 vs 2" in row
+    assert "95 % CI over seeds and images" in text
     # arms without records leave no row
     assert "(b2) two-level" not in text and "(e) FGI, tuned" not in text
 
