@@ -220,6 +220,9 @@ def run_sweep(options: SweepOptions) -> SweepResult:
           f"MLflow {uri} (experiment {record.experiment})", flush=True)
 
     prepared = distributed.prepare(space.base)
+    if not options.resume:
+        # before Ray starts or the MLflow parent exists: a sweep killed from here on is resumable by name
+        write_sweep_file(storage, record)
     settings = TrialSettings(prepared, tuple(space.keys), f"{storage}/{record.name}/trials", record.workers,
                              record.cpus_per_worker, record.gpus_per_worker, record.max_failures, record.metric,
                              record.mode, record.trial_timeout)
@@ -233,7 +236,6 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     if options.resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable(settings), resume_unfinished=True, resume_errored=True)
     else:
-        write_sweep_file(storage, record)
         callbacks = [
             tracking.TrialCallback(uri, tracker.experiment_id, tracker.parent_run_id, record.name,
                                    ParamsOf(prepared, space.keys), space.base.train.max_steps, record.metric,

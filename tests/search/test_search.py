@@ -66,3 +66,22 @@ def test_a_ten_trial_sweep_proposes_from_its_results_after_three_trials():
     modelled, random = _proposals(3), _proposals(10)
     assert min(modelled) > 0.8, modelled
     assert min(random) < 0.5, random
+
+
+def test_a_sweep_killed_before_ray_starts_is_resumable_by_name(tmp_path, monkeypatch):
+    import pytest
+
+    from fgi import search
+    from fgi.sweep_settings import saved_record
+
+    def killed(verbose: bool) -> None:
+        raise KeyboardInterrupt  # the user's Ctrl-C (or a kill) as Ray starts, before any MLflow run exists
+
+    monkeypatch.setenv("FGI_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(search, "start_ray", killed)
+    options = SweepOptions(dataset="synthetic", budget="smoke", name="k", storage=str(tmp_path / "runs"))
+    with pytest.raises(KeyboardInterrupt):
+        search.run_sweep(options)
+    record, space = saved_record(SweepOptions(dataset="synthetic", resume=True, name="k"), str(tmp_path / "runs"))
+    assert record.name == "k" and record.budget == "smoke" and space.base.train.max_steps == 12
+    assert not (tmp_path / "home" / "mlflow.db").exists()
