@@ -388,9 +388,9 @@ def seed_dice(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
 def per_image_dice(runs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Test Dice per image averaged over an arm's seeds."""
     by_id: dict[str, list[float]] = {}
-    for r in runs:
-        for row in r["test_rows"]:
-            by_id.setdefault(row["id"], []).append(row["dice"])
+    for dice in seed_dice(runs):
+        for i, d in dice.items():
+            by_id.setdefault(i, []).append(d)
     return {i: float(np.mean(v)) for i, v in by_id.items()}
 
 

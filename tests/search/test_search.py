@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import optuna
+import pytest
 
 from fgi.budgets import apply_budget
 from fgi.config import Config, override
+from fgi import search
 from fgi.search import ParamsOf, importances, tpe_sampler
 from fgi.search_space import OptunaDefineByRun, dataset_space
-from fgi.sweep_settings import SweepOptions, new_record
+from fgi.sweep_settings import SweepOptions, new_record, saved_record
 
 BASE = apply_budget(Config(), "smoke")
 
@@ -69,11 +71,6 @@ def test_a_ten_trial_sweep_proposes_from_its_results_after_three_trials():
 
 
 def test_a_sweep_killed_before_ray_starts_is_resumable_by_name(tmp_path, monkeypatch):
-    import pytest
-
-    from fgi import search
-    from fgi.sweep_settings import saved_record
-
     def killed(verbose: bool) -> None:
         raise KeyboardInterrupt  # the user's Ctrl-C (or a kill) as Ray starts, before any MLflow run exists
 
