@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{len(consistent)} finishing orders reproduce all {finished} recorded trials; they agree on {trial}")
     header = best_config_header(record, trial, {record.metric: value, "step": space.base.train.max_steps})
-    header += ("\nrebuilt after the sweep's machine was lost: the seeded TPE sampler replayed with the finished trials'\n"
-               f"val Dice reproduces all {finished} finished trials' configs; this is trial {trial}'s, the best of the "
+    header += ("\nrebuilt after the sweep's machine was lost: the seeded TPE sampler replayed with the finished\n"
+               f"trials' val Dice reproduces all {finished} finished trials' configs; this is trial {trial}'s, the best of the "
                f"{finished} (benchmarks/replay_e_sweep.py)")
     atomic_write_text(args.out, portable_config_text(space.apply(space.values_of(best[0])), space.keys, header))
     print(f"wrote {args.out}")
