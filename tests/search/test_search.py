@@ -6,9 +6,9 @@ import numpy as np
 import optuna
 import pytest
 
+from fgi import search
 from fgi.budgets import apply_budget
 from fgi.config import Config, override
-from fgi import search
 from fgi.search import ParamsOf, importances, tpe_sampler
 from fgi.search_space import OptunaDefineByRun, dataset_space
 from fgi.sweep_settings import SweepOptions, new_record, saved_record
