@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.benchmarks.scripts import load_script
 from tests.data.conftest import make_kvasir
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_protocol():
-    spec = importlib.util.spec_from_file_location("protocol_kvasir", ROOT / "benchmarks" / "protocol_kvasir.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("protocol_kvasir", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-pk = _load_protocol()
+pk = load_script("protocol_kvasir")
 
 
 def _record(arm: str, seed: int, dice: dict[str, float], val_dice: float) -> dict:

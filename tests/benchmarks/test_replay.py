@@ -2,55 +2,47 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
-from tests.benchmarks.test_protocol import pk
+import pytest
+
+from tests.benchmarks.scripts import ROOT, load_script
 from tests.data.conftest import make_kvasir
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_replay():
-    spec = importlib.util.spec_from_file_location("replay_e_sweep", ROOT / "benchmarks" / "replay_e_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("replay_e_sweep", module)
-    spec.loader.exec_module(module)
-    return module
+pk = load_script("protocol_kvasir")
+replay = load_script("replay_e_sweep")
 
 
 def _without_commit_line(text: str) -> list[str]:
     return [line for line in text.splitlines() if not line.startswith("# git commit ")]
 
 
-def test_the_replayed_sweep_rebuilds_the_committed_kvasir_config(tmp_path, capsys):
-    # a change to the search space, the sampler's settings or the protocol's base config breaks this: the
-    # committed file would no longer be the config the recorded sweep chose
+@pytest.fixture
+def base_config(tmp_path: Path) -> Path:
+    """Arm (d)'s config as the protocol writes it, the base the sweep searched around."""
     root, csv_path = make_kvasir(tmp_path / "kvasir", n=4)
     splits = tmp_path / "splits"
     splits.mkdir()
     base = tmp_path / "d_fgi.yaml"
     assert pk.main(["--root", str(root), "--fixations", str(csv_path), "--splits", str(splits),
                     "--write-config", str(base)]) == 0
+    return base
+
+
+def test_the_replayed_sweep_rebuilds_the_committed_kvasir_config(base_config, tmp_path, capsys):
+    # a change to the search space, the sampler's settings or the protocol's base config breaks this: the
+    # committed file would no longer be the config the recorded sweep chose
     out = tmp_path / "kvasir.yaml"
-    assert _load_replay().main(["--config", str(base), "--out", str(out)]) == 0
+    assert replay.main(["--config", str(base_config), "--out", str(out)]) == 0
     assert "8 finishing orders reproduce all 7 recorded trials; they agree on b22e9403" in capsys.readouterr().out
     committed = (ROOT / "best_configs" / "kvasir.yaml").read_text()
     assert _without_commit_line(out.read_text()) == _without_commit_line(committed)
 
 
-def test_a_trial_outside_the_record_is_no_finishing_order(tmp_path, capsys, monkeypatch):
-    replay = _load_replay()
-    root, csv_path = make_kvasir(tmp_path / "kvasir", n=4)
-    splits = tmp_path / "splits"
-    splits.mkdir()
-    base = tmp_path / "d_fgi.yaml"
-    assert pk.main(["--root", str(root), "--fixations", str(csv_path), "--splits", str(splits),
-                    "--write-config", str(base)]) == 0
+def test_a_trial_outside_the_record_is_no_finishing_order(base_config, tmp_path, capsys, monkeypatch):
     # drop a searched trial from the record: no order can propose all the others and stay inside the record
     monkeypatch.setattr(replay, "RECORDED", {k: v for k, v in replay.RECORDED.items() if v[0] != "d5b91bfd"})
     out = tmp_path / "kvasir.yaml"
-    assert replay.main(["--config", str(base), "--out", str(out)]) == 1
+    assert replay.main(["--config", str(base_config), "--out", str(out)]) == 1
     assert "no finishing order reproduces the recorded trials" in capsys.readouterr().err
     assert not out.exists()
