@@ -191,20 +191,15 @@ def test_a_missing_tuned_config_fails_before_anything_is_prepared_or_trained(tmp
     assert not cache.exists() and not (tmp_path / "records").exists()
 
 
-def test_written_config_is_the_base_of_a_laptop_proxy_sweep_for_arm_e(tmp_path):
+def test_written_config_is_the_base_of_a_laptop_proxy_sweep_for_arm_e(d_fgi_config, tmp_path):
     from fgi.config import load_yaml_text
     from fgi.sweep_settings import SweepOptions, new_record
 
-    root, csv_path = make_kvasir(tmp_path / "kvasir", n=4)
-    splits = tmp_path / "splits"
-    splits.mkdir()
-    out = tmp_path / "d_fgi.yaml"
-    assert pk.main(["--root", str(root), "--fixations", str(csv_path), "--splits", str(splits),
-                    "--write-config", str(out)]) == 0
-    record, _ = new_record(SweepOptions(dataset="kvasir", config=str(out), budget="laptop", max_steps=1000))
+    record, _ = new_record(SweepOptions(dataset="kvasir", config=str(d_fgi_config), budget="laptop",
+                                        max_steps=1000))
     base = load_yaml_text(record.base_config, "base")
     assert (base.data.image_size, base.train.max_steps, base.train.eval_every) == (96, 1000, 250)
-    assert base.data.split_dir == str(splits) and base.data.root == str(root)
+    assert base.data.split_dir == str(tmp_path / "splits") and base.data.root == str(tmp_path / "kvasir")
     # the protocol's training settings travel with the config; the budget only sets compute
     assert base.optim.lr == 1e-3 and base.augment.color == 0.0 and base.loss.rampup_fraction == 0.3
     assert base.train.method == "teacher_student" and base.masking.decoy_ratio == 0.0

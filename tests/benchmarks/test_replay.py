@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from tests.benchmarks.scripts import ROOT, load_script
-from tests.data.conftest import make_kvasir
 
-pk = load_script("protocol_kvasir")
 replay = load_script("replay_e_sweep")
 
 
@@ -17,32 +11,20 @@ def _without_commit_line(text: str) -> list[str]:
     return [line for line in text.splitlines() if not line.startswith("# git commit ")]
 
 
-@pytest.fixture
-def base_config(tmp_path: Path) -> Path:
-    """Arm (d)'s config as the protocol writes it, the base the sweep searched around."""
-    root, csv_path = make_kvasir(tmp_path / "kvasir", n=4)
-    splits = tmp_path / "splits"
-    splits.mkdir()
-    base = tmp_path / "d_fgi.yaml"
-    assert pk.main(["--root", str(root), "--fixations", str(csv_path), "--splits", str(splits),
-                    "--write-config", str(base)]) == 0
-    return base
-
-
-def test_the_replayed_sweep_rebuilds_the_committed_kvasir_config(base_config, tmp_path, capsys):
+def test_the_replayed_sweep_rebuilds_the_committed_kvasir_config(d_fgi_config, tmp_path, capsys):
     # a change to the search space, the sampler's settings or the protocol's base config breaks this: the
     # committed file would no longer be the config the recorded sweep chose
     out = tmp_path / "kvasir.yaml"
-    assert replay.main(["--config", str(base_config), "--out", str(out)]) == 0
+    assert replay.main(["--config", str(d_fgi_config), "--out", str(out)]) == 0
     assert "8 finishing orders reproduce all 7 recorded trials; they agree on b22e9403" in capsys.readouterr().out
     committed = (ROOT / "best_configs" / "kvasir.yaml").read_text()
     assert _without_commit_line(out.read_text()) == _without_commit_line(committed)
 
 
-def test_a_trial_outside_the_record_is_no_finishing_order(base_config, tmp_path, capsys, monkeypatch):
+def test_a_trial_outside_the_record_is_no_finishing_order(d_fgi_config, tmp_path, capsys, monkeypatch):
     # drop a searched trial from the record: no order can propose all the others and stay inside the record
     monkeypatch.setattr(replay, "RECORDED", {k: v for k, v in replay.RECORDED.items() if v[0] != "d5b91bfd"})
     out = tmp_path / "kvasir.yaml"
-    assert replay.main(["--config", str(base_config), "--out", str(out)]) == 1
+    assert replay.main(["--config", str(d_fgi_config), "--out", str(out)]) == 1
     assert "no finishing order reproduces the recorded trials" in capsys.readouterr().err
     assert not out.exists()
