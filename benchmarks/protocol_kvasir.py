@@ -19,6 +19,10 @@ Arms (``--arms``, ``--seeds``):
     d_no_darm   ablation: d_fgi without DARM (mask ratio 0), the term that holds its student back.
     d_decoys    variant: d_fgi with decoy blocks (``masking.decoy_ratio``), so DARM's blocks stop outlining
                 the lesion while it still hides part of the uncertain region.
+    d_uniform   variant: d_fgi with ``masking.placement: uniform`` (the same block budget and sizes, centres
+                anywhere in the image), so block positions carry no outline.
+    c_uniform_ens  variant: c_no_text with uniform placement, deployed as the mean of the image-only teacher
+                and the student (``model.predictor: ensemble``), as (b2) deploys its two networks.
 
 Budget ``v2`` (``--steps``, ``--image-size`` and ``--amp`` override it): 96 px, batch 8, 5000 steps,
 AdamW 1e-3, 100 warm-up steps, cosine to 1e-5, consistency ramp-up over 30 % of the steps, flips and a
@@ -121,19 +125,26 @@ ARMS: dict[str, dict[str, Any]] = {
     "e_tuned": {"train.method": "teacher_student"},
     "d_no_darm": {"train.method": "teacher_student", "masking.mask_ratio": 0.0},
     "d_decoys": {"train.method": "teacher_student", "masking.decoy_ratio": DECOY_RATIO},
+    "d_uniform": {"train.method": "teacher_student", "masking.placement": "uniform"},
+    "c_uniform_ens": {"train.method": "teacher_student", "text.mode": "none", "masking.placement": "uniform",
+                      "model.predictor": "ensemble"},
 }
 LABELS = {
     "a_full": "(a) full supervision", "b_gaze": "(b) gaze, one student", "b2_two": "(b2) two-level gaze",
     "b2_indep": "(b2) two-level, independent init (variant)",
     "c_no_text": "(c) FGI without text", "d_fgi": "(d) FGI, reference defaults", "e_tuned": "(e) FGI, tuned",
     "d_no_darm": "(d) without DARM (ablation)", "d_decoys": "(d) with decoy blocks (variant)",
+    "d_uniform": "(d) with uniform block placement (variant)",
+    "c_uniform_ens": "(c) uniform blocks, teacher + student ensemble (variant)",
 }
 COMPARISONS = (("a_full", "b_gaze"), ("b2_two", "b_gaze"), ("b2_indep", "b_gaze"), ("b2_two", "b2_indep"),
                ("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"),
                ("e_tuned", "d_fgi"), ("e_tuned", "b_gaze"), ("e_tuned", "b2_two"),
                ("d_no_darm", "d_fgi"), ("d_no_darm", "b_gaze"), ("d_no_darm", "b2_two"),
                ("d_fgi", "b2_indep"), ("d_no_darm", "b2_indep"),
-               ("d_decoys", "d_fgi"), ("d_decoys", "b_gaze"))
+               ("d_decoys", "d_fgi"), ("d_decoys", "b_gaze"),
+               ("d_uniform", "d_fgi"), ("d_uniform", "d_no_darm"), ("d_uniform", "b2_two"),
+               ("c_uniform_ens", "c_no_text"), ("c_uniform_ens", "d_no_darm"), ("c_uniform_ens", "b2_two"))
 GATE_DICE = 0.72  # arm a_full's val Dice needed before comparisons mean anything
 # what arm e_tuned takes from the protocol rather than from its tuned config (which keeps every searched knob):
 # compute and machine settings, and the sections the prepared cache depends on
@@ -505,6 +516,10 @@ def main(argv: list[str] | None = None) -> int:
             rec = {"arm": arm, "seed": seed, "config_hash": config_hash(cfg), "config": to_dict(cfg),
                    "curve": run["curve"], "test_rows": rows, "train_seconds": run["train_seconds"],
                    "s_per_step": run["s_per_step"]}
+            if cfg.model.predictor != "student":
+                # what the deployed ensemble adds over its student alone (the predictor was fixed before the run)
+                run["trainer"].cfg = override(cfg, {"model.predictor": "student"})
+                rec["test_rows_student"] = test_rows(run["trainer"], run["normalization"], args.root, args.splits)
             atomic_write_text(done, json.dumps(rec, indent=None))
             print(f"[{label}] test Dice {statistics.fmean(r['dice'] for r in rows):.4f} -> {done}", flush=True)
         if not args.probe_steps:

@@ -37,6 +37,7 @@ RECORDED = {
     (0.47, 0.03, 1.4e-3, 2.59): ("dcd24d2c", 0.458), (0.37, 0.38, 4.1e-3, 2.62): ("99e08c92", 0.444),
     (0.46, 0.19, 1.8e-4, 0.35): ("b22e9403", 0.5543)}
 CONCURRENT = 2
+SPACE = Path(__file__).resolve().parent / "spaces" / "e_sweep.yaml"  # the space as the sweep ran, before it grew
 
 
 def table_key(values: dict[str, Any]) -> tuple[float, float, float, float]:
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     # the sweep's own options: tune.py --dataset kvasir --config d_fgi.yaml --budget laptop --max-steps 1000
     # --max-concurrent 2 --name e-sweep
     record, space = new_record(SweepOptions(dataset="kvasir", config=args.config, budget="laptop", max_steps=1000,
-                                            max_concurrent=CONCURRENT, name="e-sweep"))
+                                            max_concurrent=CONCURRENT, name="e-sweep", space=str(SPACE)))
     finished = len(RECORDED)
     consistent = [p for order in itertools.product(range(CONCURRENT), repeat=finished)
                   if (p := replay(record, space, order)) is not None and set(RECORDED) <= set(map(table_key, p))]

@@ -136,6 +136,7 @@ class MaskingConfig(Section):
 
     source: str = bounded("gaze", choices=("gaze", "predictions"))  # uncertain region: gaze levels or model disagreement
     hide: str = bounded("block", choices=("block", "ring"))  # reference zeroes whole blocks; ring zeroes only region pixels in them
+    placement: str = bounded("ring", choices=("ring", "uniform"))  # block centres on the uncertain region (reference) or anywhere: uniform keeps the budget but its positions do not outline the lesion
     mask_ratio: float = bounded(0.3, lo=0.0, hi=1.0)  # share of the uncertain region hidden (block: summed block area)
     block_min: float = bounded(3 / 224, lo=0.001, hi=1.0)  # smallest block size, fraction of the image side (reference: 3 px at 224)
     block_max: float = bounded(10 / 224, lo=0.001, hi=1.0)  # largest block size, fraction of the image side (reference: 10 px at 224)
@@ -251,6 +252,9 @@ def check_consistency(cfg: Config) -> None:
         raise ConfigError(
             f"data.loose_level: must be below data.tight_level ({cfg.data.loose_level} >= {cfg.data.tight_level})"
         )
+    if cfg.masking.placement == "uniform" and cfg.masking.hide == "ring":
+        raise ConfigError("masking.placement: uniform needs masking.hide block; ring hides only uncertain pixels, "
+                          "whose outline is what uniform placement removes")
     if cfg.masking.block_min > cfg.masking.block_max:
         raise ConfigError(f"masking.block_min: {cfg.masking.block_min} exceeds masking.block_max={cfg.masking.block_max}")
     if cfg.gaze.sim_inside + cfg.gaze.sim_border > 1.0:

@@ -17,6 +17,7 @@ towards the teacher's); the student's adapted features align to the teacher's.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
@@ -202,7 +203,8 @@ class TeacherStudentTrainer:
 
     def _hidden(self, region: torch.Tensor) -> torch.Tensor:
         mc = self.cfg.masking
-        return darm_mask(region, mc.mask_ratio, mc.block_min, mc.block_max, self.generator, mc.hide, mc.decoy_ratio)
+        return darm_mask(region, mc.mask_ratio, mc.block_min, mc.block_max, self.generator, mc.hide, mc.decoy_ratio,
+                         placement=mc.placement)
 
     def _cutmix(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One CutMix of the noisy batch: the mixed input, its boxes and partners."""
@@ -348,13 +350,18 @@ class TeacherStudentTrainer:
         """
         predictor = self._predictor_models()
         rows = []
+        # the leak check draws the same blocks at every evaluation, apart from the training draws
+        generator = make_generator(derive_seed(self.cfg.train.seed, self.rank, self.trial), self.device)
         for batch in loader:
             if "mask" not in batch:
                 raise KeyError("evaluation needs ground-truth 'mask' in every batch")
             text = None if self.cfg.text.mode == "none" else batch.get("text")
             text_mask = None if text is None else batch.get("text_mask")
             both = self.teacher is not None and (self.cfg.text.mode == "none" or text is not None)
+            region = self._leak_region(batch, both)
             names = ("student", "teacher") if both else predictor
+            if region is not None and "student" not in names:
+                names = (*names, "student")
             probs = self._probabilities(batch["image"], text, text_mask, names)
             pred = torch.stack([probs[k] for k in predictor]).mean(0) > 0.5
             gt = batch["mask"].to(self.device).bool()
@@ -363,22 +370,49 @@ class TeacherStudentTrainer:
                 ensemble = torch.stack([probs[k] for k in PREDICTOR_MODELS["ensemble"]]).mean(0)
                 for key, p in zip(MODEL_DICE, (probs["teacher"], probs["student"], ensemble), strict=True):
                     extra[key] = dice_per_image(p > 0.5, gt).tolist()
+            if region is not None:
+                if isinstance(region, str):
+                    region = uncertain_region(probs["teacher"] > 0.5, probs["student"] > 0.5)
+                mc = self.cfg.masking
+                hidden = darm_mask(region, mc.mask_ratio, mc.block_min, mc.block_max, generator, mc.hide,
+                                   mc.decoy_ratio, placement=mc.placement)
+                blocked = self._probabilities(apply_darm(batch["image"].to(self.device), gt, hidden)[0], None, None,
+                                              ("student",))["student"]
+                with_blocks = dice_per_image(blocked > 0.5, gt)
+                extra["dice_blocks"] = with_blocks.tolist()
+                extra["leak"] = (with_blocks - dice_per_image(probs["student"] > 0.5, gt)).tolist()
             ids = batch.get("id", [None] * len(gt))
             metrics = batch_metrics(pred.cpu().numpy(), batch["mask"].cpu().numpy())
             for i, (row, image_id) in enumerate(zip(metrics, ids, strict=True)):
                 rows.append({"id": image_id, **row, **{k: v[i] for k, v in extra.items()}})
         return rows
 
+    def _leak_region(self, batch: Mapping, both: bool) -> torch.Tensor | str | None:
+        """Where the leak check draws DARM blocks on a val batch: the gaze region, "predictions" (the models'
+        disagreement, computed once their probabilities exist), or None when the run has no DARM to check."""
+        mc = self.cfg.masking
+        if mc.mask_ratio <= 0 or self.cfg.train.method == "two_level":
+            return None
+        if mc.source == "predictions":
+            return "predictions" if both else None
+        if "tight" not in batch or "loose" not in batch:
+            return None
+        return uncertain_region(batch["tight"].to(self.device), batch["loose"].to(self.device))
+
     def evaluate_sums(self, loader: Iterable[Mapping]) -> dict[str, float]:
         """Sums of each metric over images and the image count "n" (for all-reducing across ranks).
 
         Keys: "val_<metric>" of ``model.predictor`` and, when every row has them, "val_dice_teacher",
-        "val_dice_student" and "val_dice_ensemble".
+        "val_dice_student" and "val_dice_ensemble"; with DARM on, the leak check's "val_dice_blocks" (the
+        student's Dice with the training-time blocks drawn on the val image) and "val_leak" (that minus its
+        clean Dice: above 0, the student reads the lesion from where the blocks are).
         """
         rows = self.evaluate_rows(loader)
         sums = {f"val_{m}": float(sum(r[m] for r in rows)) for m in METRICS}
         if self.teacher is not None and all(k in r for r in rows for k in MODEL_DICE):
             sums.update({f"val_{k}": float(sum(r[k] for r in rows)) for k in MODEL_DICE})
+        if rows and all("leak" in r for r in rows):
+            sums.update({f"val_{k}": float(sum(r[k] for r in rows)) for k in ("dice_blocks", "leak")})
         sums["n"] = float(len(rows))
         return sums
 
@@ -404,7 +438,9 @@ class TeacherStudentTrainer:
     def load_state_dict(self, state: Mapping) -> None:
         """Restore everything ``state_dict`` saved; the saved config must match this trainer's."""
         saved = load_yaml_text(state["config"], "checkpoint config")
-        if saved.model != self.cfg.model or saved.train.method != self.cfg.train.method:
+        # the predictor only chooses which trained models answer, so a state loads under any predictor
+        same_model = dataclasses.replace(saved.model, predictor=self.cfg.model.predictor) == self.cfg.model
+        if not same_model or saved.train.method != self.cfg.train.method:
             raise ValueError("checkpoint was saved with a different model config; build the trainer from its config")
         for name, model in self.models.items():
             _unwrap(model).load_state_dict(state["models"][name])

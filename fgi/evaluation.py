@@ -118,8 +118,8 @@ def evaluate_folder(trainer: Any, normalization: Mapping[str, Any], root: Path, 
     """Per-image metrics of ``trainer``'s predictor on the images and masks of a raw ``dataset`` folder.
 
     Args:
-        trainer: a ``TeacherStudentTrainer`` (its ``model.predictor`` decides which model predicts;
-            the teacher needs text, so folders are scored with the student).
+        trainer: a ``TeacherStudentTrainer`` (its ``model.predictor`` decides which model predicts; a
+            teacher or an ensemble needs an image-only teacher, ``text.mode: none``, since a folder has no text).
         normalization: the training cache's ``image_size``, ``channels``, ``mean`` and ``std``.
         root: the dataset folder, in the files layout of ``dataset`` (see ``raw_folders``).
         ids: image ids to score.
@@ -128,12 +128,13 @@ def evaluate_folder(trainer: Any, normalization: Mapping[str, Any], root: Path, 
         split: the ISIC part to score; ignored by the other layouts.
 
     Raises:
-        ValueError: a teacher predictor, or a dataset whose image channels differ from the model's.
+        ValueError: a teacher or ensemble predictor with a text-conditioned teacher, or a dataset whose image channels differ from the model's.
         DataError: a missing folder, image or mask, or an undecodable file.
     """
-    if trainer.cfg.model.predictor != "student":
-        raise ValueError(f"model.predictor is {trainer.cfg.model.predictor!r}; scoring a raw folder has no text, "
-                         "so it uses the student: set model.predictor to student")
+    if trainer.cfg.model.predictor != "student" and trainer.cfg.text.mode != "none":
+        raise ValueError(f"model.predictor is {trainer.cfg.model.predictor!r} with a text-conditioned teacher "
+                         f"(text.mode {trainer.cfg.text.mode!r}); a raw folder has no text, so it is scored with "
+                         "the student (model.predictor student) or with an image-only teacher (text.mode none)")
     info = get_dataset(dataset)
     channels = int(normalization["channels"])
     if info.channels != channels:

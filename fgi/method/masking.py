@@ -9,6 +9,10 @@ Two forms share the region (pixels where two binary maps disagree) and the block
 - "ring" (ablation): blocks are added until the hidden part of the region reaches
   ``ceil(ratio * |region|)``, and only region pixels are hidden.
 
+Placement (an option; the reference is "ring"): "ring" centres the blocks on region pixels, "uniform" on
+pixels drawn over the whole image, with the same budget ``floor(ratio * |region|)`` and the same sizes, so
+where the blocks fall says nothing about the lesion while the student still loses as much of its input.
+
 Decoys (an option; the reference has none): whole blocks of the same sizes centred outside the region,
 spending ``decoy_ratio`` of the outside's pixel count. Reference blocks sit on the tight/loose boundary, so
 where they fall outlines the lesion in training images only, and a student can learn to read that outline
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 HIDE_FORMS = ("block", "ring")
+PLACEMENTS = ("ring", "uniform")
 
 
 def uncertain_region(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -61,25 +66,27 @@ class Blocks:
 
 
 def darm_blocks(uncertain: torch.Tensor, ratio: float, block_min: float, block_max: float,
-                generator: torch.Generator) -> Blocks:
-    """The reference's blocks: random distinct region centres until the summed area reaches the budget.
+                generator: torch.Generator, centres: torch.Tensor | None = None) -> Blocks:
+    """The reference's blocks: random distinct centres until the summed area reaches the budget.
 
     Args:
-        uncertain: region where blocks are centred.
+        uncertain: region whose pixel count sets the budget; blocks are centred on it unless ``centres``.
         ratio: share of the region's pixel count spent as summed block area.
         block_min: smallest block size as a fraction of the shorter image side.
         block_max: largest block size as a fraction of the shorter image side.
         generator: seeded generator on the region's device.
+        centres: pixels the centres are drawn from (default: the region itself).
 
     Shape:
-        uncertain (B, 1, H, W) bool.
+        uncertain, centres (B, 1, H, W) bool.
     """
-    region = uncertain.bool()[:, 0].flatten(1)
+    budget = uncertain.bool()[:, 0].flatten(1)
+    region = budget if centres is None else centres.bool()[:, 0].flatten(1)
     b = region.shape[0]
     h, w = uncertain.shape[-2:]
     device = region.device
     smin, smax = block_sizes(block_min, block_max, h, w)
-    need = torch.floor(region.sum(1).double() * ratio).long()
+    need = torch.floor(budget.sum(1).double() * ratio).long()
     if ratio <= 0 or int(need.max()) == 0:
         none = torch.zeros(b, 0, dtype=torch.long, device=device)
         return Blocks(none, none, none, none, none.bool())
@@ -136,7 +143,7 @@ def paint_blocks(blocks: Blocks, height: int, width: int) -> torch.Tensor:
 
 def darm_mask(uncertain: torch.Tensor, ratio: float, block_min: float, block_max: float,
               generator: torch.Generator, hide: str = "block", decoy_ratio: float = 0.0,
-              max_rounds: int = 6) -> torch.Tensor:
+              max_rounds: int = 6, placement: str = "ring") -> torch.Tensor:
     """Pixels DARM hides in each image (see the module docstring for the two forms and the decoys).
 
     Args:
@@ -148,13 +155,19 @@ def darm_mask(uncertain: torch.Tensor, ratio: float, block_min: float, block_max
         hide: "block" (reference) or "ring".
         decoy_ratio: share of the pixels outside the region spent on decoy blocks (0: none, the reference).
         max_rounds: "ring" only: times the number of candidate blocks doubles when coverage is short.
+        placement: "ring" (reference: centres on the region) or "uniform" (centres anywhere; "block" only).
 
     Shape:
         uncertain (B, 1, H, W) bool. Returns (B, 1, H, W) bool.
     """
     h, w = uncertain.shape[-2:]
+    if placement not in PLACEMENTS:
+        raise ValueError(f"masking.placement {placement!r} is unknown; valid placements are {list(PLACEMENTS)}")
+    if placement == "uniform" and hide != "block":
+        raise ValueError("masking.placement uniform needs masking.hide block")
     if hide == "block":
-        hidden = paint_blocks(darm_blocks(uncertain, ratio, block_min, block_max, generator), h, w)
+        centres = torch.ones_like(uncertain, dtype=torch.bool) if placement == "uniform" else None
+        hidden = paint_blocks(darm_blocks(uncertain, ratio, block_min, block_max, generator, centres), h, w)
     elif hide == "ring":
         hidden = _ring_mask(uncertain, ratio, block_min, block_max, generator, max_rounds)
     else:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fgi.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from fgi.config import dump_yaml
+from fgi.config import ConfigError, dump_yaml
 from fgi.engine import TeacherStudentTrainer
 from tests.core.helpers import make_batches, tiny_config
 
@@ -68,9 +68,23 @@ def test_checkpoint_errors(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="bad.pt: not a readable fgi checkpoint"):
         read_checkpoint(bad)
-    other = TeacherStudentTrainer(tiny_config(model={"predictor": "teacher"}), CPU)
+    other = TeacherStudentTrainer(tiny_config(model={"fusion_skip": False}), CPU)
     with pytest.raises(ValueError, match="different model config"):
         TeacherStudentTrainer(tiny_config(), CPU).load_state_dict(other.state_dict())
+
+
+def test_a_state_loads_under_another_predictor_and_the_ensemble_averages_both_models():
+    cfg = tiny_config(text={"mode": "none"})
+    trained = TeacherStudentTrainer(cfg, CPU)
+    trained.train_step(make_batches(cfg, "train", 4, 4)[0])
+    image = make_batches(cfg, "val", 2, 2)[0]["image"]
+    ensemble = TeacherStudentTrainer(tiny_config(text={"mode": "none"}, model={"predictor": "ensemble"}), CPU)
+    ensemble.load_state_dict(trained.state_dict())
+    student = trained.predict(image)
+    with torch.no_grad():
+        teacher = torch.sigmoid(trained.models["teacher"](image, None, None)["logits"])
+    assert not torch.allclose(student, teacher)
+    assert torch.allclose(ensemble.predict(image), (student + teacher) / 2, atol=1e-6)
 
 
 def test_non_finite_loss_names_step_and_term():
@@ -240,7 +254,8 @@ def test_evaluation_logs_teacher_student_and_ensemble_dice_in_one_pass():
     for name, model in trainer.models.items():
         model.register_forward_hook(lambda *_a, name=name: calls.__setitem__(name, calls[name] + 1))
     metrics = trainer.evaluate(val)
-    assert calls == {"teacher": len(val), "student": len(val)}
+    # the student's second pass per batch is the leak check's, on the images with DARM blocks drawn
+    assert calls == {"teacher": len(val), "student": 2 * len(val)}
     assert metrics["val_dice"] == pytest.approx(metrics["val_dice_student"])
     state = trainer.state_dict()
     for predictor in ("teacher", "ensemble"):
@@ -250,7 +265,7 @@ def test_evaluation_logs_teacher_student_and_ensemble_dice_in_one_pass():
     rows = trainer.evaluate_rows(val)
     assert all({"dice_teacher", "dice_student", "dice_ensemble"} <= set(r) for r in rows)
     only = TeacherStudentTrainer(tiny_config(train={"method": "student_only"}), CPU).evaluate(val)
-    assert not any(k.startswith("val_dice_") for k in only)
+    assert not {"val_dice_teacher", "val_dice_student", "val_dice_ensemble"} & set(only)
 
 
 def test_construction_leaves_the_global_rng_alone_and_init_is_reproducible():
@@ -279,3 +294,22 @@ def test_state_dict_loads_with_weights_only(tmp_path):
     fresh = TeacherStudentTrainer(cfg, CPU)
     fresh.load_state_dict(loaded)
     assert fresh.step == 1 and torch.equal(fresh.generator.get_state(), trainer.generator.get_state())
+
+
+def test_leak_check_scores_the_student_with_training_blocks_drawn_on_val():
+    cfg = tiny_config(text={"mode": "none"}, masking={"mask_ratio": 0.6, "block_min": 0.1, "block_max": 0.3})
+    val = make_batches(cfg, "val", 8, 4)
+    trainer = TeacherStudentTrainer(cfg, CPU)
+    for batch in make_batches(cfg, "train", 8, 4):
+        trainer.train_step(batch)
+    first, again = trainer.evaluate(val), trainer.evaluate(val)
+    assert first == again  # the check's blocks are the same at every evaluation
+    assert first["val_dice_blocks"] != first["val_dice_student"]
+    assert first["val_leak"] == pytest.approx(first["val_dice_blocks"] - first["val_dice_student"])
+    off = TeacherStudentTrainer(tiny_config(text={"mode": "none"}, masking={"mask_ratio": 0.0}), CPU)
+    assert "val_leak" not in off.evaluate(val) and "val_dice_student" in off.evaluate(val)
+
+
+def test_uniform_placement_with_ring_hiding_is_refused_by_the_config():
+    with pytest.raises(ConfigError, match="masking.placement"):
+        tiny_config(masking={"placement": "uniform", "hide": "ring"})

@@ -260,6 +260,49 @@ def test_equal_decoys_make_hidden_density_the_same_inside_and_outside_the_ring()
             assert far_share == 0.0 and ring_share > 0.15
 
 
+# ---- DARM: uniform placement (option) ---------------------------------------------------------------
+
+def test_uniform_placement_draws_the_same_blocks_wherever_the_region_lies():
+    # the leak it removes: only the region's pixel count enters, so the blocks carry no trace of its shape
+    size = 64
+    left = torch.zeros(2, 1, size, size, dtype=torch.bool)
+    left[:, :, 10:30, 5:25] = True
+    right = torch.zeros_like(left)
+    right[:, :, 40:60, 30:50] = True
+    a = darm_mask(left, 0.5, 3 / 64, 8 / 64, make_generator(4), placement="uniform")
+    b = darm_mask(right, 0.5, 3 / 64, 8 / 64, make_generator(4), placement="uniform")
+    ring = darm_mask(left, 0.5, 3 / 64, 8 / 64, make_generator(4))
+    assert torch.equal(a, b) and not torch.equal(a, ring)
+
+
+@pytest.mark.parametrize("ratio", [0.2, 0.6])
+def test_uniform_placement_keeps_the_ring_budget_and_sizes_with_centres_anywhere(ratio):
+    _, _, region = _ring_region(4, 64)
+    everywhere = torch.ones_like(region)
+    blocks = darm_blocks(region, ratio, 3 / 64, 10 / 64, make_generator(3), centres=everywhere)
+    area = blocks.height * blocks.width * blocks.keep
+    centre_y = blocks.top + blocks.height // 2
+    centre_x = blocks.left + blocks.width // 2
+    off_region = 0
+    for i in range(4):
+        need = math.floor(ratio * int(region[i].sum()))
+        kept = torch.nonzero(blocks.keep[i]).flatten()
+        total = int(area[i].sum())
+        assert total >= need > total - int(area[i, kept[-1]])
+        assert int(blocks.height[i, kept].max()) <= 2 * (10 // 2) + 1
+        off_region += int((~region[i, 0, centre_y[i, kept], centre_x[i, kept]]).sum())
+    # the ring covers about 38 % of the image, so most centres fall outside it
+    assert off_region > 0.4 * int(blocks.keep.sum())
+
+
+def test_uniform_placement_needs_whole_blocks():
+    _, _, region = _ring_region(1, 16)
+    with pytest.raises(ValueError, match="uniform needs masking.hide block"):
+        darm_mask(region, 0.3, 0.1, 0.2, make_generator(0), "ring", placement="uniform")
+    with pytest.raises(ValueError, match="valid placements"):
+        darm_mask(region, 0.3, 0.1, 0.2, make_generator(0), placement="edges")
+
+
 # ---- DARM: ring ablation ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("ratio", [0.1, 0.3, 0.6, 0.9])
