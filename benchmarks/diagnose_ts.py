@@ -58,8 +58,9 @@ def leak_check(state_dir: Path, base: Any, seed: int = 0) -> dict[str, float]:
 
     from fgi.checkpoint import read_checkpoint
     from fgi.distributed import build_loaders
-    from fgi.engine import TeacherStudentTrainer, dice_per_image
+    from fgi.engine import TeacherStudentTrainer
     from fgi.method.masking import apply_darm, darm_mask, uncertain_region
+    from fgi.metrics import dice_per_image
 
     state = read_checkpoint(state_dir)
     cfg = override(pk.arm_config("b_gaze", base, 0, None), {"masking.mask_ratio": DARM_RATIO})

@@ -9,9 +9,11 @@ checkpoint, so nothing is tuned on test and nothing is picked on val.
 Arms (``--arms``, ``--seeds``):
     a_full      student alone on ground-truth masks: the upper bound, and the gate.
     b_gaze      student alone on the loose CRF pseudo-mask (no masking).
-    b2_two      GazeMedSeg-style two-level baseline: two image-only networks, one per gaze level, with
-                cross-level consistency; predicts with their mean. The second network starts as a copy of
-                the first, as GazeMedSeg's ``deepcopy``.
+    b2_prop     GazeMedSeg's two-level baseline as its Kvasir script runs it: two image-only networks, one
+                per gaze level, whose neighbour-propagated predictions agree with the other level's
+                (``loss.level_mode: prop``, weight 3); predicts with their mean. The second network starts
+                as a copy of the first, as GazeMedSeg's ``deepcopy``.
+    b2_two      b2_prop with GazeMedSeg's "pure" consistency (raw predictions agree), the only mode before.
     b2_indep    variant: b2_two with the two networks initialized independently (``model.level_init``).
     c_no_text   teacher-student with the learned null token instead of text.
     d_fgi       teacher-student, reference-exact defaults (tokens text, reference CWC, block DARM).
@@ -118,8 +120,10 @@ ARMS: dict[str, dict[str, Any]] = {
     "a_full": {"train.method": "student_only", "data.supervision": "ground_truth", "masking.mask_ratio": 0.0,
                "text.mode": "none"},
     "b_gaze": {"train.method": "student_only", "masking.mask_ratio": 0.0, "text.mode": "none"},
-    "b2_two": {"train.method": "two_level", "text.mode": "none"},
-    "b2_indep": {"train.method": "two_level", "text.mode": "none", "model.level_init": "independent"},
+    "b2_prop": {"train.method": "two_level", "text.mode": "none", "loss.level_mode": "prop"},
+    "b2_two": {"train.method": "two_level", "text.mode": "none", "loss.level_mode": "pure"},
+    "b2_indep": {"train.method": "two_level", "text.mode": "none", "model.level_init": "independent",
+                 "loss.level_mode": "pure"},
     "c_no_text": {"train.method": "teacher_student", "text.mode": "none"},
     "d_fgi": {"train.method": "teacher_student"},
     "e_tuned": {"train.method": "teacher_student"},
@@ -130,7 +134,8 @@ ARMS: dict[str, dict[str, Any]] = {
                       "model.predictor": "ensemble"},
 }
 LABELS = {
-    "a_full": "(a) full supervision", "b_gaze": "(b) gaze, one student", "b2_two": "(b2) two-level gaze",
+    "a_full": "(a) full supervision", "b_gaze": "(b) gaze, one student", "b2_prop": "(b2) two-level gaze, GazeMedSeg's prop mode",
+    "b2_two": "(b2) two-level gaze, pure consistency",
     "b2_indep": "(b2) two-level, independent init (variant)",
     "c_no_text": "(c) FGI without text", "d_fgi": "(d) FGI, reference defaults", "e_tuned": "(e) FGI, tuned",
     "d_no_darm": "(d) without DARM (ablation)", "d_decoys": "(d) with decoy blocks (variant)",
@@ -144,7 +149,8 @@ COMPARISONS = (("a_full", "b_gaze"), ("b2_two", "b_gaze"), ("b2_indep", "b_gaze"
                ("d_fgi", "b2_indep"), ("d_no_darm", "b2_indep"),
                ("d_decoys", "d_fgi"), ("d_decoys", "b_gaze"),
                ("d_uniform", "d_fgi"), ("d_uniform", "d_no_darm"), ("d_uniform", "b2_two"),
-               ("c_uniform_ens", "c_no_text"), ("c_uniform_ens", "d_no_darm"), ("c_uniform_ens", "b2_two"))
+               ("c_uniform_ens", "c_no_text"), ("c_uniform_ens", "d_no_darm"), ("c_uniform_ens", "b2_two"),
+               ("b2_prop", "b2_two"), ("b2_prop", "b_gaze"), ("d_no_darm", "b2_prop"), ("c_uniform_ens", "b2_prop"))
 GATE_DICE = 0.72  # arm a_full's val Dice needed before comparisons mean anything
 # what arm e_tuned takes from the protocol rather than from its tuned config (which keeps every searched knob):
 # compute and machine settings, and the sections the prepared cache depends on

@@ -165,6 +165,9 @@ class LossConfig(Section):
     cwc_form: str = bounded("reference", choices=("reference", "symmetric"))  # reference: min-P negative weight, per-term means
     cwc_weight: float = bounded(1.0, lo=0.0, hi=100.0)  # lambda of the confidence-weighted consistency
     level_weight: float = bounded(3.0, lo=0.0, hi=100.0)  # two_level baseline: cross-level consistency weight (GazeMedSeg's Kvasir script)
+    level_mode: str = bounded("prop", choices=("prop", "pure"))  # two_level baseline: GazeMedSeg's consistency; prop (its default and Kvasir script) compares each level's neighbour-propagated prediction with the other's
+    prop_radius: int = bounded(2, lo=1, hi=7)  # prop mode: neighbours on each side of a pixel (GazeMedSeg: a 5x5 window)
+    prop_dilation: int = bounded(2, lo=1, hi=8)  # prop mode: spacing of those neighbours in pixels (GazeMedSeg: 2)
     align_scales: tuple[int, ...] = bounded((1, 2, 3, 4), lo=0, hi=6, items_lo=0, items_hi=7)  # levels aligned; () is off
     align_weight: float = bounded(0.05, lo=0.0, hi=100.0)  # lambda of the feature alignment
     rampup_fraction: float = bounded(0.3, lo=0.0, hi=1.0)  # sigmoid ramp-up of the unsupervised weights, as a share of train.max_steps

@@ -35,7 +35,7 @@ from fgi.method.losses import (
 )
 from fgi.method.masking import apply_darm, darm_mask, uncertain_region
 from fgi.method.mixing import apply_mix, cutmix_boxes, reference_cutmix_boxes, uniform_noise
-from fgi.metrics import METRICS, batch_metrics
+from fgi.metrics import METRICS, batch_metrics, dice_per_image
 from fgi.models import Student, Teacher, TwoLevel
 from fgi.seed import derive_seed, make_generator
 
@@ -72,18 +72,6 @@ def lr_lambda(warmup: int, total: int, floor: float) -> Callable[[int], float]:
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
-
-
-def dice_per_image(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Dice of each image's binary prediction; 1 when both masks are empty (as ``fgi.metrics``).
-
-    Shape:
-        pred, gt (B, 1, H, W) bool. Returns (B,) float64.
-    """
-    p, g = pred.flatten(1).bool(), gt.flatten(1).bool()
-    inter = (p & g).sum(1).double()
-    total = (p.sum(1) + g.sum(1)).double()
-    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
 
 
 class TeacherStudentTrainer:
@@ -140,7 +128,9 @@ class TeacherStudentTrainer:
                               cfg.loss.align_scales, m.attn_heads, m.dropout, cfg.text.mode, m.norm_groups,
                               m.fusion_skip)
         if cfg.train.method == "two_level":
-            return None, TwoLevel(cfg.data.in_channels, m.student_widths, m.norm_groups, m.level_init == "copy")
+            return None, TwoLevel(in_channels=cfg.data.in_channels, widths=m.student_widths, norm_groups=m.norm_groups,
+                                  copy_init=m.level_init == "copy", prop_radius=cfg.loss.prop_radius,
+                                  prop_dilation=cfg.loss.prop_dilation)
         student = Student(cfg.data.in_channels, m.student_widths, m.teacher_widths, cfg.loss.align_scales,
                           m.norm_groups, m.student_adapter)
         return teacher, student
@@ -255,10 +245,12 @@ class TeacherStudentTrainer:
 
     def _two_level_losses(self, image: torch.Tensor, tight: torch.Tensor, loose: torch.Tensor) -> dict:
         """GazeMedSeg's two-level step: each network learns its level; their predictions agree (no masking)."""
+        prop = self.cfg.loss.level_mode == "prop"
         with self.autocast():
-            levels = self.models["student"](image)["levels"].float()
+            out = self.models["student"](image, propagate=prop)
+        levels = out["levels"].float()
         seg_tight, seg_loose = self.seg_student(levels[0], tight), self.seg_student(levels[1], loose)
-        consistency = level_consistency(levels)
+        consistency = level_consistency(levels, out["propagated"].float() if prop else None)
         total = seg_tight + seg_loose + self.cfg.loss.level_weight * consistency
         return {"loss": total, "loss_tight_seg": seg_tight, "loss_loose_seg": seg_loose, "loss_level": consistency}
 

@@ -10,6 +10,7 @@ of surface distances (the MedPy definition).
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 METRICS = ("dice", "iou", "hd95", "asd")
@@ -64,6 +65,18 @@ def batch_metrics(pred: np.ndarray, gt: np.ndarray) -> list[dict[str, float]]:
     pred = np.asarray(pred, dtype=bool).reshape(-1, *np.shape(pred)[-2:])
     gt = np.asarray(gt, dtype=bool).reshape(-1, *np.shape(gt)[-2:])
     return [image_metrics(p, g) for p, g in zip(pred, gt, strict=True)]
+
+
+def dice_per_image(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Dice of each image's binary prediction; 1 when both masks are empty (as ``image_metrics``).
+
+    Shape:
+        pred, gt (B, 1, H, W) bool. Returns (B,) float64.
+    """
+    p, g = pred.flatten(1).bool(), gt.flatten(1).bool()
+    inter = (p & g).sum(1).double()
+    total = (p.sum(1) + g.sum(1)).double()
+    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
 
 
 def summarize(rows: list[dict[str, float]]) -> dict[str, tuple[float, float]]:

@@ -24,20 +24,26 @@ def sigmoid_rampup(step: int, length: int, shape: float) -> float:
     return float(math.exp(-shape * phase * phase))
 
 
-def level_consistency(logits: torch.Tensor) -> torch.Tensor:
-    """Cross-level consistency of GazeMedSeg's "pure" mode: each level's two-class probabilities agree with
-    the other levels' (detached): the sum over levels of -mean over pixels of sum_c P_i,c * P_j,c.
+def level_consistency(logits: torch.Tensor, propagated: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-level consistency of GazeMedSeg: each level's two-class probabilities agree with the other
+    levels' (detached): the sum over levels i of -mean over pixels and other levels j of sum_c P_i,c * P_j,c.
+    "pure" mode takes P_i from ``logits``; "prop" mode passes ``propagated`` and takes P_i from its level i
+    (P_j stays the raw prediction of level j).
 
     Shape:
-        logits (K, B, 1, H, W) for K >= 2 levels. Returns a scalar.
+        logits, propagated (K, B, 1, H, W) for K >= 2 levels. Returns a scalar.
     """
-    p = torch.sigmoid(logits.float())
-    probs = torch.cat([1 - p, p], dim=2)  # (K, B, 2, H, W)
-    k = probs.shape[0]
+
+    def two_class(x: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(x.float())
+        return torch.cat([1 - p, p], dim=2)  # (K, B, 2, H, W)
+
+    probs = two_class(logits)
+    own = probs if propagated is None else two_class(propagated)
     total = logits.new_zeros((), dtype=torch.float32)
-    for i in range(k):
+    for i in range(probs.shape[0]):
         others = torch.cat([probs[:i], probs[i + 1:]]).detach()
-        total = total - (probs[i][None] * others).sum(2).mean()
+        total = total - (own[i][None] * others).sum(2).mean()
     return total
 
 

@@ -6,9 +6,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fgi.models.unet import UNet
+
+
+def propagate_features(feat: torch.Tensor, radius: int, dilation: int) -> torch.Tensor:
+    """GazeMedSeg's feature propagation: each pixel's feature becomes the mean of its neighbours' (itself
+    included) weighted by a softmax over their non-negative inner products with it. No parameters; zero
+    padding outside the image, as the reference.
+
+    Args:
+        feat: feature map.
+        radius: neighbours on each side (a ``2 * radius + 1`` square window).
+        dilation: spacing of the neighbours in pixels.
+
+    Shape:
+        feat (B, C, H, W). Returns (B, C, H, W).
+    """
+    b, c, h, w = feat.shape
+    side = 2 * radius + 1
+    neighbours = F.unfold(feat, side, dilation=dilation, padding=radius * dilation).view(b, c, side * side, h, w)
+    weights = torch.einsum("bchw,bcnhw->bnhw", feat, neighbours).clamp_min(0).softmax(1)
+    return torch.einsum("bcnhw,bnhw->bchw", neighbours, weights)
 
 
 class TwoLevel(nn.Module):
@@ -20,19 +41,29 @@ class TwoLevel(nn.Module):
         norm_groups: GroupNorm groups.
         copy_init: start the second network from the first one's weights, as GazeMedSeg's ``deepcopy``
             does (the networks then differ only through their labels); False draws each independently.
+        prop_radius, prop_dilation: the neighbourhood of ``propagate_features`` (GazeMedSeg: 2 and 2).
 
     Shape:
         image (B, C, H, W). Returns {"logits": (B, 1, H, W) mean of the two, "levels": (2, B, 1, H, W)
-        tight then loose, "features": {}} (no feature alignment in this baseline).
+        tight then loose, "features": {}} (no feature alignment in this baseline); with ``propagate``, also
+        "propagated": (2, B, 1, H, W), each network's head on its propagated last decoder features.
     """
 
-    def __init__(self, in_channels: int, widths: Sequence[int], norm_groups: int, copy_init: bool = True) -> None:
+    def __init__(self, *, in_channels: int, widths: Sequence[int], norm_groups: int, copy_init: bool = True,
+                 prop_radius: int = 2, prop_dilation: int = 2) -> None:
         super().__init__()
         self.nets = nn.ModuleList(UNet(in_channels, widths, norm_groups) for _ in range(2))
+        self.prop_radius, self.prop_dilation = prop_radius, prop_dilation
         if copy_init:
             self.nets[1].load_state_dict(self.nets[0].state_dict())
 
-    def forward(self, image: torch.Tensor) -> dict:
-        """Mean logits and each level's logits."""
-        levels = torch.stack([net(image) for net in self.nets])
-        return {"logits": levels.mean(0), "levels": levels, "features": {}}
+    def forward(self, image: torch.Tensor, propagate: bool = False) -> dict:
+        """Mean logits and each level's logits (and their propagated logits when asked)."""
+        feats = [net.decode_features(net.encode(image)) for net in self.nets]
+        levels = torch.stack([net.head(f) for net, f in zip(self.nets, feats, strict=True)])
+        out = {"logits": levels.mean(0), "levels": levels, "features": {}}
+        if propagate:
+            out["propagated"] = torch.stack([
+                net.head(propagate_features(f, self.prop_radius, self.prop_dilation))
+                for net, f in zip(self.nets, feats, strict=True)])
+        return out

@@ -75,14 +75,18 @@ class UNet(nn.Module):
             feats.append(x)
         return feats
 
-    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Logits from encoder features (skip connections by concatenation)."""
+    def decode_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """The last decoder feature map (``widths[0]`` channels, input resolution), skips by concatenation."""
         x = feats[-1]
         for level in range(len(feats) - 2, -1, -1):
             skip = feats[level]
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = self.decoder[level](torch.cat([x, skip], dim=1))
-        return self.head(x)
+        return x
+
+    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Logits from encoder features: the 1x1 head on ``decode_features``."""
+        return self.head(self.decode_features(feats))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the foreground class."""

@@ -4,8 +4,9 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from fgi.metrics import batch_metrics, image_metrics, summarize
+from fgi.metrics import batch_metrics, dice_per_image, image_metrics, summarize
 
 
 def _square(size: int, top: int, left: int, side: int) -> np.ndarray:
@@ -59,3 +60,10 @@ def test_batch_and_summary():
     rows = batch_metrics(np.stack([m, np.zeros_like(m)])[:, None], np.stack([m, m])[:, None])
     s = summarize(rows)
     assert s["dice"] == (0.5, 0.5)
+
+
+def test_tensor_dice_per_image_by_hand():
+    gt = torch.from_numpy(np.stack([_square(20, 5, 5, 4), _square(20, 5, 5, 4), np.zeros((20, 20), bool)]))[:, None]
+    pred = torch.from_numpy(np.stack([_square(20, 5, 7, 4), np.zeros((20, 20), bool), np.zeros((20, 20), bool)]))[:, None]
+    # 8 of 16 + 16 pixels overlap; an empty prediction of a lesion is 0; both empty is 1, as image_metrics
+    assert dice_per_image(pred, gt).tolist() == pytest.approx([16 / 32, 0.0, 1.0])
