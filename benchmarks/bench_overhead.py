@@ -3,7 +3,7 @@ through the bare engine in one process, side by side in one run.
 
 Three paths train the same config K times, one trial at a time, without early stopping:
 
-- bare: ``fgi.loop.run_loop`` over the same loaders in this process, writing the same checkpoint folders;
+- bare: ``fgi.method.loop.run_loop`` over the same loaders in this process, writing the same checkpoint folders;
 - in-process trials: ``tune.py --workers-per-trial 1`` (the default), the engine inside the Tune trial;
 - Ray Train trials: ``tune.py --workers-per-trial 2`` (DDP, half the CPUs each), a TorchTrainer per trial.
 
@@ -35,15 +35,15 @@ PATHS = {"in-process trials": 1, "Ray Train trials (2 workers)": 2}  # label -> 
 
 
 def bare_trial(cfg: Any, trial: int, workdir: Path) -> None:
-    """One bare-engine trial: ``fgi.loop.run_loop`` over the Ray worker's loaders, writing at every evaluation
+    """One bare-engine trial: ``fgi.method.loop.run_loop`` over the Ray worker's loaders, writing at every evaluation
     the checkpoint folder a Ray Train worker writes (``fgi.checkpoint.write_checkpoint`` with the overlay)."""
     import numpy as np
     import torch
 
     from fgi.checkpoint import checkpoint_name, write_checkpoint
-    from fgi.distributed import build_loaders, epoch_batches
-    from fgi.engine import TeacherStudentTrainer
-    from fgi.loop import run_loop
+    from fgi.method.engine import TeacherStudentTrainer
+    from fgi.method.loop import run_loop
+    from fgi.run.worker import build_loaders, epoch_batches
     from fgi.viz import validation_overlay
 
     loaders = build_loaders(cfg, 0, 1, 0)
@@ -63,7 +63,7 @@ def bare_trials(k: int, budget: str, workdir: Path) -> list[float]:
     """Seconds of each of ``k`` bare-engine trials (data prepared once beforehand)."""
     from fgi.budgets import apply_budget
     from fgi.config import Config
-    from fgi.distributed import prepare
+    from fgi.run.worker import prepare
 
     cfg = prepare(apply_budget(Config(), budget))
     times = []

@@ -1,6 +1,6 @@
 """Search efficiency: ASHA + TPE against random search without early stopping, same number of trials.
 
-Both sweeps run through ``fgi.search.run_sweep`` on the synthetic set, in this process on a local Ray,
+Both sweeps run through ``fgi.search.sweep.run_sweep`` on the synthetic set, in this process on a local Ray,
 one trial at a time so that trial order is the order the searcher chose. From each sweep's MLflow child
 runs (validation Dice against step) it reports the total training steps spent until a trial first
 reaches within ``--tolerance`` of the best validation Dice that either sweep finds.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 def run_sweep(name: str, search: str, scheduler: str, trials: int, budget: str, workdir: Path, uri: str) -> None:
     """One sweep into the shared MLflow store; Tune's progress and Ray's worker logs go to ``<workdir>/<name>.log``."""
-    from fgi.search import SweepOptions
-    from fgi.search import run_sweep as sweep
+    from fgi.search.sweep import SweepOptions
+    from fgi.search.sweep import run_sweep as sweep
 
     options = SweepOptions(dataset="synthetic", budget=budget, num_samples=trials, search=search, scheduler=scheduler,
                            max_concurrent=1, workers_per_trial=1, cpus_per_worker=float(os.cpu_count() or 1),

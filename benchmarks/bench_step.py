@@ -40,7 +40,7 @@ def measure(preset: dict, setting: dict, steps: int, warmup: int, threads: int, 
     from torch.utils.flop_counter import FlopCounterMode
 
     from fgi.config import from_dict
-    from fgi.engine import TeacherStudentTrainer
+    from fgi.method.engine import TeacherStudentTrainer
 
     torch.set_num_threads(threads)
     depth = len(preset["teacher"])

@@ -16,9 +16,9 @@ import torch
 
 from fgi.budgets import BUDGETS, apply_budget
 from fgi.config import Config, override
-from fgi.distributed import build_loaders, epoch_batches, prepare
-from fgi.engine import TeacherStudentTrainer
-from fgi.loop import run_loop
+from fgi.method.engine import TeacherStudentTrainer
+from fgi.method.loop import run_loop
+from fgi.run.worker import build_loaders, epoch_batches, prepare
 from fgi.seed import seed_everything
 
 

@@ -57,10 +57,10 @@ def leak_check(state_dir: Path, base: Any, seed: int = 0) -> dict[str, float]:
     import torch
 
     from fgi.checkpoint import read_checkpoint
-    from fgi.distributed import build_loaders
-    from fgi.engine import TeacherStudentTrainer
+    from fgi.method.engine import TeacherStudentTrainer
     from fgi.method.masking import apply_darm, darm_mask, uncertain_region
-    from fgi.metrics import dice_per_image
+    from fgi.method.metrics import dice_per_image
+    from fgi.run.worker import build_loaders
 
     state = read_checkpoint(state_dir)
     cfg = override(pk.arm_config("b_gaze", base, 0, None), {"masking.mask_ratio": DARM_RATIO})
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     proto = pk.parse_args(["--steps", str(args.steps), "--threads", str(args.threads), "--cache-dir", args.cache_dir])
     try:
         pk.check_data(proto)
-        from fgi.distributed import prepare
+        from fgi.run.worker import prepare
 
         base = prepare(pk.base_config(proto))
         if args.leak_check:

@@ -90,7 +90,7 @@ from fgi.config import (  # noqa: E402
 )
 from fgi.data.errors import DataError  # noqa: E402
 from fgi.files import atomic_write_text  # noqa: E402
-from fgi.search_space import dataset_space  # noqa: E402
+from fgi.search.space import dataset_space  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_ROOT = SHARED / "kvasir-seg"
@@ -215,9 +215,9 @@ def train_run(cfg: Config, run_dir: Path, label: str, resume: bool, probe_steps:
         stop_at: when > 0, stop after this step; the schedules still span ``train.max_steps``, so the curve
             matches the first ``stop_at`` steps of a full run.
     """
-    from fgi.distributed import build_loaders, epoch_batches
-    from fgi.engine import TeacherStudentTrainer
-    from fgi.loop import run_loop
+    from fgi.method.engine import TeacherStudentTrainer
+    from fgi.method.loop import run_loop
+    from fgi.run.worker import build_loaders, epoch_batches
 
     device = torch.device("cpu")
     t0 = time.perf_counter()
@@ -261,7 +261,7 @@ def train_run(cfg: Config, run_dir: Path, label: str, resume: bool, probe_steps:
 
 def test_rows(trainer: Any, normalization: Mapping[str, Any], root: Path, split_dir: Path) -> list[dict[str, Any]]:
     """Per-image test metrics of the deployable model at original resolution."""
-    from fgi.evaluation import evaluate_folder, read_ids
+    from fgi.run.evaluation import evaluate_folder, read_ids
 
     return evaluate_folder(trainer, normalization, root, read_ids(split_dir / "test.txt"))
 
@@ -501,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.probe_steps:
             for arm, seed, cfg in planned:
                 check_record(record_path(args.records, arm, seed), cfg)
-        from fgi.distributed import prepare
+        from fgi.run.worker import prepare
 
         base = prepare(base_config(args))
         for arm, seed, _ in planned:

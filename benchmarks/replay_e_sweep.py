@@ -25,9 +25,9 @@ import optuna
 
 from fgi.budgets import portable_config_text
 from fgi.files import atomic_write_text
-from fgi.search import best_config_header, tpe_sampler
-from fgi.search_space import OptunaDefineByRun, SearchSpace
-from fgi.sweep_settings import SweepOptions, SweepRecord, new_record
+from fgi.search.settings import SweepOptions, SweepRecord, new_record
+from fgi.search.space import OptunaDefineByRun, SearchSpace
+from fgi.search.sweep import best_config_header, tpe_sampler
 
 # The recorded trials (RESULTS.md): (mask ratio, decoy ratio, lr, CWC weight) at the table's precision ->
 # (trial id, last reported val Dice: at step 1000, or 500 for the two that ASHA stopped).

@@ -1,3 +1,7 @@
 """fgi: gaze + language weakly-supervised segmentation with distributed hyperparameter search."""
 
 __version__ = "0.1.0"
+
+from fgi import moved as _moved
+
+_moved.install()

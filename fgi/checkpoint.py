@@ -14,7 +14,7 @@ place, and a lone ``trainer.pt`` goes through a temporary file and a rename. Rea
 would import or call code) is refused before any of it runs.
 
 This module imports no training code: ``load_checkpoint`` is handed the trainer class to rebuild
-(``fgi.engine.TeacherStudentTrainer`` or a variant of it), so ``fgi.tracking`` can use the format
+(``fgi.method.engine.TeacherStudentTrainer`` or a variant of it), so ``fgi.tracking`` can use the format
 without reaching the engine.
 """
 
@@ -47,7 +47,7 @@ NORMALIZATION_KEYS = ("image_size", "channels", "mean", "std")
 
 
 class Trainer(Protocol):
-    """What the format needs of an engine (``fgi.engine.TeacherStudentTrainer`` has it)."""
+    """What the format needs of an engine (``fgi.method.engine.TeacherStudentTrainer`` has it)."""
 
     cfg: Config
     step: int
@@ -188,7 +188,7 @@ def load_checkpoint(path: str | os.PathLike, trainer_class: type[T], device: tor
 
     Args:
         path: a ``trainer.pt`` file or a checkpoint folder.
-        trainer_class: the engine class to build, e.g. ``fgi.engine.TeacherStudentTrainer``.
+        trainer_class: the engine class to build, e.g. ``fgi.method.engine.TeacherStudentTrainer``.
         device: where the rebuilt models live.
     """
     state = read_checkpoint(path)

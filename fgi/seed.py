@@ -1,4 +1,7 @@
-"""The one seeding utility: Python, NumPy and torch, with per-rank and per-trial offsets."""
+"""The one seeding utility: Python, NumPy and torch, with per-rank offsets.
+
+A sweep varies its trials' seeds through ``train.seed`` (searched or fixed), so a seed depends on the
+config and the worker rank only."""
 
 from __future__ import annotations
 
@@ -7,24 +10,22 @@ import random
 import numpy as np
 import torch
 
-_RANK_STRIDE = 1_000  # seeds of ranks within a trial stay apart from seeds of other trials
-_TRIAL_STRIDE = 1_000_003
+_RANK_STRIDE = 1_000  # seeds of ranks stay apart from the next base seeds' ranks
 
 
-def derive_seed(base: int, rank: int = 0, trial: int = 0) -> int:
-    """Seed of one process: ``base`` shifted by the trial index and the worker rank.
+def derive_seed(base: int, rank: int = 0) -> int:
+    """Seed of one process: ``base`` shifted by the worker rank.
 
     Args:
         base: the run's base seed (``train.seed``).
         rank: the distributed worker rank.
-        trial: the trial index within a sweep.
     """
-    return (int(base) + int(trial) * _TRIAL_STRIDE + int(rank) * _RANK_STRIDE) % (2**31 - 1)
+    return (int(base) + int(rank) * _RANK_STRIDE) % (2**31 - 1)
 
 
-def seed_everything(base: int, rank: int = 0, trial: int = 0) -> int:
+def seed_everything(base: int, rank: int = 0) -> int:
     """Seed Python's ``random``, NumPy's legacy global state and torch; return the derived seed."""
-    seed = derive_seed(base, rank, trial)
+    seed = derive_seed(base, rank)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

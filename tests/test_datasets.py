@@ -13,7 +13,7 @@ from fgi.datasets import (
     get_dataset,
     validate_names,
 )
-from fgi.evaluation import raw_folders
+from fgi.run.evaluation import raw_folders
 from fgi.text.templates import get_template
 
 

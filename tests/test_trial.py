@@ -14,7 +14,7 @@ import torch
 
 from fgi.budgets import apply_budget
 from fgi.config import Config, ConfigError
-from fgi.trial import TrialSettings, trial_device
+from fgi.search.trial import TrialSettings, trial_device
 
 BASE = apply_budget(Config(), "smoke")
 
@@ -46,10 +46,10 @@ STALLED_TUNE = textwrap.dedent('''
     import glob, json, os, sys, tempfile, time
     import ray
     from ray import tune
-    from fgi import distributed
+    from fgi.run.worker import prepare
     from fgi.budgets import apply_budget
     from fgi.config import Config, override
-    from fgi.trial import TrialSettings, trainable
+    from fgi.search.trial import TrialSettings, trainable
 
     out, timeout = sys.argv[1], float(sys.argv[2])
 
@@ -75,7 +75,7 @@ STALLED_TUNE = textwrap.dedent('''
             with open(os.path.join(out, "stall.json"), "w") as fh:
                 json.dump({"step": result["step"], "process_ended": time.monotonic() < deadline}, fh)
 
-    cfg = distributed.prepare(override(apply_budget(Config(), "smoke"), {"train.threads": 1}))
+    cfg = prepare(override(apply_budget(Config(), "smoke"), {"train.threads": 1}))
     temp = tempfile.mkdtemp(prefix="fgi-ray-", dir="/tmp")  # short: Ray's unix sockets live under it
     ray.init(num_cpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False, _temp_dir=temp)
     try:

@@ -15,10 +15,10 @@ from fgi.budgets import budget_names, portable_config_text
 from fgi.config import ConfigError, load_yaml_text
 from fgi.files import atomic_write_text
 from fgi.paths import fgi_home
-from fgi.sweep_settings import METRIC_MODES
+from fgi.search.settings import METRIC_MODES
 
 if TYPE_CHECKING:
-    from fgi.tracking_best import SweepChoice
+    from fgi.tracking.best import SweepChoice
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def fetch_best(experiment: str, *, sweep: str | None = None, metric: str = "val_
     Args:
         experiment: MLflow experiment.
         sweep: a sweep name; default the best finished sweep.
-        metric: ranking metric (``fgi.sweep_settings.METRIC_MODES`` gives its direction).
+        metric: ranking metric (``fgi.search.settings.METRIC_MODES`` gives its direction).
         budget: rank only sweeps of this budget.
         mlflow_uri: tracking URI.
         out: output file; default ``$FGI_HOME/best_configs/<dataset>.yaml``.

@@ -10,8 +10,8 @@ from pathlib import Path
 from fgi.commands.predict import MODEL_HELP, THRESHOLD_HELP, URI_HELP, check_threshold, load_model
 from fgi.data.errors import DataError
 from fgi.datasets import FILE_DATASETS
-from fgi.evaluation import SPLITS
 from fgi.files import atomic_write_text
+from fgi.run.evaluation import SPLITS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def evaluate_root(args: argparse.Namespace) -> int:
     """Score ``--root`` at original resolution: summary on stdout, per-image CSV with ``--csv``, mean/sd JSON
     with ``--out``; nothing is written where the user did not ask."""
-    from fgi.evaluation import evaluate_folder, folder_ids, format_summary, read_ids, write_rows_csv, write_summary_json
+    from fgi.run.evaluation import (
+        evaluate_folder,
+        folder_ids,
+        format_summary,
+        read_ids,
+        write_rows_csv,
+        write_summary_json,
+    )
 
     check_threshold(args.threshold)
     ids = read_ids(args.split_file) if args.split_file is not None else folder_ids(args.root, args.dataset, args.split)
@@ -55,7 +62,7 @@ def evaluate_root(args: argparse.Namespace) -> int:
 def evaluate_prepared(args: argparse.Namespace) -> int:
     """Score ``--split`` of the model's prepared cache (prepared first when absent); JSON on stdout."""
     from fgi.data.dataset import ensure_prepared
-    from fgi.evaluation import evaluate_split
+    from fgi.run.evaluation import evaluate_split
 
     trainer, _ = load_model(args.model, args.mlflow_uri)
     ensure_prepared(trainer.cfg)

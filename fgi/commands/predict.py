@@ -11,7 +11,7 @@ from fgi.checkpoint import load_folder
 from fgi.data.errors import DataError
 
 if TYPE_CHECKING:
-    from fgi.engine import TeacherStudentTrainer
+    from fgi.method.engine import TeacherStudentTrainer
 
 MODEL_HELP = "models:/fgi-<dataset>/<version>, runs:/<run>/model, or a checkpoint folder or its trainer.pt"
 URI_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI or $FGI_HOME)"
@@ -38,7 +38,7 @@ def load_model(model: str, mlflow_uri: str | None) -> tuple[TeacherStudentTraine
     import torch
 
     from fgi import tracking
-    from fgi.engine import TeacherStudentTrainer
+    from fgi.method.engine import TeacherStudentTrainer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tracking.fetch_model(model, mlflow_uri) as folder:
@@ -47,7 +47,7 @@ def load_model(model: str, mlflow_uri: str | None) -> tuple[TeacherStudentTraine
 
 def main(args: argparse.Namespace) -> int:
     """Predict every image of ``--images``; bad input prints one line naming it and exits 2."""
-    from fgi.evaluation import predict_folder
+    from fgi.run.evaluation import predict_folder
 
     try:
         check_threshold(args.threshold)

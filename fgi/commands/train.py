@@ -9,7 +9,7 @@ import sys
 from fgi import budgets
 from fgi.config import ConfigError
 from fgi.data.errors import DataError
-from fgi.final import final_config, train_final
+from fgi.search.final import final_config, train_final
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

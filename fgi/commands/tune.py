@@ -10,7 +10,7 @@ from fgi import budgets
 from fgi.config import ConfigError
 from fgi.data.errors import DataError
 from fgi.datasets import DATASET_NAMES
-from fgi.search import (
+from fgi.search.sweep import (
     DEFAULT_TRIAL_TIMEOUT,
     METRIC_MODES,
     SCHEDULERS,

@@ -193,7 +193,7 @@ def test_a_missing_tuned_config_fails_before_anything_is_prepared_or_trained(tmp
 
 def test_written_config_is_the_base_of_a_laptop_proxy_sweep_for_arm_e(d_fgi_config, tmp_path):
     from fgi.config import load_yaml_text
-    from fgi.sweep_settings import SweepOptions, new_record
+    from fgi.search.settings import SweepOptions, new_record
 
     record, _ = new_record(SweepOptions(dataset="kvasir", config=str(d_fgi_config), budget="laptop",
                                         max_steps=1000))

@@ -9,7 +9,7 @@ import yaml
 from fgi.budgets import apply_budget, portable_config_text
 from fgi.cli import main
 from fgi.config import Config, dump_yaml, override
-from fgi.final import final_config
+from fgi.search.final import final_config
 
 pytestmark = pytest.mark.slow  # creates a local MLflow store
 

@@ -11,9 +11,9 @@ import torch
 from fgi.checkpoint import write_checkpoint
 from fgi.cli import main
 from fgi.data.synthetic import make_split
-from fgi.engine import TeacherStudentTrainer
-from fgi.evaluation import predict_full_size
-from fgi.metrics import image_metrics
+from fgi.method.engine import TeacherStudentTrainer
+from fgi.method.metrics import image_metrics
+from fgi.run.evaluation import predict_full_size
 from tests.core.helpers import make_batches, tiny_config
 from tests.data.conftest import make_isic, make_kvasir
 

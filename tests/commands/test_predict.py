@@ -6,7 +6,7 @@ from PIL import Image
 
 from fgi.checkpoint import write_checkpoint
 from fgi.cli import main
-from fgi.engine import TeacherStudentTrainer
+from fgi.method.engine import TeacherStudentTrainer
 from tests.core.helpers import tiny_config
 
 NORM = {"image_size": 32, "channels": 3, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}

@@ -12,7 +12,7 @@ import pytest
 from fgi.budgets import apply_budget
 from fgi.cli import main
 from fgi.config import Config, ConfigError, override, save_yaml
-from fgi.final import final_config
+from fgi.search.final import final_config
 
 
 def test_final_config_applies_budget_and_steps_on_top(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from fgi.cli import main
 from fgi.commands import tune
-from fgi.search import SweepOptions
+from fgi.search.sweep import SweepOptions
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -31,6 +31,8 @@ def test_every_option_reaches_the_sweep_options():
         experiment="e", time_budget=60.0, seed=3, max_failures=0, trial_timeout=300.0, best_dir="b", root="r", verbose=True)
     assert tune.options_of(_parse("--dataset", "kvasir", "--data-root", "d")).root == "d"
     assert tune.options_of(_parse("--dataset", "kvasir")).trial_timeout == 1800.0
+    # --startup-trials goes with TPE only, so it is checked on its own
+    assert tune.options_of(_parse("--dataset", "kvasir", "--startup-trials", "4")).startup_trials == 4
 
 
 @pytest.mark.parametrize("extra, needle", [

@@ -18,7 +18,7 @@ from fgi.checkpoint import (
     write_checkpoint,
 )
 from fgi.config import dump_yaml
-from fgi.engine import TeacherStudentTrainer
+from fgi.method.engine import TeacherStudentTrainer
 from tests.core.helpers import make_batches, tiny_config
 
 CPU = torch.device("cpu")

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from fgi.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from fgi.config import ConfigError, dump_yaml
-from fgi.engine import TeacherStudentTrainer
+from fgi.config import ConfigError, dump_yaml, override
+from fgi.method.engine import TeacherStudentTrainer
 from tests.core.helpers import make_batches, tiny_config
 
 CPU = torch.device("cpu")
@@ -56,7 +56,7 @@ def test_load_state_dict_into_fresh_trainer_in_process():
     batches = make_batches(cfg, "train", 4, 4)
     a = TeacherStudentTrainer(cfg, CPU)
     a.train_step(batches[0])
-    b = TeacherStudentTrainer(cfg, CPU, trial=5)
+    b = TeacherStudentTrainer(cfg, CPU, rank=1)
     b.load_state_dict(a.state_dict())
     _same_next_step(a, b, batches[0])
 
@@ -276,7 +276,7 @@ def test_construction_leaves_the_global_rng_alone_and_init_is_reproducible():
     assert torch.equal(torch.get_rng_state(), state)
     torch.manual_seed(456)
     b = TeacherStudentTrainer(cfg, CPU)
-    c = TeacherStudentTrainer(cfg, CPU, trial=1)
+    c = TeacherStudentTrainer(override(cfg, {"train.seed": cfg.train.seed + 1}), CPU)
     for name in a.models:
         sa, sb, sc = (t.models[name].state_dict() for t in (a, b, c))
         assert all(torch.equal(sa[k], sb[k]) for k in sa)

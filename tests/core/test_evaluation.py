@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from fgi.data.errors import DataError
-from fgi.evaluation import evaluate_folder, folder_ids, model_input, predict_folder, read_ids
+from fgi.run.evaluation import evaluate_folder, folder_ids, model_input, predict_folder, read_ids
 from tests.core.helpers import tiny_config
 from tests.data.conftest import make_kvasir
 

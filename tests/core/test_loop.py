@@ -5,8 +5,8 @@ import itertools
 import pytest
 import torch
 
-from fgi.engine import TeacherStudentTrainer
-from fgi.loop import is_eval_step, run_loop
+from fgi.method.engine import TeacherStudentTrainer
+from fgi.method.loop import is_eval_step, run_loop
 from tests.core.helpers import make_batches, tiny_config
 
 

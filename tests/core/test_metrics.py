@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fgi.metrics import batch_metrics, dice_per_image, image_metrics, summarize
+from fgi.method.metrics import batch_metrics, dice_per_image, image_metrics, summarize
 
 
 def _square(size: int, top: int, left: int, side: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fgi.config import Config
-from fgi.engine import TeacherStudentTrainer
+from fgi.method.engine import TeacherStudentTrainer
 from fgi.method.losses import level_consistency
 from fgi.models.two_level import propagate_features
 from tests.core.helpers import make_batches, tiny_config

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from fgi.watchdog import EXIT_CODE, Watchdog
+from fgi.search.watchdog import EXIT_CODE, Watchdog
 
 
 def _watchdog_threads() -> list[threading.Thread]:
@@ -84,7 +84,7 @@ def test_starting_a_running_watchdog_is_refused():
 
 BLOCKED = textwrap.dedent("""
     import queue, threading
-    from fgi.watchdog import Watchdog
+    from fgi.search.watchdog import Watchdog
 
     def report():
         slot = queue.Queue(1)  # the one-slot result queue of a Tune function trainable, never emptied

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 PARITY = textwrap.dedent('''
     import json, os, sys, torch
     import ray
-    from fgi import distributed
+    from fgi.search import ray_train
     from fgi.budgets import apply_budget
     from fgi.checkpoint import read_checkpoint, read_metrics
     from fgi.config import Config, override
@@ -28,11 +28,11 @@ PARITY = textwrap.dedent('''
         "augment.enabled": False, "masking.mask_ratio": 0.0, "mix.cutmix_prob": 0.0, "mix.noise": 0.0,
         "optim.name": "sgd", "optim.momentum": 0.0, "optim.lr": 0.05, "optim.warmup_fraction": 0.0,
         "train.batch_size": 4, "train.max_steps": 3, "train.eval_every": 3, "train.threads": 1})
-    cfg = distributed.prepare(cfg)
+    cfg = worker.prepare(cfg)
     ray.init()
     states, folders = {}, {}
     for workers in (1, 2):
-        result = distributed.fit(cfg, storage_path=storage, name=f"w{workers}", workers=workers)
+        result = ray_train.fit(cfg, storage_path=storage, name=f"w{workers}", workers=workers)
         states[workers] = read_checkpoint(result.checkpoint.path)
         folders[workers] = {"files": sorted(os.listdir(result.checkpoint.path)),
                             "metrics": read_metrics(result.checkpoint.path)}
@@ -45,7 +45,7 @@ PARITY = textwrap.dedent('''
                 moved = max(moved, float((a - init[model][key]).abs().max()))
     print(json.dumps({"max_abs_diff": diff, "moved": moved, "steps": [states[1]["step"], states[2]["step"]],
                       "folders": folders}))
-''').replace("read_init(cfg)", "{k: m.state_dict() for k, m in __import__('fgi.engine', fromlist=['x'])"
+''').replace("read_init(cfg)", "{k: m.state_dict() for k, m in __import__('fgi.method.engine', fromlist=['x'])"
              ".TeacherStudentTrainer(cfg, torch.device('cpu')).models.items()}")
 
 
@@ -67,7 +67,7 @@ def test_two_workers_match_one_worker(ray_head, tmp_path):
 THREADS = textwrap.dedent('''
     import json, os
     import ray
-    from fgi import distributed
+    from fgi.search import ray_train
 
     # workers that import torch before their actor starts (the raylet of this local Ray inherits the variable)
     os.environ["RAY_preload_python_modules"] = "torch"
@@ -77,8 +77,8 @@ THREADS = textwrap.dedent('''
         class Probe:
             def report(self):
                 import torch
-                return {"torch_default": torch.get_num_threads(), "threads": distributed.worker_threads(),
-                        "asked_2": distributed.worker_threads(2)}
+                return {"torch_default": torch.get_num_threads(), "threads": ray_train.worker_threads(),
+                        "asked_2": ray_train.worker_threads(2)}
 
         print(json.dumps(ray.get(Probe.remote().report.remote())))
     finally:

@@ -55,7 +55,7 @@ def test_job_sweep_is_tracked_in_mlflow(sweep, mlflow_server):
     assert parent.data.tags["dataset"] == "synthetic" and parent.data.tags["fgi_version"]
     from fgi.budgets import apply_budget
     from fgi.config import Config
-    from fgi.search_space import dataset_space
+    from fgi.search.space import dataset_space
 
     searched = dataset_space("synthetic", apply_budget(Config(), "smoke")).keys
     published = {"loss.tau_pos": 0.8, "loss.tau_neg": 0.2, "masking.mask_ratio": 0.3,
@@ -215,7 +215,7 @@ def test_mlflow_compare_view_shows_the_tuned_params(sweep, mlflow_server, tmp_pa
     from selenium.webdriver.support.ui import WebDriverWait
 
     from fgi.config import Config, flatten
-    from fgi.search_space import space_from_text
+    from fgi.search.space import space_from_text
 
     client = MlflowClient(mlflow_server.uri)
     exp = client.get_experiment_by_name(sweep["experiment"])

@@ -98,7 +98,7 @@ def test_resume_after_driver_is_killed(ray_head, mlflow_server, tmp_path):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert (tmp_path / "best" / "synthetic.yaml").is_file()
     # ASHA's first rung holds every trial, those that finished before the kill included (Ray saves no
-    # scheduler state; fgi.asha carries the rungs as callback state)
+    # scheduler state; fgi.search.asha carries the rungs as callback state)
     from ray import cloudpickle
 
     # the newest session's file, by the timestamp in its name (a sync may touch the older one later)

@@ -11,7 +11,7 @@ import yaml
 from fgi.budgets import BUDGETS, apply_budget, budget_overrides
 from fgi.config import Config, ConfigError, from_dict
 from fgi.datasets import DATASET_NAMES
-from fgi.search_space import OptunaDefineByRun, SearchSpaceError, dataset_space, parse_space
+from fgi.search.space import OptunaDefineByRun, SearchSpaceError, dataset_space, parse_space
 
 BASE = apply_budget(Config(), "smoke")
 SYN = yaml.safe_load(dataset_space("synthetic", BASE).text)

@@ -7,7 +7,7 @@ from ray import cloudpickle, tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from fgi.asha import RungState
+from fgi.search.asha import RungState
 
 
 def _asha(grace: int = 2) -> ASHAScheduler:

@@ -6,12 +6,12 @@ import numpy as np
 import optuna
 import pytest
 
-from fgi import search
 from fgi.budgets import apply_budget
 from fgi.config import Config, override
-from fgi.search import ParamsOf, importances, tpe_sampler
-from fgi.search_space import OptunaDefineByRun, dataset_space
-from fgi.sweep_settings import SweepOptions, new_record, saved_record
+from fgi.search import sweep as search
+from fgi.search.settings import SweepOptions, new_record, saved_record
+from fgi.search.space import OptunaDefineByRun, dataset_space
+from fgi.search.sweep import ParamsOf, importances, tpe_sampler
 
 BASE = apply_budget(Config(), "smoke")
 

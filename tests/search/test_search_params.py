@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from fgi.search_params import Categorical, IntParam, LogUniform, SearchSpaceError, Uniform, parse_param
+from fgi.search.params import Categorical, IntParam, LogUniform, SearchSpaceError, Uniform, parse_param
 
 
 def _parse(key: str, **entry):

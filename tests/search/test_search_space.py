@@ -8,7 +8,7 @@ import yaml
 from fgi.budgets import apply_budget
 from fgi.config import Config, from_dict
 from fgi.datasets import DATASET_NAMES
-from fgi.search_space import (
+from fgi.search.space import (
     FRACTION,
     SearchSpaceError,
     dataset_space,

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fgi.commands.tune import summary
-from fgi.search import SweepResult
-from fgi.sweep_console import ConsoleCallback
+from fgi.search.console import ConsoleCallback
+from fgi.search.sweep import SweepResult
 
 
 @dataclass

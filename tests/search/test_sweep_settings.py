@@ -9,8 +9,7 @@ import pytest
 import yaml
 
 from fgi.config import ConfigError, load_yaml_text, save_yaml
-from fgi.search_space import SearchSpaceError
-from fgi.sweep_settings import (
+from fgi.search.settings import (
     SWEEP_FILE,
     SweepOptions,
     SweepRecord,
@@ -20,6 +19,7 @@ from fgi.sweep_settings import (
     saved_record,
     write_sweep_file,
 )
+from fgi.search.space import SearchSpaceError
 
 # the keys of a sweep file written before SweepRecord existed (a plain dict then)
 OLD_KEYS = ("dataset", "budget", "name", "base_config", "space_path", "space_text", "num_samples", "max_concurrent",

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fgi.tracking_trials import find_runs
+from fgi.tracking.trials import find_runs
 
 pytestmark = pytest.mark.slow
 

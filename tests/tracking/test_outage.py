@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from fgi import tracking
 from fgi.config import Config
-from fgi.tracking_queue import read_spool
+from fgi.tracking.queue import read_spool
 from tests.servers import free_port, launch_mlflow
 
 pytestmark = pytest.mark.slow

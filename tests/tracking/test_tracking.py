@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from fgi import tracking
 from fgi.config import Config
-from fgi.tracking_trials import find_runs
+from fgi.tracking.trials import find_runs
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,7 @@ def _checkpoint_folder(folder):
 
 def test_registering_moves_an_alias_only_when_asked_and_tags_the_budget(store, tmp_path):
     uri = _db(store)
-    from fgi.engine import TeacherStudentTrainer
+    from fgi.method.engine import TeacherStudentTrainer
 
     client = MlflowClient(uri, registry_uri=uri)
     folder = _checkpoint_folder(tmp_path / "ck")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from fgi.tracking_queue import LogQueue, read_journal, read_spool, replay, take_spool
+from fgi.tracking.queue import LogQueue, read_journal, read_spool, replay, take_spool
 
 
 class Transient(RuntimeError):
@@ -139,7 +139,7 @@ def test_a_corrupt_spool_line_names_the_file_and_line(tmp_path):
 
 KILLED_DRIVER = """
 import sys, threading
-from fgi.tracking_queue import LogQueue
+from fgi.tracking.queue import LogQueue
 
 def execute(op, args):
     if args["i"] >= 3:

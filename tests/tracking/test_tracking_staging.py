@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from fgi.tracking_staging import stage, staged
+from fgi.tracking.staging import stage, staged
 
 
 def _checkpoint(folder, step):

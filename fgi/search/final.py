@@ -20,8 +20,8 @@ from fgi.config import Config, ConfigError, load_yaml, load_yaml_text, override
 from fgi.data.cache import load_manifest, resolve_cache_dir
 from fgi.datasets import find_fixations
 from fgi.paths import storage_path
-from fgi.sweep_settings import check_data_paths
-from fgi.trial import start_ray
+from fgi.search.settings import check_data_paths
+from fgi.search.trial import start_ray
 
 ALIAS = re.compile(r"[\w-]{1,255}")  # MLflow's alias names; "latest" and v<N> are reserved
 BUDGET_TAG = "fgi.budget"  # model version tag: the --budget it was trained under, "none" for the config as is
@@ -158,11 +158,13 @@ def train_final(cfg: Config, *, source: str, workers: int = 1, cpus_per_worker: 
     check_aliases(aliases)
     import ray
 
-    from fgi import distributed, tracking
-    from fgi.engine import TeacherStudentTrainer
-    from fgi.evaluation import evaluate_checkpoint
+    from fgi import tracking
+    from fgi.method.engine import TeacherStudentTrainer
+    from fgi.run.evaluation import evaluate_checkpoint
+    from fgi.run.worker import local_batch_size, prepare
+    from fgi.search.ray_train import fit
 
-    distributed.local_batch_size(cfg, workers)
+    local_batch_size(cfg, workers)
     dataset = cfg.data.dataset
     uri = tracking.resolve_uri(mlflow_uri)
     root = storage_path(storage)
@@ -171,7 +173,7 @@ def train_final(cfg: Config, *, source: str, workers: int = 1, cpus_per_worker: 
     model = register_as or f"fgi-{dataset}"
     print(f"final training {name}: storage {root}/{name}, MLflow {uri} (experiment {experiment})", flush=True)
 
-    prepared = distributed.prepare(cfg)
+    prepared = prepare(cfg)
     manifest = load_manifest(resolve_cache_dir(prepared)) or {}
     scored = bool(manifest.get("splits", {}).get("test"))
     if not scored:  # e.g. Kvasir-SEG, whose 100 test images are held back
@@ -180,7 +182,7 @@ def train_final(cfg: Config, *, source: str, workers: int = 1, cpus_per_worker: 
     start_ray(verbose=True)
     run_id = tracking.start_final_run(uri, experiment, cfg, name, source)
     try:
-        result = distributed.fit(prepared, storage_path=root, name=name, workers=workers,
+        result = fit(prepared, storage_path=root, name=name, workers=workers,
                                  cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                                  max_failures=max_failures, callbacks=[tracking.TrainCallback(uri, run_id)])
         checkpoints = [(c, m) for c, m in result.best_checkpoints if "val_dice" in m]

@@ -6,8 +6,8 @@ writing a checkpoint, reporting, printing) is the caller's ``on_eval``. Ray Trai
 trials and the benchmark scripts all train through it, so they agree on when evaluations happen and on
 what the reported training losses mean (the mean of each term over the steps since the last evaluation).
 
-``Reporter`` is the one reporting interface: Ray Train's report implements it in ``fgi.distributed``.
-``on_step`` is told of every step (a trial beats its ``fgi.watchdog.Watchdog`` there).
+``Reporter`` is the one reporting interface: Ray Train's report implements it in ``fgi.run.worker``.
+``on_step`` is told of every step (a trial beats its ``fgi.search.watchdog.Watchdog`` there).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Reporter(Protocol):
 
 
 class Engine(Protocol):
-    """What the loop needs of an engine (``fgi.engine.TeacherStudentTrainer`` has it)."""
+    """What the loop needs of an engine (``fgi.method.engine.TeacherStudentTrainer`` has it)."""
 
     step: int
     device: torch.device

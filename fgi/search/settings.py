@@ -19,7 +19,7 @@ from fgi import budgets
 from fgi.config import Config, ConfigError, dump_yaml, from_dict, load_yaml, load_yaml_text, override
 from fgi.files import atomic_write_text
 from fgi.paths import fgi_home
-from fgi.search_space import SearchSpace, dataset_space, load_space, space_from_text
+from fgi.search.space import SearchSpace, dataset_space, load_space, space_from_text
 
 SWEEP_FILE = "fgi_sweep.json"
 METRIC_MODES = {"val_dice": "max", "val_iou": "max", "val_hd95": "min", "val_asd": "min"}
@@ -33,7 +33,7 @@ SEARCH_DEFAULTS = {"smoke": (3, 1, 2), "cpu": (10, 3, 2), "laptop": (10, 2, 2), 
 TPE_STARTUP_SHARE = 3
 TPE_STARTUP_MAX = 10
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # a sweep name is a folder name and an MLflow tag value
-# seconds a trial may go without an optimizer step or a report before its watchdog ends it (fgi.watchdog);
+# seconds a trial may go without an optimizer step or a report before its watchdog ends it (fgi.search.watchdog);
 # generous because the time to the first step (data loading, model build, restore) counts too
 DEFAULT_TRIAL_TIMEOUT = 1800.0
 DATA_PATHS = {"data.root": "--data-root",  # tune also takes --root

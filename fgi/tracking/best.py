@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from fgi.tracking_trials import KIND_TAG, SWEEP_TAG, find_runs
+from fgi.tracking.trials import KIND_TAG, SWEEP_TAG, find_runs
 
 BEST_CONFIG_ARTIFACT = "best_config.yaml"
 MODES = ("max", "min")

@@ -34,8 +34,8 @@ from fgi.method.losses import (
     sigmoid_rampup,
 )
 from fgi.method.masking import apply_darm, darm_mask, uncertain_region
+from fgi.method.metrics import METRICS, batch_metrics, dice_per_image
 from fgi.method.mixing import apply_mix, cutmix_boxes, reference_cutmix_boxes, uniform_noise
-from fgi.metrics import METRICS, batch_metrics, dice_per_image
 from fgi.models import Student, Teacher, TwoLevel
 from fgi.seed import derive_seed, make_generator
 
@@ -81,23 +81,21 @@ class TeacherStudentTrainer:
         cfg: resolved run config.
         device: where models and batches live.
         rank: data-parallel rank (offsets the masking/mixing seed so ranks draw different blocks).
-        trial: trial index within a sweep (offsets every seed).
         wrap_model: applied to each model after it is built, e.g. ``ray.train.torch.prepare_model``.
     """
 
-    def __init__(self, cfg: Config, device: torch.device, rank: int = 0, trial: int = 0,
+    def __init__(self, cfg: Config, device: torch.device, rank: int = 0,
                  wrap_model: ModelWrapper | None = None) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
         self.rank = rank
-        self.trial = trial
         self.step = 0
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         # model init is identical on every rank and reproducible, and leaves the global RNG as it was:
         # models are built on the CPU under a forked, locally seeded CPU generator
         with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(derive_seed(cfg.train.seed, 0, trial))
+            torch.random.default_generator.manual_seed(derive_seed(cfg.train.seed, 0))
             self.teacher, self.student = self.build_models()
         self.models: dict[str, nn.Module] = {"student": self.student}
         if self.teacher is not None:
@@ -116,7 +114,7 @@ class TeacherStudentTrainer:
                            cfg.optim.min_lr_ratio)
         self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, factor) for name, opt in self.optimizers.items()}
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
-        self.generator = make_generator(derive_seed(cfg.train.seed, rank, trial), self.device)
+        self.generator = make_generator(derive_seed(cfg.train.seed, rank), self.device)
 
     # hooks a variant overrides
     def build_models(self) -> tuple[nn.Module | None, nn.Module]:
@@ -336,14 +334,14 @@ class TeacherStudentTrainer:
     def evaluate_rows(self, loader: Iterable[Mapping]) -> list[dict]:
         """Per-image metrics (with "id") over a loader whose batches carry "mask".
 
-        Each row holds ``fgi.metrics.METRICS`` of ``model.predictor``, and, when a teacher exists and the
+        Each row holds ``fgi.method.metrics.METRICS`` of ``model.predictor``, and, when a teacher exists and the
         batch has its text, the Dice of the teacher, the student and their ensemble ("dice_teacher",
         "dice_student", "dice_ensemble"); each model predicts once per batch.
         """
         predictor = self._predictor_models()
         rows = []
         # the leak check draws the same blocks at every evaluation, apart from the training draws
-        generator = make_generator(derive_seed(self.cfg.train.seed, self.rank, self.trial), self.device)
+        generator = make_generator(derive_seed(self.cfg.train.seed, self.rank), self.device)
         for batch in loader:
             if "mask" not in batch:
                 raise KeyError("evaluation needs ground-truth 'mask' in every batch")

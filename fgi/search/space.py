@@ -19,7 +19,7 @@ key by key and its ``constraints``, when given, replace the inherited list.
 A constraint ``a < b`` is kept by construction: ``a`` is drawn as a fraction of its range below ``b``,
 so every trial is valid and TPE sees a fixed distribution; searchers see such a key as ``a|fraction``,
 and the trial config carries the drawn value itself under ``a``. The parameter types are in
-``fgi.search_params``.
+``fgi.search.params``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 import yaml
 
 from fgi.config import Config, ConfigError, field_spec, flatten, load_yaml_data, override
-from fgi.search_params import Continuous, Param, SearchSpaceError, canonical, parse_param, plain
+from fgi.search.params import Continuous, Param, SearchSpaceError, canonical, parse_param, plain
 
 FRACTION = "|fraction"  # suffix of the searcher parameter that draws a constrained key below its bound
 BASE_SPACE = "base.yaml"  # the shipped file the dataset spaces extend

@@ -10,12 +10,12 @@ config from the prepared base with one ``override``. The first trial is the base
 published one unless ``config`` says otherwise).
 
 A trial with one worker trains inside its Tune trial's process; with more, it runs a Ray Train DDP run
-(``fgi.trial``). The console shows one line per finished trial, the sweep's progress and one summary;
+(``fgi.search.trial``). The console shows one line per finished trial, the sweep's progress and one summary;
 ``verbose`` brings Ray's own output back. Everything a user can get wrong (options, names, data paths,
 a cluster too small for one trial) is checked before Ray starts or an MLflow run exists.
 
-Layering: ``search`` builds trials with ``fgi.trial`` and logs through ``fgi.tracking``; with
-``fgi.search_space`` it is the only code that knows Ray Tune and Optuna.
+Layering: ``search`` builds trials with ``fgi.search.trial`` and logs through ``fgi.tracking``; with
+``fgi.search.space`` it is the only code that knows Ray Tune and Optuna.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ from fgi.budgets import portable_config_text
 from fgi.config import Config, ConfigError, flatten, load_yaml_text
 from fgi.files import atomic_write_text
 from fgi.paths import git_commit, storage_path
-from fgi.search_space import OptunaDefineByRun, SearchSpace
-from fgi.sweep_settings import (
+from fgi.search.settings import (
     DATA_PATHS,
     DEFAULT_TRIAL_TIMEOUT,
     METRIC_MODES,
@@ -46,7 +45,8 @@ from fgi.sweep_settings import (
     saved_record,
     write_sweep_file,
 )
-from fgi.trial import TrialSettings, run_distributed, run_in_process, start_ray, trainable
+from fgi.search.space import OptunaDefineByRun, SearchSpace
+from fgi.search.trial import TrialSettings, run_distributed, run_in_process, start_ray, trainable
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage
                                reduction_factor=record.reduction_factor)
                  if record.scheduler == "asha" else FIFOScheduler())
     if record.scheduler == "asha":
-        from fgi.asha import RungState
+        from fgi.search.asha import RungState
 
         callbacks = [*callbacks, RungState(scheduler)]  # Ray saves no scheduler state: the rungs travel as a callback's
     # in-process trials report checkpoints to Tune: keep the best by the metric (and Tune keeps the latest);
@@ -198,7 +198,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
             local machine too small for one trial, before Ray starts or an MLflow run exists.
     """
     from fgi import tracking
-    from fgi.sweep_console import ConsoleCallback, quiet_ray
+    from fgi.search.console import ConsoleCallback, quiet_ray
 
     storage = storage_path(options.storage)
     if options.resume:
@@ -208,7 +208,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     import ray
     from ray import tune
 
-    from fgi import distributed
+    from fgi.run.worker import prepare
 
     if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):
         check_capacity(record.workers, record.cpus_per_worker, record.gpus_per_worker)
@@ -219,7 +219,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     print(f"{verb} {record.name}: {record.num_samples} trials ({mode}), storage {storage}/{record.name}, "
           f"MLflow {uri} (experiment {record.experiment})", flush=True)
 
-    prepared = distributed.prepare(space.base)
+    prepared = prepare(space.base)
     if not options.resume:
         # before Ray starts or the MLflow parent exists: a sweep killed from here on is resumable by name
         write_sweep_file(storage, record)

@@ -30,7 +30,7 @@ from fgi.data.errors import DataError
 from fgi.data.io import list_images, load_image, load_mask, resize_image
 from fgi.data.sources import IsicSource
 from fgi.datasets import get_dataset
-from fgi.metrics import METRICS, image_metrics, summarize
+from fgi.method.metrics import METRICS, image_metrics, summarize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
@@ -209,7 +209,7 @@ def evaluate_split(trainer: Any, split: str = "test", num_workers: int | None = 
 def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", device: str | None = None) -> dict[str, float]:
     """``evaluate_split`` of a checkpoint file or folder, on ``device`` (default CUDA when available, else CPU)."""
     from fgi.checkpoint import load_checkpoint
-    from fgi.engine import TeacherStudentTrainer
+    from fgi.method.engine import TeacherStudentTrainer
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return evaluate_split(load_checkpoint(path, TeacherStudentTrainer, dev), split)

@@ -38,9 +38,9 @@ import fgi
 from fgi.checkpoint import CHECKPOINT_FILE, NORMALIZATION_FILE, load_folder
 from fgi.config import Config, ConfigError, dump_yaml, flatten
 from fgi.paths import fgi_home, git_commit
-from fgi.tracking_best import BEST_CONFIG_ARTIFACT, SweepChoice, best_sweep
-from fgi.tracking_queue import QUEUES, SPOOL_FILE, LogQueue, replay, take_spool
-from fgi.tracking_trials import (
+from fgi.tracking.best import BEST_CONFIG_ARTIFACT, SweepChoice, best_sweep
+from fgi.tracking.queue import QUEUES, SPOOL_FILE, LogQueue, replay, take_spool
+from fgi.tracking.trials import (
     KIND_TAG,
     OUTCOME_TAG,
     PARENT_TAG,
@@ -262,7 +262,7 @@ class SweepTracker:
 
 
 class TrialCallback(TrialLogger):
-    """``fgi.tracking_trials.TrialLogger`` whose queue (when no ``SweepTracker`` made one) logs to MLflow."""
+    """``fgi.tracking.trials.TrialLogger`` whose queue (when no ``SweepTracker`` made one) logs to MLflow."""
 
     make_executor = Executor
     is_permanent = staticmethod(is_permanent)
@@ -360,7 +360,7 @@ def register_model(uri: str, run_id: str, checkpoint_dir: str | os.PathLike, nam
                    aliases: Sequence[str] = (), tags: Mapping[str, str] | None = None) -> str:
     """Log a checkpoint folder on ``run_id`` as a pyfunc model and register it as ``name``; returns the version.
 
-    ``trainer_class`` is the engine class the pyfunc wrapper rebuilds (``fgi.engine.TeacherStudentTrainer``),
+    ``trainer_class`` is the engine class the pyfunc wrapper rebuilds (``fgi.method.engine.TeacherStudentTrainer``),
     pickled by reference. The new version gets ``tags`` and points the aliases ``aliases`` (e.g. ``champion``)
     at itself; no other alias moves.
     """
@@ -412,12 +412,12 @@ def fetch_model(model: str, uri: str | None = None) -> Iterator[Path]:
 def fetch_best_config(uri: str, experiment: str, *, sweep: str | None = None, metric: str = "val_dice",
                       mode: str = "max", budget: str | None = None) -> SweepChoice:
     """The ``best_config.yaml`` of the best FINISHED sweep in ``experiment`` by ``best_<metric>`` (or of sweep
-    ``sweep``), as ``fgi.tracking_best.choose_sweep`` picks it; the chosen sweep, its config text in ``text``.
+    ``sweep``), as ``fgi.tracking.best.choose_sweep`` picks it; the chosen sweep, its config text in ``text``.
 
     Args:
         uri: tracking URI.
         experiment: MLflow experiment name.
-        sweep, metric, mode, budget: as in ``fgi.tracking_best.choose_sweep``.
+        sweep, metric, mode, budget: as in ``fgi.tracking.best.choose_sweep``.
 
     Raises:
         LookupError: no such experiment or sweep, or no finished sweep there with a best config.

@@ -1,6 +1,6 @@
 """The Ray Tune side of tracking: one MLflow child run per trial, written only through the sweep's log queue.
 
-``TrialLogger`` never calls MLflow: every hook enqueues operations (``fgi.tracking_queue``) that
+``TrialLogger`` never calls MLflow: every hook enqueues operations (``fgi.tracking.queue``) that
 ``fgi.tracking.Executor`` runs on the queue's thread, so a slow or restarting server never stalls Tune's
 driver loop. ``fgi.tracking.TrialCallback`` is this class bound to that executor.
 """
@@ -22,8 +22,8 @@ from ray.tune import Callback
 
 from fgi.checkpoint import OVERLAY_FILE, read_metrics
 from fgi.paths import fgi_home
-from fgi.tracking_queue import QUEUES, SPOOL_FILE, Execute, LogQueue, take_spool
-from fgi.tracking_staging import stage, staged
+from fgi.tracking.queue import QUEUES, SPOOL_FILE, Execute, LogQueue, take_spool
+from fgi.tracking.staging import stage, staged
 
 SWEEP_TAG = "fgi.sweep"  # marks a sweep's parent run and its children
 TRIAL_TAG = "fgi.trial_id"  # Tune trial id of a child run

@@ -3,8 +3,8 @@
 A trial with one worker trains inside the Tune trial's own process (``run_in_process``): no Train
 controller, no worker group, no process group, so a trial starts in about a second. Trials with two or
 more workers run a Ray Train ``TorchTrainer`` (``run_distributed``). Both train through
-``fgi.distributed.train_worker``: the same loop, the same metrics and the same checkpoint folders; only
-the ``fgi.loop.Reporter`` differs (``TuneReporter`` here, ``RayTrainReporter`` in ``fgi.distributed``).
+``fgi.run.worker.train_worker``: the same loop, the same metrics and the same checkpoint folders; only
+the ``fgi.method.loop.Reporter`` differs (``TuneReporter`` here, ``RayTrainReporter`` in ``fgi.run.worker``).
 
 Every report that carries a checkpoint also carries ``checkpoint_path``, the folder where the checkpoint
 is persisted, as Tune's report callback of the Ray Train path adds it: ``fgi.tracking.TrialCallback``
@@ -24,7 +24,7 @@ import torch
 
 from fgi.config import Config, ConfigError, override
 from fgi.paths import staging_dir
-from fgi.watchdog import Watchdog
+from fgi.search.watchdog import Watchdog
 
 CHECKPOINT_PATH_KEY = "checkpoint_path"  # the key of Ray's TuneReportCallback (ray.tune.integration.ray_train)
 
@@ -44,7 +44,7 @@ class TrialSettings:
         metric: the validation metric.
         mode: "max" or "min".
         trial_timeout: seconds a trial (each worker of a Ray Train trial) may go without an optimizer step
-            or a report before its ``fgi.watchdog.Watchdog`` ends its process; 0 disables the watchdog.
+            or a report before its ``fgi.search.watchdog.Watchdog`` ends its process; 0 disables the watchdog.
     """
 
     base: Config
@@ -79,7 +79,7 @@ _TRAIN_DRIVER_MEMORY = 64 * 1024**2  # Tune's reservation for a Ray Train trial'
 
 
 class TuneReporter:
-    """The ``fgi.loop.Reporter`` of in-process trials: ``ray.tune.report``.
+    """The ``fgi.method.loop.Reporter`` of in-process trials: ``ray.tune.report``.
 
     Tune copies a reported folder into the trial's storage (``checkpoint_<index>``); the staging copy is
     deleted afterwards, as Ray Train deletes its own.
@@ -133,14 +133,15 @@ def run_in_process(config: dict[str, Any], settings: TrialSettings) -> None:
     """
     from ray import tune
 
-    from fgi.distributed import train_worker, worker_threads
+    from fgi.run.worker import train_worker
+    from fgi.search.ray_train import worker_threads
 
     trial_id = tune.get_context().get_trial_id()
     with Watchdog(settings.trial_timeout, trial_id) as watchdog:
         cfg = settings.trial_config(config)
         cfg = override(cfg, {"train.threads": worker_threads(cfg.train.threads)})
         staging = Path(staging_dir(settings.train_storage, trial_id))
-        train_worker(cfg, trial=0, rank=0, world=1, device=trial_device(settings.gpus_per_worker),
+        train_worker(cfg, rank=0, world=1, device=trial_device(settings.gpus_per_worker),
                      reporter=TuneReporter(), checkpoint=tune.get_checkpoint(), staging=staging, beat=watchdog.beat)
     if staging.parent.is_dir() and not any(staging.parent.iterdir()):
         staging.parent.rmdir()  # Tune keeps this trial's checkpoints in its own folder
@@ -157,11 +158,11 @@ def run_distributed(config: dict[str, Any], settings: TrialSettings) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from fgi import distributed
+    from fgi.search.ray_train import fit
 
-    distributed.fit(settings.trial_config(config), storage_path=settings.train_storage,
+    fit(settings.trial_config(config), storage_path=settings.train_storage,
                     name=tune.get_context().get_trial_id(), workers=settings.workers,
-                    cpus_per_worker=settings.cpus_per_worker, gpus_per_worker=settings.gpus_per_worker, trial=0,
+                    cpus_per_worker=settings.cpus_per_worker, gpus_per_worker=settings.gpus_per_worker,
                     max_failures=settings.max_failures, callbacks=[TuneReportCallback()], metric=settings.metric,
                     mode=settings.mode, trial_timeout=settings.trial_timeout)
 

@@ -1,0 +1,208 @@
+"""One training run without Ray: loaders and samplers, and the one worker body.
+
+``train_worker`` is the body of every run: a Ray Train worker (``fgi.search.ray_train``), an in-process
+Tune trial (``fgi.search.trial``) and the benchmarks all call it, so they report the same metrics and write
+the same checkpoint folders. The global batch ``train.batch_size`` is split evenly over the workers, and a
+``DistributedSampler`` seeded with ``train.seed`` gives every worker its share of the same permutation, so
+N workers see the same samples per step as one worker would.
+
+At every evaluation the workers evaluate disjoint shards of the validation split and all-reduce the
+metric sums (``torch.distributed``, when initialized), so the reported metrics cover the whole split.
+Rank 0 writes the checkpoint (engine state: models, optimizers, step, RNG, config) into a staging folder
+and hands it to the reporter. A restarted run continues from the checkpoint it is given, at the saved
+step and at the same position of the data order. This module imports nothing from Ray or MLflow.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from fgi.checkpoint import checkpoint_name, read_checkpoint, read_metrics, write_checkpoint
+from fgi.config import Config, ConfigError, override
+from fgi.method.loop import Reporter, run_loop
+from fgi.seed import derive_seed
+
+
+class _ResumableSampler(Sampler[int]):
+    """A ``DistributedSampler`` whose first epoch after a restart skips the samples already used."""
+
+    def __init__(self, inner: DistributedSampler) -> None:
+        self.inner = inner
+        self.skip = 0
+
+    def set_position(self, epoch: int, skip: int) -> None:
+        self.inner.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self.skip = self.skip, 0
+        return itertools.islice(iter(self.inner), skip, None)
+
+    def __len__(self) -> int:
+        return len(self.inner) - self.skip
+
+
+class _ShardSampler(Sampler[int]):
+    """Indices ``rank::world`` without padding, so all-reduced sums count every image exactly once."""
+
+    def __init__(self, n: int, rank: int, world: int) -> None:
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def local_batch_size(cfg: Config, world: int) -> int:
+    """Per-worker batch of the global ``train.batch_size``.
+
+    Raises:
+        ConfigError: when the global batch does not split evenly over the workers.
+    """
+    if cfg.train.batch_size % world:
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} does not split evenly over {world} workers")
+    return cfg.train.batch_size // world
+
+
+def _all_reduce_sums(values: Mapping[str, float], device: torch.device) -> dict[str, float]:
+    """Sum a dict of floats over all ranks (identity without a process group)."""
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return {k: float(values[k]) for k in keys}
+    backend_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=backend_device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return dict(zip(keys, t.cpu().tolist(), strict=True))
+
+
+def build_loaders(cfg: Config, rank: int, world: int) -> dict[str, Any]:
+    """Training and validation loaders of one worker over the prepared cache.
+
+    Args:
+        cfg: resolved run config (``data.cache_dir`` set by ``prepare``).
+        rank: this worker's rank.
+        world: number of workers.
+    """
+    from fgi.data.dataset import build_datasets
+
+    datasets: dict[str, Dataset] = build_datasets(cfg, derive_seed(cfg.train.seed, rank))
+    batch = local_batch_size(cfg, world)
+    sampler = _ResumableSampler(DistributedSampler(datasets["train"], num_replicas=world, rank=rank, shuffle=True,
+                                                   seed=cfg.train.seed, drop_last=False))
+    steps_per_epoch = len(sampler.inner) // batch
+    if steps_per_epoch == 0:
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} exceeds the {len(datasets['train'])} training images")
+    common = {"num_workers": cfg.data.num_workers, "persistent_workers": False}
+    train = DataLoader(datasets["train"], batch_size=batch, sampler=sampler, drop_last=True, **common)
+    val = DataLoader(datasets["val"], batch_size=batch, sampler=_ShardSampler(len(datasets["val"]), rank, world), **common)
+    norm = {"mean": np.asarray(datasets["train"].mean).tolist(), "std": np.asarray(datasets["train"].std).tolist(),
+            "channels": cfg.data.in_channels, "image_size": cfg.data.image_size}
+    return {"train": train, "val": val, "sampler": sampler, "steps_per_epoch": steps_per_epoch,
+            "dataset": datasets["train"], "normalization": norm}
+
+
+def epoch_batches(loaders: Mapping[str, Any], start_step: int = 0) -> Iterator[Mapping[str, Any]]:
+    """Endless training batches of ``build_loaders``' loaders, epoch after epoch, from step ``start_step``.
+
+    Each epoch sets the sampler's and the dataset's epoch (a new seeded permutation and new augmentation
+    draws); a run resumed at ``start_step`` continues at the same position of the same data order.
+    """
+    per_epoch, local_batch = loaders["steps_per_epoch"], loaders["train"].batch_size
+    epoch, done = divmod(start_step, per_epoch)
+    while True:
+        loaders["sampler"].set_position(epoch, done * local_batch)
+        loaders["dataset"].set_epoch(epoch)
+        yield from itertools.islice(loaders["train"], per_epoch - done)
+        epoch, done = epoch + 1, 0
+
+
+def _means(sums: Mapping[str, float]) -> dict[str, float]:
+    n = max(sums["n"], 1.0)
+    out = {k: v / n for k, v in sums.items() if k != "n"}
+    out["val_n"] = sums["n"]
+    return out
+
+
+def train_worker(cfg: Config, *, rank: int, world: int, device: torch.device, reporter: Reporter,
+                 checkpoint: Any | None, staging: Path, wrap_model: Any | None = None,
+                 beat: Callable[[], None] | None = None) -> None:
+    """Train one worker of a run from its latest checkpoint to ``train.max_steps``, reporting at each evaluation.
+
+    The one body of Ray Train workers and of in-process Tune trials (``fgi.search.trial``): only the reporter,
+    the device and the checkpoint to restore differ, so both report the same metrics and write the same
+    checkpoint folders.
+
+    Args:
+        cfg: the resolved run config.
+        rank: this worker's rank.
+        world: number of workers.
+        device: where the engine trains.
+        reporter: where metrics and checkpoint folders go.
+        checkpoint: the checkpoint to restore (anything with ``as_directory()``), or None.
+        staging: where rank 0 writes checkpoint folders before the reporter persists them.
+        wrap_model: wraps the models (DDP); None keeps them as they are.
+        beat: called at every optimizer step and after every report (a ``fgi.search.watchdog.Watchdog``'s beat).
+    """
+    from fgi.method.engine import TeacherStudentTrainer
+    from fgi.viz import validation_overlay
+
+    progress = beat or _no_progress
+    trainer = TeacherStudentTrainer(cfg, device, rank=rank, wrap_model=wrap_model)
+    restored: dict[str, Any] = {}
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.load_state_dict(read_checkpoint(folder))
+            restored = read_metrics(folder)
+    if trainer.step >= cfg.train.max_steps and restored:
+        # a run restarted after its last checkpoint: report its final metrics again so that the caller
+        # (a resumed Tune trial) sees how it ended
+        reporter.report(restored, None)
+        return
+
+    loaders = build_loaders(cfg, rank, world)
+    norm = loaders["normalization"]
+
+    def evaluate() -> dict[str, float]:
+        return _means(_all_reduce_sums(trainer.evaluate_sums(loaders["val"]), device))
+
+    def on_eval(step: int, val: Mapping[str, float], losses: Mapping[str, float]) -> None:
+        train_means = _all_reduce_sums(losses, device)
+        metrics = {k: v / world for k, v in train_means.items()}
+        metrics.update(val)
+        metrics.update({"step": step, "epoch": step / loaders["steps_per_epoch"]})
+        folder = None
+        if rank == 0:
+            overlay = validation_overlay(trainer, next(iter(loaders["val"])), np.asarray(norm["mean"]),
+                                         np.asarray(norm["std"]), step)
+            folder = write_checkpoint(staging / checkpoint_name(step), trainer, metrics, norm, overlay)
+        reporter.report(metrics, folder)
+        progress()
+
+    run_loop(trainer, epoch_batches(loaders, trainer.step), max_steps=cfg.train.max_steps,
+             eval_every=cfg.train.eval_every, evaluate=evaluate, on_eval=on_eval, on_step=lambda _: progress())
+    if rank == 0 and staging.is_dir() and not any(staging.iterdir()):
+        staging.rmdir()
+
+
+def _no_progress() -> None:
+    """The ``beat`` of a run without a watchdog."""
+
+
+def prepare(cfg: Config) -> Config:
+    """Prepare the dataset cache once (in the driver, before any worker starts) and point the config at it."""
+    from fgi.data.dataset import ensure_prepared
+
+    return override(cfg, {"data.cache_dir": str(ensure_prepared(cfg))})
+
+
+__all__ = ["build_loaders", "epoch_batches", "local_batch_size", "prepare", "train_worker"]
