@@ -46,7 +46,7 @@ def bare_trial(cfg: Any, trial: int, workdir: Path) -> None:
     from fgi.run.worker import build_loaders, epoch_batches
     from fgi.viz import validation_overlay
 
-    loaders = build_loaders(cfg, 0, 1, 0)
+    loaders = build_loaders(cfg, 0, 1)
     norm = loaders["normalization"]
     trainer = TeacherStudentTrainer(cfg, torch.device("cpu"))
 

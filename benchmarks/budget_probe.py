@@ -27,7 +27,7 @@ def probe(budget: str, steps: int, threads: int) -> None:
     cfg = prepare(override(apply_budget(Config(), budget), {"train.max_steps": steps}))
     torch.set_num_threads(threads)
     seed_everything(cfg.train.seed)
-    loaders = build_loaders(cfg, 0, 1, 0)
+    loaders = build_loaders(cfg, 0, 1)
     trainer = TeacherStudentTrainer(cfg, torch.device("cpu"))
     t0 = time.perf_counter()
 

@@ -25,9 +25,10 @@ import optuna
 
 from fgi.budgets import portable_config_text
 from fgi.files import atomic_write_text
+from fgi.search.searchers import tpe_sampler  # noqa: E402
 from fgi.search.settings import SweepOptions, SweepRecord, new_record
 from fgi.search.space import OptunaDefineByRun, SearchSpace
-from fgi.search.sweep import best_config_header, tpe_sampler
+from fgi.search.sweep import best_config_header
 
 # The recorded trials (RESULTS.md): (mask ratio, decoy ratio, lr, CWC weight) at the table's precision ->
 # (trial id, last reported val Dice: at step 1000, or 500 for the two that ASHA stopped).
@@ -52,7 +53,7 @@ def replay(record: SweepRecord, space: SearchSpace, order: tuple[int, ...]) -> l
     Returns None when the order would finish a trial that is not among the recorded ones.
     """
     study = optuna.create_study(direction="maximize" if record.mode == "max" else "minimize",
-                                sampler=tpe_sampler(record))
+                                sampler=tpe_sampler(record.seed, record.startup_trials))
     study.enqueue_trial(space.search_point(space.published_point()))  # as OptunaSearch's points_to_evaluate
     suggest = OptunaDefineByRun(space)
     asked: list[tuple[Any, dict[str, Any]]] = []

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "run a Ray Train DDP run per trial")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker; 0 trains on CPU (gloo)")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker")
-    parser.add_argument("--search", default="tpe", choices=SEARCHERS,
+    parser.add_argument("--search", default="tpe", choices=tuple(SEARCHERS),
                         help="Optuna TPE (multivariate, seeded), or Ray Tune random search over the same space")
     parser.add_argument("--startup-trials", type=int, default=None,
                         help="finished trials before TPE models the results; random proposals until then "

@@ -122,15 +122,16 @@ class TeacherStudentTrainer:
         cfg, m = self.cfg, self.cfg.model
         teacher = None
         if cfg.train.method == "teacher_student":
-            teacher = Teacher(cfg.data.in_channels, m.teacher_widths, cfg.text.dim, m.fusion_scales,
-                              cfg.loss.align_scales, m.attn_heads, m.dropout, cfg.text.mode, m.norm_groups,
-                              m.fusion_skip)
+            teacher = Teacher(in_channels=cfg.data.in_channels, widths=m.teacher_widths, text_dim=cfg.text.dim,
+                              fusion_scales=m.fusion_scales, align_scales=cfg.loss.align_scales, heads=m.attn_heads,
+                              dropout=m.dropout, text_mode=cfg.text.mode, norm_groups=m.norm_groups,
+                              fusion_skip=m.fusion_skip)
         if cfg.train.method == "two_level":
             return None, TwoLevel(in_channels=cfg.data.in_channels, widths=m.student_widths, norm_groups=m.norm_groups,
                                   copy_init=m.level_init == "copy", prop_radius=cfg.loss.prop_radius,
                                   prop_dilation=cfg.loss.prop_dilation)
-        student = Student(cfg.data.in_channels, m.student_widths, m.teacher_widths, cfg.loss.align_scales,
-                          m.norm_groups, m.student_adapter)
+        student = Student(in_channels=cfg.data.in_channels, widths=m.student_widths, teacher_widths=m.teacher_widths,
+                          align_scales=cfg.loss.align_scales, norm_groups=m.norm_groups, adapter=m.student_adapter)
         return teacher, student
 
     def build_losses(self) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:

@@ -40,7 +40,7 @@ class CrossAttentionFusion(nn.Module):
         Returns (B, C, H, W).
     """
 
-    def __init__(self, channels: int, text_dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, *, channels: int, text_dim: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.norm_query = nn.LayerNorm(channels)
         self.norm_text = nn.LayerNorm(text_dim)

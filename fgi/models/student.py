@@ -40,7 +40,7 @@ class Student(nn.Module):
         where features are the adapter outputs at each aligned level.
     """
 
-    def __init__(self, in_channels: int, widths: Sequence[int], teacher_widths: Sequence[int],
+    def __init__(self, *, in_channels: int, widths: Sequence[int], teacher_widths: Sequence[int],
                  align_scales: Sequence[int], norm_groups: int, adapter: str = "projection") -> None:
         super().__init__()
         if adapter not in ADAPTERS:
@@ -50,7 +50,7 @@ class Student(nn.Module):
         bad = [s for s in align_scales if not 0 <= s < len(widths)]
         if bad:
             raise ValueError(f"Student: levels {bad} do not exist; the U-Net has levels 0..{len(widths) - 1}")
-        self.unet = UNet(in_channels, widths, norm_groups)
+        self.unet = UNet(in_channels=in_channels, widths=widths, norm_groups=norm_groups)
         self.adapters = nn.ModuleDict({
             str(s): _adapter(adapter, widths[s], teacher_widths[s], norm_groups) for s in align_scales
         })

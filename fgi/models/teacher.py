@@ -41,7 +41,7 @@ class Teacher(nn.Module):
         with the aligned features of each level in ``align_scales``.
     """
 
-    def __init__(self, in_channels: int, widths: Sequence[int], text_dim: int, fusion_scales: Sequence[int],
+    def __init__(self, *, in_channels: int, widths: Sequence[int], text_dim: int, fusion_scales: Sequence[int],
                  align_scales: Sequence[int], heads: int, dropout: float, text_mode: str, norm_groups: int,
                  fusion_skip: bool) -> None:
         super().__init__()
@@ -54,9 +54,9 @@ class Teacher(nn.Module):
         self.text_mode = text_mode
         self.fusion_skip = fusion_skip
         self.align_scales = tuple(align_scales)
-        self.unet = UNet(in_channels, widths, norm_groups)
+        self.unet = UNet(in_channels=in_channels, widths=widths, norm_groups=norm_groups)
         self.fusion = nn.ModuleDict({
-            str(s): CrossAttentionFusion(widths[s], text_dim, heads, dropout) for s in fusion_scales
+            str(s): CrossAttentionFusion(channels=widths[s], text_dim=text_dim, heads=heads, dropout=dropout) for s in fusion_scales
         })
         self.projection = nn.ModuleDict({
             str(s): ProjectionBlock(widths[s], widths[s], norm_groups) for s in fusion_scales

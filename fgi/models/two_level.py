@@ -55,7 +55,7 @@ class TwoLevel(nn.Module):
     def __init__(self, *, in_channels: int, widths: Sequence[int], norm_groups: int, copy_init: bool = True,
                  prop_radius: int = 2, prop_dilation: int = 2) -> None:
         super().__init__()
-        self.nets = nn.ModuleList(UNet(in_channels, widths, norm_groups) for _ in range(2))
+        self.nets = nn.ModuleList(UNet(in_channels=in_channels, widths=widths, norm_groups=norm_groups) for _ in range(2))
         self.prop_radius, self.prop_dilation = prop_radius, prop_dilation
         if copy_init:
             self.nets[1].load_state_dict(self.nets[0].state_dict())

@@ -46,20 +46,20 @@ class UNet(nn.Module):
     Args:
         in_channels: image channels (3 for RGB, 1 for MRI).
         widths: channels per level, shallow to deep.
-        groups: GroupNorm groups.
+        norm_groups: GroupNorm groups.
 
     Shape:
         input (B, in_channels, H, W) with any H, W >= 2**(len(widths)-1); logits (B, 1, H, W).
     """
 
-    def __init__(self, in_channels: int, widths: Sequence[int], groups: int) -> None:
+    def __init__(self, *, in_channels: int, widths: Sequence[int], norm_groups: int) -> None:
         super().__init__()
         self.widths = tuple(widths)
         self.encoder = nn.ModuleList(
-            ConvBlock(in_channels if i == 0 else widths[i - 1], w, groups) for i, w in enumerate(widths)
+            ConvBlock(in_channels if i == 0 else widths[i - 1], w, norm_groups) for i, w in enumerate(widths)
         )
         self.decoder = nn.ModuleList(
-            ConvBlock(widths[i + 1] + widths[i], widths[i], groups) for i in range(len(widths) - 1)
+            ConvBlock(widths[i + 1] + widths[i], widths[i], norm_groups) for i in range(len(widths) - 1)
         )
         self.head = nn.Conv2d(widths[0], 1, 1)
 

@@ -19,11 +19,11 @@ from fgi import budgets
 from fgi.config import Config, ConfigError, dump_yaml, from_dict, load_yaml, load_yaml_text, override
 from fgi.files import atomic_write_text
 from fgi.paths import fgi_home
+from fgi.search.searchers import MODEL_BASED, SEARCHERS
 from fgi.search.space import SearchSpace, dataset_space, load_space, space_from_text
 
 SWEEP_FILE = "fgi_sweep.json"
 METRIC_MODES = {"val_dice": "max", "val_iou": "max", "val_hd95": "min", "val_asd": "min"}
-SEARCHERS = ("tpe", "random")  # Optuna TPE (multivariate, seeded), or Ray Tune's random search
 SCHEDULERS = ("asha", "none")  # ASHA early stopping, or every trial runs to the end
 DEFAULT_BUDGET = {"synthetic": "cpu"}  # other datasets default to "full"
 # per budget: trials, ASHA grace period in evaluations, ASHA reduction factor
@@ -127,7 +127,7 @@ class SweepOptions:
             budgets.budget_overrides(self.budget)
         _one_of("search", self.search, SEARCHERS)
         _one_of("scheduler", self.scheduler, SCHEDULERS)
-        if self.startup_trials is not None and self.search != "tpe":
+        if self.startup_trials is not None and self.search not in MODEL_BASED:
             raise ConfigError(f"--startup-trials: only for --search tpe, not --search {self.search}")
         _one_of("metric", self.metric, sorted(METRIC_MODES))
         if self.name is not None:

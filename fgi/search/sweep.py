@@ -32,6 +32,7 @@ from fgi.budgets import portable_config_text
 from fgi.config import Config, ConfigError, flatten, load_yaml_text
 from fgi.files import atomic_write_text
 from fgi.paths import git_commit, storage_path
+from fgi.search.searchers import SearcherRequest, build_searcher
 from fgi.search.settings import (
     DATA_PATHS,
     DEFAULT_TRIAL_TIMEOUT,
@@ -45,7 +46,7 @@ from fgi.search.settings import (
     saved_record,
     write_sweep_file,
 )
-from fgi.search.space import OptunaDefineByRun, SearchSpace
+from fgi.search.space import SearchSpace
 from fgi.search.trial import TrialSettings, run_distributed, run_in_process, start_ray, trainable
 
 
@@ -134,33 +135,16 @@ def check_capacity(workers: int, cpus: float, gpus: float) -> None:
                               f"GPUs; this machine has {have_gpus}")
 
 
-def tpe_sampler(record: SweepRecord) -> Any:
-    """The sweep's Optuna TPE sampler: seeded, multivariate, random for its first ``record.startup_trials``."""
-    import optuna
-
-    return optuna.samplers.TPESampler(seed=record.seed, multivariate=True, n_startup_trials=record.startup_trials)
-
-
 def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage: str, callbacks: list,
                verbose: bool) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     concurrent = record.max_concurrent or _cluster_slots(record.workers, record.cpus_per_worker, record.gpus_per_worker)
     concurrent = min(concurrent, record.num_samples)
-    first = space.search_point(space.published_point())
-    if record.search == "tpe":
-        sampler = tpe_sampler(record)
-        searcher: Any = ConcurrencyLimiter(
-            OptunaSearch(OptunaDefineByRun(space), metric=record.metric, mode=record.mode, sampler=sampler,
-                         points_to_evaluate=[first]),
-            max_concurrent=concurrent)
-        param_space: dict[str, Any] = {}
-    else:
-        searcher = BasicVariantGenerator(points_to_evaluate=[first], max_concurrent=concurrent, random_state=record.seed)
-        param_space = space.to_tune()
+    searcher, param_space = build_searcher(record.search, SearcherRequest(
+        space=space, metric=record.metric, mode=record.mode, seed=record.seed, startup_trials=record.startup_trials,
+        concurrent=concurrent))
     max_steps = space.base.train.max_steps
     scheduler = (ASHAScheduler(time_attr="step", max_t=max_steps, grace_period=min(record.grace_steps, max_steps),
                                reduction_factor=record.reduction_factor)

@@ -13,12 +13,12 @@ TEXT_DIM = 12
 
 
 def _teacher(text_mode: str = "tokens", fusion_skip: bool = True, in_channels: int = 3) -> Teacher:
-    return Teacher(in_channels, WIDTHS, TEXT_DIM, fusion_scales=(1, 2, 3), align_scales=(1, 2, 3), heads=2,
+    return Teacher(in_channels=in_channels, widths=WIDTHS, text_dim=TEXT_DIM, fusion_scales=(1, 2, 3), align_scales=(1, 2, 3), heads=2,
                    dropout=0.0, text_mode=text_mode, norm_groups=4, fusion_skip=fusion_skip)
 
 
 def _student(adapter: str = "projection", in_channels: int = 3) -> Student:
-    return Student(in_channels, STUDENT_WIDTHS, WIDTHS, align_scales=(1, 2, 3), norm_groups=4, adapter=adapter)
+    return Student(in_channels=in_channels, widths=STUDENT_WIDTHS, teacher_widths=WIDTHS, align_scales=(1, 2, 3), norm_groups=4, adapter=adapter)
 
 
 def _tokens(b: int, length: int, valid: int, dim: int = TEXT_DIM) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +40,7 @@ def _qk_grad_norms(fusion: CrossAttentionFusion) -> tuple[float, float]:
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", [(32, 32), (40, 24), (33, 47)])
 def test_unet_shapes_any_size_and_batch_one(channels, size):
-    net = UNet(channels, (8, 16, 32), groups=4)
+    net = UNet(in_channels=channels, widths=(8, 16, 32), norm_groups=4)
     x = torch.randn(1, channels, *size, requires_grad=True)
     y = net(x)
     assert y.shape == (1, 1, *size)
@@ -139,11 +139,12 @@ def test_teacher_argument_errors():
     with pytest.raises(ValueError, match="valid modes"):
         _teacher("sentence")
     with pytest.raises(ValueError, match=r"levels \[5\] do not exist"):
-        Teacher(3, WIDTHS, TEXT_DIM, (5,), (1,), 2, 0.0, "tokens", 4, True)
+        Teacher(in_channels=3, widths=WIDTHS, text_dim=TEXT_DIM, fusion_scales=(5,), align_scales=(1,), heads=2,
+                dropout=0.0, text_mode="tokens", norm_groups=4, fusion_skip=True)
 
 
 def test_fusion_works_at_any_resolution():
-    fusion = CrossAttentionFusion(16, 12, 2, 0.0)
+    fusion = CrossAttentionFusion(channels=16, text_dim=12, heads=2, dropout=0.0)
     for h, w in [(4, 4), (7, 9), (16, 12)]:
         x = torch.randn(2, 16, h, w)
         assert fusion(x, torch.randn(2, 1, 12)).shape == x.shape
@@ -169,9 +170,10 @@ def test_student_is_narrower_and_adapts_to_teacher_widths(adapter):
 
 def test_student_argument_errors():
     with pytest.raises(ValueError, match="valid adapters"):
-        Student(3, STUDENT_WIDTHS, WIDTHS, (1,), 4, "mlp")
+        Student(in_channels=3, widths=STUDENT_WIDTHS, teacher_widths=WIDTHS, align_scales=(1,), norm_groups=4,
+                adapter="mlp")
     with pytest.raises(ValueError, match="teacher widths"):
-        Student(3, STUDENT_WIDTHS, WIDTHS[:3], (1,), 4)
+        Student(in_channels=3, widths=STUDENT_WIDTHS, teacher_widths=WIDTHS[:3], align_scales=(1,), norm_groups=4)
 
 
 def test_single_channel_input():

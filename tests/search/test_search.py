@@ -9,9 +9,10 @@ import pytest
 from fgi.budgets import apply_budget
 from fgi.config import Config, override
 from fgi.search import sweep as search
+from fgi.search.searchers import tpe_sampler
 from fgi.search.settings import SweepOptions, new_record, saved_record
 from fgi.search.space import OptunaDefineByRun, dataset_space
-from fgi.search.sweep import ParamsOf, importances, tpe_sampler
+from fgi.search.sweep import ParamsOf, importances
 
 BASE = apply_budget(Config(), "smoke")
 
@@ -48,7 +49,7 @@ def test_importances_rank_the_key_the_score_depends_on():
 def _proposals(startup: int) -> list[float]:
     """Ten proposals of a 10-trial cpu sweep's sampler after three finished trials whose best is at x = 0.95."""
     record, _ = new_record(SweepOptions(dataset="synthetic", budget="cpu", name="t", startup_trials=startup))
-    study = optuna.create_study(direction="maximize", sampler=tpe_sampler(record))
+    study = optuna.create_study(direction="maximize", sampler=tpe_sampler(record.seed, record.startup_trials))
     dist = optuna.distributions.FloatDistribution(0.0, 1.0)
     for x in (0.1, 0.5, 0.95):
         study.add_trial(optuna.trial.create_trial(params={"x": x}, distributions={"x": dist}, value=-(x - 0.95) ** 2))

@@ -29,8 +29,9 @@ def cache(tmp_path_factory, gaze_items, minilm):
 def _teacher(cfg) -> Teacher:
     torch.manual_seed(0)
     m = cfg.model
-    return Teacher(cfg.data.in_channels, m.teacher_widths, cfg.text.dim, m.fusion_scales, cfg.loss.align_scales,
-                   m.attn_heads, m.dropout, cfg.text.mode, m.norm_groups, m.fusion_skip)
+    return Teacher(in_channels=cfg.data.in_channels, widths=m.teacher_widths, text_dim=cfg.text.dim,
+                   fusion_scales=m.fusion_scales, align_scales=cfg.loss.align_scales, heads=m.attn_heads,
+                   dropout=m.dropout, text_mode=cfg.text.mode, norm_groups=m.norm_groups, fusion_skip=m.fusion_skip)
 
 
 def _config(mode: str, template: str):

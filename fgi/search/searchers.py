@@ -1,0 +1,85 @@
+"""The searchers a sweep may use: a registry from ``--search`` name to a factory of Ray Tune's search algorithm.
+
+A factory gets the sweep's space and settings and returns the search algorithm with the ``param_space`` the
+Tuner needs beside it (empty for define-by-run searchers). Every searcher evaluates the published point first.
+Adding a searcher is one entry in ``SEARCHERS``; an unknown name is an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fgi.config import ConfigError
+from fgi.search.space import OptunaDefineByRun, SearchSpace
+
+
+@dataclass(frozen=True)
+class SearcherRequest:
+    """What a searcher factory is told.
+
+    Args:
+        space: the sweep's search space.
+        metric: the optimized metric.
+        mode: "max" or "min".
+        seed: the sweep's seed.
+        startup_trials: finished trials before a model-based searcher models them.
+        concurrent: trials running at once.
+    """
+
+    space: SearchSpace
+    metric: str
+    mode: str
+    seed: int
+    startup_trials: int
+    concurrent: int
+
+
+SearcherFactory = Callable[[SearcherRequest], tuple[Any, dict[str, Any]]]
+
+
+def tpe_sampler(seed: int, startup_trials: int) -> Any:
+    """Optuna's TPE sampler as sweeps use it: seeded, multivariate, random for its first ``startup_trials``."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup_trials)
+
+
+def _tpe(req: SearcherRequest) -> tuple[Any, dict[str, Any]]:
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    first = req.space.search_point(req.space.published_point())
+    searcher = OptunaSearch(OptunaDefineByRun(req.space), metric=req.metric, mode=req.mode,
+                            sampler=tpe_sampler(req.seed, req.startup_trials), points_to_evaluate=[first])
+    return ConcurrencyLimiter(searcher, max_concurrent=req.concurrent), {}
+
+
+def _random(req: SearcherRequest) -> tuple[Any, dict[str, Any]]:
+    from ray.tune.search import BasicVariantGenerator
+
+    first = req.space.search_point(req.space.published_point())
+    searcher = BasicVariantGenerator(points_to_evaluate=[first], max_concurrent=req.concurrent, random_state=req.seed)
+    return searcher, req.space.to_tune()
+
+
+SEARCHERS: dict[str, SearcherFactory] = {
+    "tpe": _tpe,  # Optuna TPE (multivariate, seeded) through Ray Tune's OptunaSearch
+    "random": _random,  # Ray Tune's random search over the space's Tune form
+}
+MODEL_BASED = frozenset({"tpe"})  # searchers that take startup_trials
+
+
+def build_searcher(name: str, request: SearcherRequest) -> tuple[Any, dict[str, Any]]:
+    """The search algorithm ``name`` for ``request`` and the Tuner's ``param_space``.
+
+    Raises:
+        ConfigError: an unknown name; the message lists the valid ones.
+    """
+    if name not in SEARCHERS:
+        raise ConfigError(f"search: unknown searcher {name!r}; valid searchers are {sorted(SEARCHERS)}")
+    return SEARCHERS[name](request)
+
+
+__all__ = ["MODEL_BASED", "SEARCHERS", "SearcherFactory", "SearcherRequest", "build_searcher", "tpe_sampler"]
