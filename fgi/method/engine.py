@@ -1,7 +1,8 @@
 """TeacherStudentTrainer: the method's training step and evaluation, in plain PyTorch.
 
 The engine takes batches and a ``torch.device``; it never reads files and imports nothing from Ray
-or MLflow. A variant overrides one hook (``build_models``, ``build_losses``, ``build_optimizer``).
+or MLflow. A variant overrides one hook (``build_models``, ``build_losses``, ``build_optimizer``); the loss it
+minimizes is the weighted sum of its method's named terms (``fgi.method.terms.LOSS_TERMS``).
 
 Batch keys: "image" (B, C, H, W) float; "tight" and "loose" (B, 1, H, W) bool gaze levels; "mask"
 (B, 1, H, W) bool ground truth (used for training only with ``data.supervision: ground_truth``, and for
@@ -30,12 +31,12 @@ from fgi.method.losses import (
     ConfidenceWeightedConsistency,
     FeatureAlignment,
     SegmentationLoss,
-    level_consistency,
     sigmoid_rampup,
 )
 from fgi.method.masking import apply_darm, darm_mask, uncertain_region
 from fgi.method.metrics import METRICS, batch_metrics, dice_per_image
 from fgi.method.mixing import apply_mix, cutmix_boxes, reference_cutmix_boxes, uniform_noise
+from fgi.method.terms import LOSS_TERMS, sum_terms
 from fgi.models import Student, Teacher, TwoLevel
 from fgi.seed import derive_seed, make_generator
 
@@ -108,7 +109,8 @@ class TeacherStudentTrainer:
             if cfg.train.compile:
                 model = torch.compile(model)
             self.models[name] = model
-        self.seg_teacher, self.seg_student, self.cwc, self.align = self.build_losses()
+        self.losses = self.build_losses()
+        self.loss_terms = LOSS_TERMS[cfg.train.method]
         self.optimizers = {name: self.build_optimizer(_unwrap(m)) for name, m in self.models.items()}
         factor = lr_lambda(schedule_steps(cfg.optim.warmup_fraction, cfg.train.max_steps), cfg.train.max_steps,
                            cfg.optim.min_lr_ratio)
@@ -134,11 +136,12 @@ class TeacherStudentTrainer:
                           align_scales=cfg.loss.align_scales, norm_groups=m.norm_groups, adapter=m.student_adapter)
         return teacher, student
 
-    def build_losses(self) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
-        """Segmentation losses of teacher and student, consistency and alignment."""
+    def build_losses(self) -> dict[str, nn.Module]:
+        """The loss modules the terms use: segmentation of teacher and student, consistency, alignment."""
         lc = self.cfg.loss
         seg = SegmentationLoss(lc.seg, lc.bce_weight, lc.dice_weight)
-        return seg, seg, ConfidenceWeightedConsistency(lc.tau_pos, lc.tau_neg, lc.cwc_form), FeatureAlignment()
+        return {"seg_teacher": seg, "seg_student": seg, "cwc": ConfidenceWeightedConsistency(lc.tau_pos, lc.tau_neg, lc.cwc_form),
+                "align": FeatureAlignment()}
 
     def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """AdamW, or SGD with Nesterov momentum."""
@@ -239,19 +242,17 @@ class TeacherStudentTrainer:
         masked_image, masked_target = apply_darm(image, loose, hidden)
         with self.autocast():
             out = self.models["student"](masked_image)
-        loss = self.seg_student(out["logits"], masked_target)
-        return {"loss": loss, "loss_student_seg": loss}
+        return sum_terms(self.loss_terms, self.losses, {"logits": out["logits"], "masked_target": masked_target},
+                         self.cfg.loss)
 
     def _two_level_losses(self, image: torch.Tensor, tight: torch.Tensor, loose: torch.Tensor) -> dict:
         """GazeMedSeg's two-level step: each network learns its level; their predictions agree (no masking)."""
         prop = self.cfg.loss.level_mode == "prop"
         with self.autocast():
             out = self.models["student"](image, propagate=prop)
-        levels = out["levels"].float()
-        seg_tight, seg_loose = self.seg_student(levels[0], tight), self.seg_student(levels[1], loose)
-        consistency = level_consistency(levels, out["propagated"].float() if prop else None)
-        total = seg_tight + seg_loose + self.cfg.loss.level_weight * consistency
-        return {"loss": total, "loss_tight_seg": seg_tight, "loss_loose_seg": seg_loose, "loss_level": consistency}
+        outputs = {"levels": out["levels"].float(), "propagated": out["propagated"].float() if prop else None,
+                   "tight": tight, "loose": loose}
+        return sum_terms(self.loss_terms, self.losses, outputs, self.cfg.loss)
 
     def _teacher_student_losses(self, image: torch.Tensor, tight: torch.Tensor, loose: torch.Tensor,
                                 text: torch.Tensor | None, text_mask: torch.Tensor | None) -> dict:
@@ -282,17 +283,15 @@ class TeacherStudentTrainer:
         # the reference ramps with its 1-based iteration count
         weight = sigmoid_rampup(self.step + 1, schedule_steps(cfg.loss.rampup_fraction, cfg.train.max_steps),
                                 cfg.loss.rampup_shape)
-        t_seg = self.seg_teacher(t_clean, tight)
-        s_seg = self.seg_student(s_masked, masked_target)
-        student_target = torch.sigmoid(s_masked.detach()) if reference else student_clean
-        cwc = (self.cwc(t_mixed, apply_mix(student_target, box_t, perm_t))
-               + self.cwc(s_mixed, apply_mix(teacher_prob, box_s, perm_s)))
-        t_feats = {k: v[:n] for k, v in t_out["features"].items()}
-        s_feats = {k: v[:n] for k, v in s_out["features"].items()}
-        align = self.align(t_feats, s_feats).to(t_seg.device)
-        total = t_seg + s_seg + cfg.loss.cwc_weight * weight * cwc + cfg.loss.align_weight * weight * align
-        return {"loss": total, "loss_teacher_seg": t_seg, "loss_student_seg": s_seg, "loss_cwc": cwc,
-                "loss_align": align, "rampup": torch.tensor(weight)}
+        outputs = {
+            "t_clean": t_clean, "t_mixed": t_mixed, "s_masked": s_masked, "s_mixed": s_mixed, "tight": tight,
+            "masked_target": masked_target, "teacher_prob": teacher_prob,
+            "student_target": torch.sigmoid(s_masked.detach()) if reference else student_clean,
+            "box_t": box_t, "perm_t": perm_t, "box_s": box_s, "perm_s": perm_s,
+            "t_feats": {k: v[:n] for k, v in t_out["features"].items()},
+            "s_feats": {k: v[:n] for k, v in s_out["features"].items()},
+        }
+        return {**sum_terms(self.loss_terms, self.losses, outputs, cfg.loss, weight), "rampup": torch.tensor(weight)}
 
     @torch.no_grad()
     def _probabilities(self, image: torch.Tensor, text: torch.Tensor | None, text_mask: torch.Tensor | None,

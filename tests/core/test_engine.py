@@ -171,13 +171,13 @@ def test_consistency_targets_follow_the_reference_wiring():
 
     for name, model in trainer.models.items():
         model.register_forward_hook(record(name))
-    real_cwc = trainer.cwc
+    real_cwc = trainer.losses["cwc"]
 
     def recording_cwc(logits, target):
         calls.append((logits.detach(), target.detach()))
         return real_cwc(logits, target)
 
-    trainer.cwc = recording_cwc
+    trainer.losses["cwc"] = recording_cwc
     trainer.train_step(batch)
     image = batch["image"]
     t_in, s_in = inputs["teacher"].split(4), inputs["student"].split(4)
