@@ -187,8 +187,11 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     storage = storage_path(options.storage)
     if options.resume:
         record, space = saved_record(options, storage)
+        # a sweep file written before records kept their store resolves it now, once
+        uri = record.mlflow_uri or tracking.resolve_uri(options.mlflow_uri)
     else:
-        record, space = new_record(options, tracking.resolve_uri(options.mlflow_uri), storage)
+        uri = tracking.resolve_uri(options.mlflow_uri)
+        record, space = new_record(options, uri, storage)
     import ray
     from ray import tune
 
@@ -196,7 +199,6 @@ def run_sweep(options: SweepOptions) -> SweepResult:
 
     if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):
         check_capacity(record.workers, record.cpus_per_worker, record.gpus_per_worker)
-    uri = record.mlflow_uri or tracking.resolve_uri(options.mlflow_uri)
     quiet_ray(options.verbose)
     verb = "resuming sweep" if options.resume else "sweep"
     mode = "in-process trials" if record.workers == 1 else f"Ray Train trials of {record.workers} workers"

@@ -81,9 +81,27 @@ def resolve_uri(uri: str | None = None) -> str:
 
 
 def _client(uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextmanager
+def _fluent_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (``log_model``, ``download_artifacts`` of ``models:/``) reads the process-wide URIs,
+    and setting them also exports ``MLFLOW_TRACKING_URI`` and ``MLFLOW_REGISTRY_URI``: set them for the block
+    only, then put back what was there."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def experiment_id(uri: str, name: str) -> str:
@@ -367,11 +385,10 @@ def register_model(uri: str, run_id: str, checkpoint_dir: str | os.PathLike, nam
     client = _client(uri)
     folder = Path(checkpoint_dir)
     artifacts = {"checkpoint": str(folder / CHECKPOINT_FILE), "normalization": str(folder / NORMALIZATION_FILE)}
-    with mlflow.start_run(run_id=run_id):
+    with _fluent_uri(uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=model_class()(trainer_class), artifacts=artifacts,
             registered_model_name=name, pip_requirements=[f"fgi=={fgi.__version__}"])
-    mlflow.end_run()
     version = str(info.registered_model_version)
     for key, value in (tags or {}).items():
         client.set_model_version_tag(name, version, key, value)
@@ -396,10 +413,10 @@ def fetch_model(model: str, uri: str | None = None) -> Iterator[Path]:
         yield p if p.is_dir() else p.parent
         return
     tracking_uri = resolve_uri(uri)
-    _client(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="fgi-model-") as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tmp))
+            with _fluent_uri(tracking_uri):  # a models:/ URI resolves through the process-wide registry URI
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tmp))
         except mlflow.exceptions.MlflowException as exc:
             raise ValueError(f"--model: cannot load {model!r} from {tracking_uri} ({exc.message})") from None
         folder = local / MODEL_ARTIFACTS

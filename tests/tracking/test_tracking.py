@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -233,3 +234,22 @@ def test_registering_moves_an_alias_only_when_asked_and_tags_the_budget(store, t
     assert str(client.get_model_version_by_alias("fgi-alias-test", "full-run").version) == "1"
     assert client.get_model_version("fgi-alias-test", "2").tags == {"fgi.budget": "smoke"}
     assert client.get_model_version("fgi-alias-test", "2").aliases == []
+
+
+def test_registering_and_fetching_leave_the_process_wide_mlflow_settings_alone(store, tmp_path, monkeypatch):
+    import mlflow
+
+    from fgi.method.engine import TeacherStudentTrainer
+
+    uri = _db(store)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    before = mlflow.get_tracking_uri()
+    run = tracking.start_final_run(uri, "final-uri", Config(), "final-uri", "test")
+    version = tracking.register_model(uri, run, _checkpoint_folder(tmp_path / "ck"), "fgi-uri-test", TeacherStudentTrainer)
+    with tracking.fetch_model(f"models:/fgi-uri-test/{version}", uri) as folder:
+        assert (folder / "trainer.pt").is_file()
+    # a later resolve_uri() without a URI is the default store again, not the store used last
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+    assert mlflow.get_tracking_uri() == before != uri
