@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import yaml
 from fgi.datasets import validate_names
 from fgi.fields import SECTION_NAMES, ConfigError, Section, bounded, hints
 from fgi.files import atomic_write_bytes, atomic_write_text
+from fgi.yamltext import load_yaml_data
 
 
 @dataclass(frozen=True)
@@ -346,41 +346,6 @@ def override(cfg: Config, updates: typing.Mapping[str, Any]) -> Config:
         section, name = dotted.split(".")
         data[section][name] = list(value) if isinstance(value, tuple) else value
     return from_dict(data)
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys and reads ``1e-4`` as a number (YAML 1.1 needs ``1.0e-4``)."""
-
-
-def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def load_yaml_data(text: str, source: str = "<string>") -> Any:
-    """Parse YAML strictly: duplicate keys are an error naming the line, ``1e-4`` is a float.
-
-    Raises:
-        ConfigError: naming ``source`` when the text is not valid YAML.
-    """
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML ({exc})") from None
 
 
 def dump_yaml(cfg: Config) -> str:

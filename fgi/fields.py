@@ -12,6 +12,16 @@ import typing
 from dataclasses import field
 from typing import Any
 
+SHOW_CHARS = 60  # how much of a value an error message prints
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to ``SHOW_CHARS`` characters (a huge integer by its digit count)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 100:
+        return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+    text = repr(value)
+    return text if len(text) <= SHOW_CHARS else f"{text[:SHOW_CHARS]}... ({len(text)} characters)"
+
 
 class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type or out of range. The message names the key."""
@@ -54,7 +64,7 @@ def coerce(key: str, value: Any, hint: Any, meta: typing.Mapping[str, Any]) -> A
     origin = typing.get_origin(hint)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {shown(value)}")
         item_hint = typing.get_args(hint)[0]
         items = tuple(coerce(f"{key}[{i}]", v, item_hint, {**meta, "choices": None}) for i, v in enumerate(value))
         lo, hi = meta.get("items_lo"), meta.get("items_hi")
@@ -63,24 +73,24 @@ def coerce(key: str, value: Any, hint: Any, meta: typing.Mapping[str, Any]) -> A
         return items
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {shown(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
             else:
-                raise ConfigError(f"{key}: expected an integer, got {value!r}")
+                raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
     elif hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {shown(value)}")
         value = float(value)
     elif hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {shown(value)}")
     lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
     if choices is not None and value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
+        raise ConfigError(f"{key}: {shown(value)} is not one of {list(choices)}")
     if lo is not None and value < lo or hi is not None and value > hi:
-        raise ConfigError(f"{key}: {value!r} is outside [{lo}, {hi if hi is not None else 'inf'}]")
+        raise ConfigError(f"{key}: {shown(value)} is outside [{lo}, {hi if hi is not None else 'inf'}]")
     return value

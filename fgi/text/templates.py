@@ -16,7 +16,7 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
-import yaml
+from fgi.yamltext import load_yaml_data
 
 # Attributes the morphology describer measures (fgi.text.morphology.measure_region).
 LESION_ATTRIBUTES: tuple[str, ...] = (
@@ -143,10 +143,7 @@ def parse_templates(data: Any, source: str = "<templates>") -> TemplateSet:
 @lru_cache(maxsize=8)
 def _load_cached(path: str, mtime_ns: int) -> TemplateSet:
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise TemplateError(f"{p}: not valid YAML ({exc})") from None
+    data = load_yaml_data(p.read_text(), str(p), TemplateError)
     return parse_templates(data, str(p))
 
 

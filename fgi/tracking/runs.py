@@ -16,18 +16,15 @@ submit`` runs the driver in a temporary copy of the working directory).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -35,7 +32,6 @@ from mlflow.utils.uri import get_uri_scheme
 from ray.train import UserCallback
 
 import fgi
-from fgi.checkpoint import CHECKPOINT_FILE, NORMALIZATION_FILE, load_folder
 from fgi.config import Config, ConfigError, dump_yaml, flatten
 from fgi.paths import fgi_home, git_commit
 from fgi.tracking.best import BEST_CONFIG_ARTIFACT, SweepChoice, best_sweep
@@ -82,26 +78,6 @@ def resolve_uri(uri: str | None = None) -> str:
 
 def _client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-@contextmanager
-def _fluent_uri(uri: str) -> Iterator[None]:
-    """MLflow's fluent API (``log_model``, ``download_artifacts`` of ``models:/``) reads the process-wide URIs,
-    and setting them also exports ``MLFLOW_TRACKING_URI`` and ``MLFLOW_REGISTRY_URI``: set them for the block
-    only, then put back what was there."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
-        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def experiment_id(uri: str, name: str) -> str:
@@ -343,89 +319,6 @@ def end_run(uri: str, run_id: str, failed: bool = False) -> None:
     _client(uri).set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
 
-MODEL_ARTIFACTS = "artifacts"  # folder of a logged pyfunc model that holds its checkpoint files
-
-
-@functools.cache
-def model_class() -> type:
-    """The MLflow pyfunc class of fgi models (``predict``: images (B, C, H, W) to probabilities), built on
-    first use (MLflow warns at class creation about ``predict``'s untyped plain-array input)."""
-
-    class FgiModel(mlflow.pyfunc.PythonModel):
-        """MLflow pyfunc wrapper of an fgi checkpoint, rebuilt as ``trainer_class``."""
-
-        def __init__(self, trainer_class: type) -> None:
-            self.trainer_class = trainer_class
-
-        def load_context(self, context: Any) -> None:
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            folder = Path(context.artifacts["checkpoint"]).parent
-            self.trainer, self.normalization = load_folder(folder, self.trainer_class, device)
-
-        def predict(self, context, model_input, params=None):
-            import numpy as np
-            import torch
-
-            probs = self.trainer.predict(torch.as_tensor(np.asarray(model_input, dtype=np.float32)))
-            return probs.cpu().numpy()
-
-    return FgiModel
-
-
-def register_model(uri: str, run_id: str, checkpoint_dir: str | os.PathLike, name: str, trainer_class: type, *,
-                   aliases: Sequence[str] = (), tags: Mapping[str, str] | None = None) -> str:
-    """Log a checkpoint folder on ``run_id`` as a pyfunc model and register it as ``name``; returns the version.
-
-    ``trainer_class`` is the engine class the pyfunc wrapper rebuilds (``fgi.method.engine.TeacherStudentTrainer``),
-    pickled by reference. The new version gets ``tags`` and points the aliases ``aliases`` (e.g. ``champion``)
-    at itself; no other alias moves.
-    """
-    client = _client(uri)
-    folder = Path(checkpoint_dir)
-    artifacts = {"checkpoint": str(folder / CHECKPOINT_FILE), "normalization": str(folder / NORMALIZATION_FILE)}
-    with _fluent_uri(uri), mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=model_class()(trainer_class), artifacts=artifacts,
-            registered_model_name=name, pip_requirements=[f"fgi=={fgi.__version__}"])
-    version = str(info.registered_model_version)
-    for key, value in (tags or {}).items():
-        client.set_model_version_tag(name, version, key, value)
-    for alias in aliases:
-        client.set_registered_model_alias(name, alias, version)
-    return version
-
-
-@contextmanager
-def fetch_model(model: str, uri: str | None = None) -> Iterator[Path]:
-    """A local checkpoint folder (``trainer.pt``, ``normalization.json``) of ``model`` during the ``with`` block.
-
-    ``model`` is ``models:/<name>/<version>``, a ``runs:/<id>/<path>`` model logged by ``register_model``,
-    or a local checkpoint folder or its ``trainer.pt``. A registered model's files are downloaded into a
-    temporary folder, removed after the block; its pickled pyfunc wrapper is downloaded, never loaded.
-
-    Raises:
-        ValueError: when the model cannot be found or holds no fgi checkpoint; the message names it.
-    """
-    p = Path(model)
-    if p.exists():
-        yield p if p.is_dir() else p.parent
-        return
-    tracking_uri = resolve_uri(uri)
-    with tempfile.TemporaryDirectory(prefix="fgi-model-") as tmp:
-        try:
-            with _fluent_uri(tracking_uri):  # a models:/ URI resolves through the process-wide registry URI
-                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tmp))
-        except mlflow.exceptions.MlflowException as exc:
-            raise ValueError(f"--model: cannot load {model!r} from {tracking_uri} ({exc.message})") from None
-        folder = local / MODEL_ARTIFACTS
-        if not (folder / CHECKPOINT_FILE).is_file():
-            raise ValueError(f"--model: {model!r} holds no {MODEL_ARTIFACTS}/{CHECKPOINT_FILE}; it was not "
-                             "registered by fgi")
-        yield folder
-
-
 def fetch_best_config(uri: str, experiment: str, *, sweep: str | None = None, metric: str = "val_dice",
                       mode: str = "max", budget: str | None = None) -> SweepChoice:
     """The ``best_config.yaml`` of the best FINISHED sweep in ``experiment`` by ``best_<metric>`` (or of sweep
@@ -461,6 +354,6 @@ def config_of_run(uri: str, run_id: str) -> str:
 
 __all__ = [
     "BEST_CONFIG_ARTIFACT", "EXPERIMENT_KIND", "Executor", "SweepChoice", "SweepTracker", "TrainCallback", "TrialCallback",
-    "config_of_run", "end_run", "experiment_id", "fetch_best_config", "fetch_model", "is_permanent", "log_final_metrics",
-    "model_class", "reconcile", "register_model", "replay_spool", "resolve_uri", "start_final_run",
+    "config_of_run", "end_run", "experiment_id", "fetch_best_config", "is_permanent", "log_final_metrics",
+    "reconcile", "replay_spool", "resolve_uri", "start_final_run",
 ]
