@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 PARITY = textwrap.dedent('''
     import json, os, sys, torch
     import ray
+    from fgi.run import worker
     from fgi.search import ray_train
     from fgi.budgets import apply_budget
     from fgi.checkpoint import read_checkpoint, read_metrics

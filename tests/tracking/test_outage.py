@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from fgi import tracking
 from fgi.config import Config
 from fgi.tracking.queue import read_spool
+from fgi.tracking.trials import find_run
 from tests.servers import free_port, launch_mlflow
 
 pytestmark = pytest.mark.slow
@@ -86,7 +87,7 @@ def _report(cb, trial, steps) -> float:
 
 def _history(uri, tracker, trial_id="t0"):
     client = MlflowClient(uri)
-    run = tracking.find_run(client, tracker.experiment_id, {"fgi.sweep": tracker.sweep, "fgi.trial_id": trial_id})
+    run = find_run(client, tracker.experiment_id, {"fgi.sweep": tracker.sweep, "fgi.trial_id": trial_id})
     # at least once: a request the server applied just before it stalled may be sent again
     return client.get_run(run), sorted({m.step for m in client.get_metric_history(run, "val_dice")})
 
