@@ -3,6 +3,9 @@
 A factory gets the sweep's space and settings and returns the search algorithm with the ``param_space`` the
 Tuner needs beside it (empty for define-by-run searchers). Every searcher evaluates the published point first.
 Adding a searcher is one entry in ``SEARCHERS``; an unknown name is an error that lists the valid ones.
+
+A model-based searcher learns only from trials that ran the whole stage (``SearcherRequest.length`` steps): a
+trial that ASHA stopped earlier is told as pruned, so its early value never stands beside finished ones.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class SearcherRequest:
         seed: the sweep's seed.
         startup_trials: finished trials before a model-based searcher models them.
         concurrent: trials running at once.
+        length: steps a trial runs when it is not stopped early (the stage's stop step, else ``train.max_steps``);
+            a trial that reports fewer is told to a model-based searcher as pruned.
     """
 
     space: SearchSpace
@@ -34,6 +39,7 @@ class SearcherRequest:
     seed: int
     startup_trials: int
     concurrent: int
+    length: int = 0
 
 
 SearcherFactory = Callable[[SearcherRequest], tuple[Any, dict[str, Any]]]
@@ -46,12 +52,19 @@ def tpe_sampler(seed: int, startup_trials: int) -> Any:
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup_trials)
 
 
+def finished_only_search(length: int, *args: Any, **kwargs: Any) -> Any:
+    """Ray Tune's ``OptunaSearch`` (same arguments) that tells Optuna only the values of trials that reached
+    step ``length``; a trial that stopped before it (ASHA) is told as pruned, with no value."""
+    from fgi.search.finished import FinishedOnlySearch
+
+    return FinishedOnlySearch(length, *args, **kwargs)
+
+
 def _tpe(req: SearcherRequest) -> tuple[Any, dict[str, Any]]:
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     first = req.space.search_point(req.space.published_point())
-    searcher = OptunaSearch(OptunaDefineByRun(req.space), metric=req.metric, mode=req.mode,
+    searcher = finished_only_search(req.length, OptunaDefineByRun(req.space), metric=req.metric, mode=req.mode,
                             sampler=tpe_sampler(req.seed, req.startup_trials), points_to_evaluate=[first])
     return ConcurrencyLimiter(searcher, max_concurrent=req.concurrent), {}
 

@@ -70,6 +70,9 @@ class SweepOptions:
         scheduler: one of ``SCHEDULERS``.
         max_steps: optimizer steps per trial; default the budget's.
         grace_steps: steps before ASHA may stop a trial; default a budget-dependent number of evaluations.
+        stop_step: a screening stage: every trial trains on the full ``max_steps`` schedule (learning rate,
+            ramp-ups) but stops after this step, so its value is the early point of a full run, never the end
+            of a compressed one; default run to ``max_steps``.
         metric: validation metric to optimize (``METRIC_MODES``).
         root: raw dataset folder (``data.root``); default the config's.
         storage: local folder or URI for Tune state and checkpoints; default ``$FGI_HOME/ray_results``.
@@ -100,6 +103,7 @@ class SweepOptions:
     scheduler: str = "asha"
     max_steps: int | None = None
     grace_steps: int | None = None
+    stop_step: int | None = None
     metric: str = "val_dice"
     root: str | None = None
     storage: str | None = None
@@ -115,7 +119,7 @@ class SweepOptions:
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("num_samples", "max_concurrent", "workers_per_trial", "max_steps", "grace_steps",
+        for name in ("num_samples", "max_concurrent", "workers_per_trial", "max_steps", "grace_steps", "stop_step",
                      "cpus_per_worker", "time_budget", "startup_trials"):
             _positive(name, getattr(self, name))
         for name in ("max_failures", "gpus_per_worker", "trial_timeout"):
@@ -194,6 +198,11 @@ class SweepRecord:
     storage: str = ""
     trial_timeout: float = DEFAULT_TRIAL_TIMEOUT  # files written before the watchdog get its default
     startup_trials: int = TPE_STARTUP_MAX  # files written before it ran TPE with Optuna's default
+    stop_step: int = 0  # 0: trials run to train.max_steps (files written before screening stages)
+
+    def length(self, max_steps: int) -> int:
+        """Steps a trial of this sweep runs unless stopped early: the stop step, else ``max_steps``."""
+        return min(self.stop_step, max_steps) if self.stop_step else max_steps
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -219,7 +228,7 @@ class SweepRecord:
     def tracked_settings(self) -> dict[str, Any]:
         """The settings logged as ``sweep.*`` params of the parent run."""
         keys = ("budget", "num_samples", "workers", "cpus_per_worker", "gpus_per_worker", "search", "scheduler",
-                "grace_steps", "metric", "seed", "max_failures", "trial_timeout", "startup_trials")
+                "grace_steps", "metric", "seed", "max_failures", "trial_timeout", "startup_trials", "stop_step")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -302,6 +311,12 @@ def new_record(options: SweepOptions, mlflow_uri: str = "", storage: str = "") -
     space = load_space(options.space, base) if options.space else dataset_space(options.dataset, base)
     samples, grace_evals, factor = SEARCH_DEFAULTS[budget]
     num_samples = options.num_samples or samples
+    if options.stop_step is not None and options.stop_step >= base.train.max_steps:
+        raise ConfigError(f"stop step {options.stop_step}: must be below the trials' {base.train.max_steps} steps "
+                          f"(a screening stage stops inside the full schedule)")
+    if options.stop_step is not None and options.stop_step % base.train.eval_every:
+        raise ConfigError(f"stop step {options.stop_step}: must be a multiple of train.eval_every "
+                          f"{base.train.eval_every} (a trial is measured, and stopped, at its evaluations)")
     record = SweepRecord(
         dataset=options.dataset, budget=budget,
         name=options.name or f"fgi-{options.dataset}-{budget}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -314,7 +329,8 @@ def new_record(options: SweepOptions, mlflow_uri: str = "", storage: str = "") -
         seed=base.train.seed, max_failures=options.max_failures,
         experiment=options.experiment or f"fgi-{options.dataset}", best_dir=default_best_dir(options.best_dir),
         mlflow_uri=mlflow_uri, storage=storage, trial_timeout=options.trial_timeout,
-        startup_trials=options.startup_trials or default_startup_trials(num_samples))
+        startup_trials=options.startup_trials or default_startup_trials(num_samples),
+        stop_step=options.stop_step or 0)
     return record, space
 
 

@@ -144,9 +144,9 @@ def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage
     concurrent = min(concurrent, record.num_samples)
     searcher, param_space = build_searcher(record.search, SearcherRequest(
         space=space, metric=record.metric, mode=record.mode, seed=record.seed, startup_trials=record.startup_trials,
-        concurrent=concurrent))
-    max_steps = space.base.train.max_steps
-    scheduler = (ASHAScheduler(time_attr="step", max_t=max_steps, grace_period=min(record.grace_steps, max_steps),
+        concurrent=concurrent, length=record.length(space.base.train.max_steps)))
+    length = record.length(space.base.train.max_steps)
+    scheduler = (ASHAScheduler(time_attr="step", max_t=length, grace_period=min(record.grace_steps, length),
                                reduction_factor=record.reduction_factor)
                  if record.scheduler == "asha" else FIFOScheduler())
     if record.scheduler == "asha":
@@ -166,6 +166,7 @@ def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage
                                     # an in-process trial reuses the previous one's process: no new torch import
                                     reuse_actors=record.workers == 1),
         run_config=tune.RunConfig(name=record.name, storage_path=storage, callbacks=callbacks,
+                                  stop={"step": length} if record.stop_step else None,
                                   failure_config=tune.FailureConfig(max_failures=record.max_failures),
                                   checkpoint_config=checkpoints, verbose=2 if verbose else 0,
                                   log_to_file=not verbose),
@@ -222,20 +223,25 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     if options.resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable(settings), resume_unfinished=True, resume_errored=True)
     else:
+        length = record.length(space.base.train.max_steps)  # a trial that ends before it was stopped early
         callbacks = [
             tracking.TrialCallback(uri, tracker.experiment_id, tracker.parent_run_id, record.name,
-                                   ParamsOf(prepared, space.keys), space.base.train.max_steps, record.metric,
-                                   record.mode),
-            ConsoleCallback(record.num_samples, record.metric, record.mode, space.base.train.max_steps),
+                                   ParamsOf(prepared, space.keys), length, record.metric, record.mode),
+            ConsoleCallback(record.num_samples, record.metric, record.mode, length),
         ]
         tuner = _new_tuner(trainable(settings), space, record, storage, callbacks, options.verbose)
     results = tuner.fit()
     return _finish(results, space, record, tracker, path, uri, time.monotonic() - t0)
 
 
-def _best_row(result: Any, metric: str, mode: str) -> dict[str, Any] | None:
+def _best_row(result: Any, metric: str, mode: str, length: int = 0) -> dict[str, Any] | None:
+    """The report of a trial that competes for best: its best report by ``metric`` when it ran to ``length``
+    steps; None for a trial stopped before (its early values never compete with finished ones) or never scored.
+    In a screening stage (``stop_step``) that is its report at the stop step, the figure TPE was told."""
     df = result.metrics_dataframe
     if df is None or metric not in getattr(df, "columns", ()) or df[metric].dropna().empty:
+        return None
+    if "step" in df.columns and int(df["step"].max()) < length:
         return None
     idx = df[metric].idxmax() if mode == "max" else df[metric].idxmin()
     return {k: v for k, v in df.loc[idx].to_dict().items() if isinstance(v, (int, float, str))}
@@ -267,9 +273,11 @@ def importances(space: SearchSpace, points: list[tuple[Mapping[str, Any], float]
 def best_config_header(record: SweepRecord, trial: str, row: Mapping[str, Any]) -> str:
     """The comment header of an exported best config: its sweep, trial, metric value, budget and commit."""
     steps = int(load_yaml_text(record.base_config).train.max_steps)
+    stage = (f"screening stage: every trial stopped at step {record.stop_step} of its {steps}-step schedule; best "
+             f"among the trials that reached it\n" if record.stop_step else "")
     return (f"fgi best config of sweep {record.name} (dataset {record.dataset})\n"
             f"trial {trial}: {record.metric} {float(row[record.metric]):.4f} at step {int(row.get('step', 0))}; "
-            f"budget {record.budget} ({steps} steps)\n"
+            f"budget {record.budget} ({steps} steps)\n{stage}"
             f"git commit {git_commit()}\n"
             "method hyperparameters only: data location and compute come from train.py's flags or --budget;\n"
             "loss.rampup_fraction and optim.warmup_fraction are fractions of the run length")
@@ -283,7 +291,8 @@ def train_args(base: Config, budget: str) -> tuple[str, ...]:
 
 def _finish(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any, path: str, uri: str,
             seconds: float) -> SweepResult:
-    scored = [(r, row) for r in results if (row := _best_row(r, record.metric, record.mode)) is not None]
+    length = record.length(space.base.train.max_steps)
+    scored = [(r, row) for r in results if (row := _best_row(r, record.metric, record.mode, length)) is not None]
     failed = sum(1 for r in results if r.error is not None)
     common = {"name": record.name, "path": path, "trials": len(results), "failed": failed, "metric": record.metric,
               "experiment": record.experiment, "parent_run_id": tracker.parent_run_id, "mlflow_uri": uri,

@@ -48,3 +48,34 @@ def test_a_new_searcher_is_one_entry(request_, monkeypatch):
 
     monkeypatch.setitem(searchers.SEARCHERS, "grid", grid)
     assert build_searcher("grid", request_) == ("grid-searcher", {"x": 1}) and seen == [request_]
+
+
+def _tpe_with_length(request_, length):
+    import dataclasses
+
+    searcher, _ = build_searcher("tpe", dataclasses.replace(request_, length=length))
+    return searcher
+
+
+def test_tpe_learns_only_from_trials_that_ran_the_whole_stage(request_):
+    import optuna
+
+    searcher = _tpe_with_length(request_, 10)
+    assert searcher.suggest("t0") is not None and searcher.suggest("t1") is not None
+    assert searcher.suggest("t2") is None  # two at once
+    searcher.on_trial_complete("t0", {"val_dice": 0.9, "step": 4})  # stopped by ASHA at its first rung
+    assert searcher.suggest("t2") is not None  # the pruned trial freed its slot
+    searcher.on_trial_complete("t1", {"val_dice": 0.5, "step": 10})
+    searcher.on_trial_complete("t2", {"val_dice": 0.7, "step": 10})
+    study = searcher.searcher._ot_study
+    states = [(t.state, t.value) for t in study.get_trials(deepcopy=False)]
+    assert states == [(optuna.trial.TrialState.PRUNED, None), (optuna.trial.TrialState.COMPLETE, 0.5),
+                      (optuna.trial.TrialState.COMPLETE, 0.7)]
+    assert searcher.live_trials == set()
+
+
+def test_without_a_stage_length_every_completed_trial_is_told(request_):
+    searcher = _tpe_with_length(request_, 0)
+    searcher.suggest("t0")
+    searcher.on_trial_complete("t0", {"val_dice": 0.4, "step": 3})
+    assert [t.value for t in searcher.searcher._ot_study.get_trials(deepcopy=False)] == [0.4]
