@@ -52,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-step", type=int, default=None,
                         help="screen: each trial keeps its full --max-steps schedule (learning rate, ramp-ups) but "
                              "stops after this step; best and TPE count only trials that reached it (kept by --resume)")
+    parser.add_argument("--warm-start", nargs="+", default=(), metavar="SOURCE",
+                        help="tell TPE earlier runs of the same method before it proposes: folders of protocol "
+                             "records and mlflow:<experiment> (trials of earlier sweeps on --mlflow-uri); each run "
+                             "is told its value at this sweep's stop step (kept by --resume)")
     parser.add_argument("--metric", default="val_dice", choices=sorted(METRIC_MODES),
                         help="validation metric to optimize (Dice and IoU up, HD95 and ASD down)")
     parser.add_argument("--storage", default=None,
@@ -85,7 +89,8 @@ def options_of(args: argparse.Namespace) -> SweepOptions:
         dataset=args.dataset, config=args.config, space=args.space, budget=args.budget, num_samples=args.num_samples,
         max_concurrent=args.max_concurrent, workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, search=args.search,
-        startup_trials=args.startup_trials, scheduler=args.scheduler, max_steps=args.max_steps, grace_steps=args.grace_steps, stop_step=args.stop_step, metric=args.metric, root=args.root,
+        startup_trials=args.startup_trials, scheduler=args.scheduler, max_steps=args.max_steps, grace_steps=args.grace_steps, stop_step=args.stop_step,
+        warm_start=tuple(args.warm_start), metric=args.metric, root=args.root,
         storage=args.storage, name=args.name, resume=args.resume, mlflow_uri=args.mlflow_uri,
         experiment=args.experiment, time_budget=args.time_budget, seed=args.seed, max_failures=args.max_failures,
         trial_timeout=args.trial_timeout, best_dir=args.best_dir, verbose=args.verbose)

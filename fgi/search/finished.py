@@ -4,10 +4,15 @@ Ray Tune's ``OptunaSearch`` tells Optuna the last reported value of every comple
 ASHA stopped at its first rung stands in the study beside trials that ran ten times longer, and its early
 value (often a masking dip or a warm-up figure) steers the sampler. Here such a trial is told as pruned:
 TPE keeps it out of the "good" and "bad" groups of finished values.
+
+Warm points (``fgi.search.warm``) enter the study as complete trials when it is created, so TPE models them
+from the first proposal and counts them among its startup trials; the study, and they with it, are saved
+with the searcher, so a resumed sweep does not tell them twice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
@@ -20,12 +25,22 @@ class FinishedOnlySearch(OptunaSearch):
 
     Args:
         length: the stage's length in optimizer steps; 0 tells every completed trial as Ray does.
-        *args, **kwargs: ``OptunaSearch``'s.
+        *args, **kwargs: ``OptunaSearch``'s; its space must be an ``OptunaDefineByRun`` for ``warm``.
+        warm: warm points (``WarmPoint.to_dict`` form) added to the study as complete trials.
     """
 
-    def __init__(self, length: int, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, length: int, *args: Any, warm: Sequence[Mapping[str, Any]] = (), **kwargs: Any) -> None:
         self.length = int(length)
+        self._warm = list(warm)  # read by _setup_study, which OptunaSearch's __init__ calls
+        super().__init__(*args, **kwargs)
+
+    def _setup_study(self, mode: Any) -> None:
+        from fgi.search.warm import tell_study
+
+        super()._setup_study(mode)
+        if self._warm:
+            tell_study(self._ot_study, self._space.space, self._warm)
+            self._warm = []
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Tell Optuna the trial's value when it reached ``length``, else that it was pruned."""

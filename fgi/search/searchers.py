@@ -2,7 +2,7 @@
 
 A factory gets the sweep's space and settings and returns the search algorithm with the ``param_space`` the
 Tuner needs beside it (empty for define-by-run searchers). Every searcher evaluates the published point first.
-Adding a searcher is one entry in ``SEARCHERS``; an unknown name is an error that lists the valid ones.
+TPE skips it when a warm-start run already measured it. Adding a searcher is one entry in ``SEARCHERS``; an unknown name is an error that lists the valid ones.
 
 A model-based searcher learns only from trials that ran the whole stage (``SearcherRequest.length`` steps): a
 trial that ASHA stopped earlier is told as pruned, so its early value never stands beside finished ones.
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fgi.config import ConfigError
+from fgi.search.params import canonical
 from fgi.search.space import OptunaDefineByRun, SearchSpace
 
 
@@ -31,6 +32,7 @@ class SearcherRequest:
         concurrent: trials running at once.
         length: steps a trial runs when it is not stopped early (the stage's stop step, else ``train.max_steps``);
             a trial that reports fewer is told to a model-based searcher as pruned.
+        warm: earlier runs told to a model-based searcher before it proposes (``WarmPoint.to_dict`` form).
     """
 
     space: SearchSpace
@@ -40,6 +42,7 @@ class SearcherRequest:
     startup_trials: int
     concurrent: int
     length: int = 0
+    warm: tuple[dict[str, Any], ...] = ()
 
 
 SearcherFactory = Callable[[SearcherRequest], tuple[Any, dict[str, Any]]]
@@ -63,15 +66,21 @@ def finished_only_search(length: int, *args: Any, **kwargs: Any) -> Any:
 def _tpe(req: SearcherRequest) -> tuple[Any, dict[str, Any]]:
     from ray.tune.search import ConcurrencyLimiter
 
-    first = req.space.search_point(req.space.published_point())
+    published = req.space.published_point()
+    # a warm run of the published point already measured it at this fidelity: no trial spent re-running it
+    measured = any({k: canonical(v) for k, v in w["values"].items()} == published for w in req.warm)
+    first = [] if measured else [req.space.search_point(published)]
     searcher = finished_only_search(req.length, OptunaDefineByRun(req.space), metric=req.metric, mode=req.mode,
-                            sampler=tpe_sampler(req.seed, req.startup_trials), points_to_evaluate=[first])
+                                    sampler=tpe_sampler(req.seed, req.startup_trials), points_to_evaluate=first,
+                                    warm=req.warm)
     return ConcurrencyLimiter(searcher, max_concurrent=req.concurrent), {}
 
 
 def _random(req: SearcherRequest) -> tuple[Any, dict[str, Any]]:
     from ray.tune.search import BasicVariantGenerator
 
+    if req.warm:
+        raise ConfigError("warm start: random search learns nothing from earlier runs; use the tpe searcher")
     first = req.space.search_point(req.space.published_point())
     searcher = BasicVariantGenerator(points_to_evaluate=[first], max_concurrent=req.concurrent, random_state=req.seed)
     return searcher, req.space.to_tune()

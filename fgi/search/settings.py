@@ -73,6 +73,8 @@ class SweepOptions:
         stop_step: a screening stage: every trial trains on the full ``max_steps`` schedule (learning rate,
             ramp-ups) but stops after this step, so its value is the early point of a full run, never the end
             of a compressed one; default run to ``max_steps``.
+        warm_start: earlier runs told to TPE before it proposes: folders of protocol records and
+            ``mlflow:<experiment>`` names (``fgi.search.warm``), each at the sweep's own stop step.
         metric: validation metric to optimize (``METRIC_MODES``).
         root: raw dataset folder (``data.root``); default the config's.
         storage: local folder or URI for Tune state and checkpoints; default ``$FGI_HOME/ray_results``.
@@ -104,6 +106,7 @@ class SweepOptions:
     max_steps: int | None = None
     grace_steps: int | None = None
     stop_step: int | None = None
+    warm_start: tuple[str, ...] = ()
     metric: str = "val_dice"
     root: str | None = None
     storage: str | None = None
@@ -133,6 +136,9 @@ class SweepOptions:
         _one_of("scheduler", self.scheduler, SCHEDULERS)
         if self.startup_trials is not None and self.search not in MODEL_BASED:
             raise ConfigError(f"--startup-trials: only for --search tpe, not --search {self.search}")
+        if self.warm_start and self.search not in MODEL_BASED:
+            raise ConfigError(f"--warm-start: only for --search tpe, not --search {self.search} "
+                              "(random search learns nothing from earlier runs)")
         _one_of("metric", self.metric, sorted(METRIC_MODES))
         if self.name is not None:
             check_name(self.name)
@@ -199,6 +205,9 @@ class SweepRecord:
     trial_timeout: float = DEFAULT_TRIAL_TIMEOUT  # files written before the watchdog get its default
     startup_trials: int = TPE_STARTUP_MAX  # files written before it ran TPE with Optuna's default
     stop_step: int = 0  # 0: trials run to train.max_steps (files written before screening stages)
+    warm_start: tuple[str, ...] = ()  # sources of warm points (files written before warm starts: none)
+    warm_points: tuple[dict[str, Any], ...] = ()  # WarmPoint.to_dict of each, computed once when the sweep began
+    warm_note: str = ""  # what the warm start told and left out
 
     def length(self, max_steps: int) -> int:
         """Steps a trial of this sweep runs unless stopped early: the stop step, else ``max_steps``."""
@@ -223,13 +232,18 @@ class SweepRecord:
         missing = [n for n in required if n not in data] if isinstance(data, dict) else required
         if missing:
             raise ConfigError(f"{source}: missing sweep settings {missing}")
-        return cls(**{f.name: data[f.name] for f in fields if f.name in data})
+        values = {f.name: data[f.name] for f in fields if f.name in data}
+        for name in ("warm_start", "warm_points"):  # JSON lists back to the record's tuples
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
 
     def tracked_settings(self) -> dict[str, Any]:
         """The settings logged as ``sweep.*`` params of the parent run."""
         keys = ("budget", "num_samples", "workers", "cpus_per_worker", "gpus_per_worker", "search", "scheduler",
                 "grace_steps", "metric", "seed", "max_failures", "trial_timeout", "startup_trials", "stop_step")
-        return {k: getattr(self, k) for k in keys}
+        return {**{k: getattr(self, k) for k in keys}, "warm_start": ",".join(self.warm_start) or "none",
+                "warm_points": len(self.warm_points)}
 
 
 
@@ -331,6 +345,12 @@ def new_record(options: SweepOptions, mlflow_uri: str = "", storage: str = "") -
         mlflow_uri=mlflow_uri, storage=storage, trial_timeout=options.trial_timeout,
         startup_trials=options.startup_trials or default_startup_trials(num_samples),
         stop_step=options.stop_step or 0)
+    if options.warm_start:
+        from fgi.search.warm import warm_start
+
+        warm = warm_start(options.warm_start, space, record.metric, record.length(base.train.max_steps), mlflow_uri)
+        record = dataclasses.replace(record, warm_start=tuple(options.warm_start),
+                                     warm_points=tuple(p.to_dict() for p in warm.points), warm_note=warm.summary())
     return record, space
 
 

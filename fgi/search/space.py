@@ -10,16 +10,23 @@ A space is a YAML file; the shipped ones are package data in ``fgi/search_spaces
       loss.rampup_fraction: null   # drop an entry inherited through extends
     constraints:
       - data.loose_level < data.tight_level
+    conditions:
+      model.predictor: {text.mode: [none]}   # searched only in trials whose text.mode is none
 
 Keys are dotted config fields (``fgi/config.py``). Bounds and choices go through the config's own
 coercion and range checks before anything starts; errors name the file and the key. ``extends`` names
 a file next to this one, else a shipped space; the file's ``params`` entries replace the inherited ones
-key by key and its ``constraints``, when given, replace the inherited list.
+key by key and its ``constraints`` and ``conditions``, when given, replace the inherited ones.
 
 A constraint ``a < b`` is kept by construction: ``a`` is drawn as a fraction of its range below ``b``,
 so every trial is valid and TPE sees a fixed distribution; searchers see such a key as ``a|fraction``,
 and the trial config carries the drawn value itself under ``a``. The parameter types are in
 ``fgi.search.params``.
+
+A condition ``key: {parent: [values]}`` searches ``key`` only in trials whose categorical ``parent`` took one
+of ``values``; the other trials keep the base config's value of ``key``, and searchers never see it there
+(Optuna's define-by-run treats it as absent), so a combination that cannot be deployed (a teacher that
+reads text as the predictor, say) is never proposed.
 """
 
 from __future__ import annotations
@@ -38,8 +45,9 @@ import numpy as np
 import yaml
 
 from fgi.config import Config, ConfigError, field_spec, flatten, load_yaml_data, override
-from fgi.search.params import Continuous, Param, SearchSpaceError, canonical, parse_param, plain
+from fgi.search.params import Categorical, Continuous, Param, SearchSpaceError, canonical, parse_param, plain
 
+DRAW = "|draw"  # suffix of Tune's own draw of a conditional number key (the trial config holds the kept value)
 FRACTION = "|fraction"  # suffix of the searcher parameter that draws a constrained key below its bound
 BASE_SPACE = "base.yaml"  # the shipped file the dataset spaces extend
 _VALIDATION_SAMPLES = 64  # random points of the space checked against the config rules before a sweep
@@ -58,6 +66,18 @@ class Constraint:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """``key`` is searched only when categorical ``parent`` takes one of ``allowed`` (config values)."""
+
+    key: str
+    parent: str
+    allowed: tuple[Any, ...]
+
+    def __str__(self) -> str:
+        return f"{self.key} when {self.parent} in {[plain(v) for v in self.allowed]}"
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     """A validated search space over config fields.
 
@@ -67,6 +87,7 @@ class SearchSpace:
         base: the configuration every trial starts from; its values form the first trial.
         source: the file it came from (for messages).
         text: self-contained YAML of the space (``extends`` resolved); logged and stored with a sweep.
+        conditions: keys searched only for some values of a categorical parent (drawn after it).
     """
 
     params: tuple[Param, ...]
@@ -74,14 +95,29 @@ class SearchSpace:
     base: Config
     source: str = "<space>"
     text: str = ""
+    conditions: tuple[Condition, ...] = ()
     _by_key: dict[str, Param] = field(default_factory=dict, compare=False, repr=False)
     _bounds: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     _base_values: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    _conditions: dict[str, Condition] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._by_key.update({p.key: p for p in self.params})
         self._bounds.update({c.lower: c.upper for c in self.constraints})
         self._base_values.update(flatten(self.base))
+        self._conditions.update({c.key: c for c in self.conditions})
+
+    def condition(self, key: str) -> Condition | None:
+        """The condition ``key`` is searched under, if any."""
+        return self._conditions.get(key)
+
+    def active(self, key: str, values: Mapping[str, Any]) -> bool:
+        """Whether ``key`` is searched at a point whose earlier keys took ``values`` (unconditional keys always)."""
+        c = self._conditions.get(key)
+        return c is None or canonical(values[c.parent]) in c.allowed
+
+    def _kept(self, key: str) -> Any:
+        return canonical(self._base_values[key])
 
     @property
     def keys(self) -> list[str]:
@@ -112,7 +148,9 @@ class SearchSpace:
         """Draw one point with an Optuna trial (define-by-run); returns config values by dotted key."""
         values: dict[str, Any] = {}
         for p in self.params:
-            if p.key in self._bounds:
+            if not self.active(p.key, values):
+                values[p.key] = self._kept(p.key)
+            elif p.key in self._bounds:
                 values[p.key] = self.constrained_value(p.key, trial.suggest_float(p.key + FRACTION, 0.0, 1.0), values)
             else:
                 values[p.key] = p.suggest(trial)
@@ -123,11 +161,28 @@ class SearchSpace:
         out: dict[str, Any] = {}
         for p in self.params:
             v = values[p.key]
+            if not self.active(p.key, values):
+                continue
             if p.key in self._bounds:
                 assert isinstance(p, Continuous)
                 out[p.key + FRACTION] = p.fraction_of(v, min(p.high, self._bound(p.key, values)))
             else:
                 out[p.search_name] = p.search_value(v)
+        return out
+
+    def search_distributions(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Optuna distributions of the searcher parameters of a point (``search_point``'s names), as the
+        define-by-run ``suggest`` draws them; for telling Optuna a point it did not propose."""
+        import optuna
+
+        out: dict[str, Any] = {}
+        for p in self.params:
+            if not self.active(p.key, values):
+                continue
+            if p.key in self._bounds:
+                out[p.key + FRACTION] = optuna.distributions.FloatDistribution(0.0, 1.0)
+            else:
+                out[p.search_name] = p.optuna_distribution()
         return out
 
     def optuna_distributions(self) -> dict[str, Any]:
@@ -143,6 +198,12 @@ class SearchSpace:
             if p.key in self._bounds:
                 space[p.key + FRACTION] = tune.uniform(0.0, 1.0)
                 space[p.key] = tune.sample_from(_TuneConstrained(self, p.key))
+            elif p.key in self._conditions:
+                entries = p.to_tune()
+                if p.search_name == p.key:  # a number: Tune draws it under another name, the key keeps or takes it
+                    entries[p.key + DRAW] = entries[p.key]
+                space.update(entries)
+                space[p.key] = tune.sample_from(_TuneConditional(self, p.key))
             else:
                 space.update(p.to_tune())
         return space
@@ -163,7 +224,9 @@ class SearchSpace:
         """A uniformly drawn point (used to check the space against the config rules)."""
         values: dict[str, Any] = {}
         for p in self.params:
-            if p.key in self._bounds:
+            if not self.active(p.key, values):
+                values[p.key] = self._kept(p.key)
+            elif p.key in self._bounds:
                 values[p.key] = self.constrained_value(p.key, float(rng.uniform()), values)
             else:
                 values[p.key] = p.sample(rng)
@@ -180,6 +243,26 @@ class _TuneConstrained:
         upper = self.space.upper_of(self.key)
         values = {upper: config[upper]} if upper in self.space.keys else {}
         return self.space.constrained_value(self.key, float(config[self.key + FRACTION]), values)
+
+
+class _TuneConditional:
+    """Tune ``sample_from`` of a conditional key: its own draw where its parent allows it, else the base
+    config's value (picklable)."""
+
+    def __init__(self, space: SearchSpace, key: str) -> None:
+        self.space, self.key = space, key
+
+    def __call__(self, config: Any) -> Any:
+        condition = self.space.condition(self.key)
+        assert condition is not None
+        parent = self.space.param(condition.parent)
+        assert isinstance(parent, Categorical)
+        if not self.space.active(self.key, {parent.key: parent.from_label(config[parent.search_name])}):
+            return plain(self.space._kept(self.key))
+        p = self.space.param(self.key)
+        if isinstance(p, Categorical):
+            return plain(p.from_label(config[p.search_name]))
+        return config[self.key + DRAW]
 
 
 class OptunaDefineByRun:
@@ -233,6 +316,35 @@ def _parse_constraints(source: str, raw: Any, params: Mapping[str, Param], base:
     return constraints
 
 
+def _parse_conditions(source: str, raw: Any, params: Mapping[str, Param], bounded: set[str]) -> list[Condition]:
+    if not isinstance(raw, dict):
+        raise SearchSpaceError(f"{source}: conditions: expected a mapping like {{model.predictor: {{text.mode: [none]}}}}")
+    conditions: list[Condition] = []
+    for key, rule in raw.items():
+        key = str(key)
+        where = f"{source}: conditions: {key}"
+        if key not in params:
+            raise SearchSpaceError(f"{where}: not a searched key of this space")
+        if key in bounded:
+            raise SearchSpaceError(f"{where}: a key in a constraint cannot also be conditional")
+        if not isinstance(rule, dict) or len(rule) != 1:
+            raise SearchSpaceError(f"{where}: expected one parent key with its values, like {{text.mode: [none]}}")
+        (parent_key, allowed), = rule.items()
+        parent = params.get(str(parent_key))
+        if not isinstance(parent, Categorical):
+            raise SearchSpaceError(f"{where}: parent {parent_key} must be a categorical key of this space")
+        if parent.key in raw:
+            raise SearchSpaceError(f"{where}: parent {parent.key} is conditional itself; chains are not supported")
+        if not isinstance(allowed, list) or not allowed:
+            raise SearchSpaceError(f"{where}: the values of {parent.key} must be a non-empty list")
+        by_label = {str(label): choice for label, choice in zip(parent.labels(), parent.choices)}
+        unknown = [v for v in allowed if str(Categorical.label(v)) not in by_label]
+        if unknown:
+            raise SearchSpaceError(f"{where}: {unknown[0]!r} is not a choice of {parent.key} ({parent.labels()})")
+        conditions.append(Condition(key, parent.key, tuple(by_label[str(Categorical.label(v))] for v in allowed)))
+    return conditions
+
+
 def parse_space(data: Any, base: Config, source: str = "<space>", text: str = "") -> SearchSpace:
     """Validate a parsed search-space mapping (``extends`` already resolved) against ``base``.
 
@@ -247,20 +359,24 @@ def parse_space(data: Any, base: Config, source: str = "<space>", text: str = ""
     """
     if not isinstance(data, dict):
         raise SearchSpaceError(f"{source}: expected a mapping with 'params', got {type(data).__name__}")
-    unknown = sorted(set(data) - {"params", "constraints"})
+    unknown = sorted(set(data) - {"params", "constraints", "conditions"})
     if unknown:
         raise SearchSpaceError(f"{source}: {unknown[0]}: unknown top-level key; valid keys are "
-                               "['constraints', 'extends', 'params']")
+                               "['conditions', 'constraints', 'extends', 'params']")
     params_data = data.get("params")
     if not isinstance(params_data, dict) or not params_data:
         raise SearchSpaceError(f"{source}: params: expected a non-empty mapping of dotted config keys")
     params = {str(key): parse_param(source, str(key), entry) for key, entry in params_data.items()}
     constraints = _parse_constraints(source, data.get("constraints") or [], params, base)
 
-    lowers = {c.lower for c in constraints}  # bounds are drawn before the keys they bound
-    ordered = [p for k, p in params.items() if k not in lowers] + [p for k, p in params.items() if k in lowers]
+    conditions = _parse_conditions(source, data.get("conditions") or {}, params,
+                                   {k for c in constraints for k in (c.lower, c.upper)})
+
+    # bounds are drawn before the keys they bound, parents before the keys they condition
+    later = {c.lower for c in constraints} | {c.key for c in conditions}
+    ordered = [p for k, p in params.items() if k not in later] + [p for k, p in params.items() if k in later]
     text = text or yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
-    space = SearchSpace(tuple(ordered), tuple(constraints), base, source, text)
+    space = SearchSpace(tuple(ordered), tuple(constraints), base, source, text, tuple(conditions))
     for key, value in space.published_point().items():
         if not space.param(key).contains(value):
             raise SearchSpaceError(f"{source}: {key}: the base configuration's value {value!r} is outside the space, "
@@ -384,6 +500,6 @@ def space_from_text(text: str, base: Config, source: str) -> SearchSpace:
 
 
 __all__ = [
-    "BASE_SPACE", "FRACTION", "Constraint", "OptunaDefineByRun", "SearchSpace", "SearchSpaceError", "dataset_space",
+    "BASE_SPACE", "DRAW", "FRACTION", "Condition", "Constraint", "OptunaDefineByRun", "SearchSpace", "SearchSpaceError", "dataset_space",
     "load_space", "parse_space", "shipped_spaces", "space_from_text",
 ]

@@ -144,7 +144,7 @@ def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage
     concurrent = min(concurrent, record.num_samples)
     searcher, param_space = build_searcher(record.search, SearcherRequest(
         space=space, metric=record.metric, mode=record.mode, seed=record.seed, startup_trials=record.startup_trials,
-        concurrent=concurrent, length=record.length(space.base.train.max_steps)))
+        concurrent=concurrent, length=record.length(space.base.train.max_steps), warm=record.warm_points))
     length = record.length(space.base.train.max_steps)
     scheduler = (ASHAScheduler(time_attr="step", max_t=length, grace_period=min(record.grace_steps, length),
                                reduction_factor=record.reduction_factor)
@@ -205,6 +205,8 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     mode = "in-process trials" if record.workers == 1 else f"Ray Train trials of {record.workers} workers"
     print(f"{verb} {record.name}: {record.num_samples} trials ({mode}), storage {storage}/{record.name}, "
           f"MLflow {uri} (experiment {record.experiment})", flush=True)
+    if record.warm_note:
+        print(record.warm_note, flush=True)
 
     prepared = prepare(space.base)
     if not options.resume:
@@ -275,9 +277,11 @@ def best_config_header(record: SweepRecord, trial: str, row: Mapping[str, Any]) 
     steps = int(load_yaml_text(record.base_config).train.max_steps)
     stage = (f"screening stage: every trial stopped at step {record.stop_step} of its {steps}-step schedule; best "
              f"among the trials that reached it\n" if record.stop_step else "")
+    warm = (f"warm start: TPE was told {len(record.warm_points)} earlier run(s) of {', '.join(record.warm_start)}\n"
+            if record.warm_start else "")
     return (f"fgi best config of sweep {record.name} (dataset {record.dataset})\n"
             f"trial {trial}: {record.metric} {float(row[record.metric]):.4f} at step {int(row.get('step', 0))}; "
-            f"budget {record.budget} ({steps} steps)\n{stage}"
+            f"budget {record.budget} ({steps} steps)\n{stage}{warm}"
             f"git commit {git_commit()}\n"
             "method hyperparameters only: data location and compute come from train.py's flags or --budget;\n"
             "loss.rampup_fraction and optim.warmup_fraction are fractions of the run length")

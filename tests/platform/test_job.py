@@ -30,10 +30,13 @@ def _submit_and_wait(head, entrypoint: list[str], timeout: float = JOB_TIMEOUT_S
 
 @pytest.fixture(scope="module")
 def sweep(ray_head, mlflow_server, tmp_path_factory):
-    """One smoke sweep of 3 trials submitted as a Ray job, logged to the MLflow server."""
+    """One smoke sweep of 3 trials submitted as a Ray job, logged to the MLflow server.
+
+    No early stopping: only trials that ran the whole schedule compete and feed the importances, so the
+    three must all finish for the parent run's artifacts to be deterministic (ASHA is tested on its own)."""
     work = tmp_path_factory.mktemp("sweep")
     logs = _submit_and_wait(ray_head, [
-        "python", "tune.py", "--dataset", "synthetic", "--budget", "smoke", "--num-samples", "3",
+        "python", "tune.py", "--dataset", "synthetic", "--budget", "smoke", "--num-samples", "3", "--scheduler", "none",
         "--mlflow-uri", mlflow_server.uri, "--storage", str(work / "storage"), "--best-dir", str(work / "best_configs"),
         "--name", "job-sweep", "--experiment", "fgi-synthetic-job"])
     return {"work": work, "logs": logs, "experiment": "fgi-synthetic-job"}
@@ -71,7 +74,7 @@ def test_job_sweep_is_tracked_in_mlflow(sweep, mlflow_server):
         assert {k: str(flat[k]) for k in searched} == {k: str(yaml.safe_load(params[k])) for k in searched}
         first_trial_seen |= all(flat[k] == v for k, v in published.items())
         outcome = child.data.tags["fgi.outcome"]
-        assert outcome in ("finished", "stopped_early") and child.info.status == "FINISHED"
+        assert outcome == "finished" and child.info.status == "FINISHED"
         history = client.get_metric_history(child.info.run_id, "val_dice")
         steps = [m.step for m in history]
         assert steps == sorted(set(steps)), "one continuous history per trial"

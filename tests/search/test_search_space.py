@@ -93,3 +93,80 @@ def test_tune_first_point_resolves_to_the_published_values():
     assert values["data.loose_level"] == pytest.approx(published["data.loose_level"])
     cfg = space.apply(values)
     assert cfg.loss.align_scales == (1, 2, 3, 4) and cfg.optim.lr == published["optim.lr"]
+
+
+COND = ("params:\n  text.mode: {distribution: categorical, choices: [tokens, pooled, none]}\n"
+        "  model.predictor: {distribution: categorical, choices: [student, teacher, ensemble]}\n"
+        "  optim.lr: {distribution: loguniform, low: 1.0e-4, high: 1.0e-2}\n"
+        "conditions:\n  model.predictor: {text.mode: [none]}\n  optim.lr: {text.mode: [pooled]}\n")
+
+
+def _combos(points) -> set:
+    return {(p["text.mode"], p["model.predictor"], p["optim.lr"] == BASE.optim.lr) for p in points}
+
+
+def test_conditional_keys_keep_the_base_value_unless_their_parent_allows_them(tmp_path):
+    import numpy as np
+    import optuna
+
+    path = tmp_path / "cond.yaml"
+    path.write_text(COND)
+    space = load_space(path, BASE)
+    assert space.keys[0] == "text.mode", "parents are drawn first"
+    rng = np.random.default_rng(0)
+    drawn = _combos(space.random_point(rng) for _ in range(200))
+    # a predictor other than the student only with an image-only teacher; lr moves only under pooled
+    assert {(m, p) for m, p, _ in drawn} == {("tokens", "student"), ("pooled", "student"), ("none", "student"),
+                                              ("none", "teacher"), ("none", "ensemble")}
+    assert {(m, kept) for m, _, kept in drawn} == {("tokens", True), ("none", True), ("pooled", False)}
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    tpe_points = []
+    for _ in range(60):
+        trial = study.ask()
+        tpe_points.append(space.suggest(trial))
+        study.tell(trial, 0.0)
+        # Optuna never sees an inactive key, so TPE models it only where it is searched
+        assert ("model.predictor|label" in trial.params) == (trial.params["text.mode|label"] == "none")
+    assert _combos(tpe_points) <= drawn and len({p["model.predictor"] for p in tpe_points}) == 3
+
+    published = space.published_point()
+    assert set(space.search_point(published)) == {"text.mode|label"}, "inactive keys are not searcher parameters"
+
+
+def test_tune_draws_conditional_keys_under_their_parent():
+    from ray.tune.search.variant_generator import generate_variants
+
+    space = space_from_text(COND, BASE, "cond")
+    tune_space = space.to_tune()
+    seen = set()
+    for _ in range(40):
+        _, config = next(generate_variants(tune_space))
+        seen |= _combos([space.values_of(config)])
+    assert {(m, p) for m, p, _ in seen} <= {("tokens", "student"), ("pooled", "student"), ("none", "student"),
+                                             ("none", "teacher"), ("none", "ensemble")}
+    assert ("none", "ensemble", True) in seen or ("none", "teacher", True) in seen
+    assert all(kept == (m != "pooled") for m, _, kept in seen) and ("pooled", "student", False) in seen
+
+
+@pytest.mark.parametrize("conditions, needle", [
+    ("  loss.tau_pos: {text.mode: [none]}\n", "conditions: loss.tau_pos: not a searched key"),
+    ("  model.predictor: {optim.lr: [0.001]}\n", "parent optim.lr must be a categorical key"),
+    ("  model.predictor: {text.mode: [words]}\n", "'words' is not a choice of text.mode"),
+    ("  model.predictor: {text.mode: []}\n", "must be a non-empty list"),
+    ("  model.predictor: none\n", "expected one parent key"),
+    ("  model.predictor: {text.mode: [none]}\n  text.mode: {model.predictor: [student]}\n", "chains are not supported"),
+])
+def test_condition_errors_name_the_file_and_key(tmp_path, conditions, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(COND.split("conditions:")[0] + "conditions:\n" + conditions)
+    with pytest.raises(SearchSpaceError) as err:
+        load_space(path, BASE)
+    assert str(path) in str(err.value) and needle in str(err.value), str(err.value)
+
+
+def test_shipped_space_searches_the_predictor_only_with_an_image_only_teacher():
+    space = dataset_space("kvasir", apply_budget(from_dict({"data": {"dataset": "kvasir"}}), "smoke"))
+    assert [str(c) for c in space.conditions] == ["model.predictor when text.mode in ['none']"]
+    again = space_from_text(space.text, space.base, "stored")
+    assert again.conditions == space.conditions

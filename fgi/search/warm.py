@@ -1,0 +1,187 @@
+"""Warm start: earlier runs of the same method told to a new sweep's searcher, at the sweep's own fidelity.
+
+A source is a folder of protocol records (``benchmarks/protocol_kvasir.py``: one JSON per run with its full
+config and validation curve) or ``mlflow:<experiment>``, the trials of earlier sweeps on the sweep's tracking
+server (each trial's ``config.yaml`` and metric history). A run becomes a warm point when it is the sweep's
+method at the sweep's fidelity:
+
+- its config equals the sweep's base config on every key that is neither searched, a seed, nor where the
+  data lives or how the machine runs (``fgi.budgets.MACHINE_KEYS``): same method, image size, widths,
+  batch and schedule length;
+- its searched values lie in the space (conditions and constraints included);
+- its curve has the metric at the step the sweep's trials stop at (``SweepRecord.length``).
+
+The point is told with the metric at that step, the figure a live trial of the sweep reports at its end, so a
+5000-step record warms a 2000-step screening stage with its step-2000 value, never its final one. Every run
+that does not qualify is counted with the first reason, so a user sees why a source told nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fgi.budgets import MACHINE_KEYS
+from fgi.config import Config, ConfigError, flatten, from_dict, load_yaml_text
+from fgi.search.params import canonical
+from fgi.search.space import SearchSpace
+
+MLFLOW_PREFIX = "mlflow:"  # a source naming an MLflow experiment rather than a records folder
+_FREE_KEYS = frozenset(MACHINE_KEYS) | {"train.seed"}  # may differ between a warm run and the sweep
+
+
+@dataclass(frozen=True)
+class WarmPoint:
+    """One earlier run told to the searcher: its name, searched config values, and metric at the stage length."""
+
+    name: str
+    values: dict[str, Any]
+    value: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "values": self.values, "value": self.value}
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """The warm points of some sources and why the other runs were left out (``reason -> count``)."""
+
+    points: tuple[WarmPoint, ...]
+    skipped: dict[str, int]
+
+    def summary(self) -> str:
+        """One line: how many runs were told and why the others were not."""
+        told = f"warm start: {len(self.points)} earlier run(s) told to the searcher"
+        if not self.skipped:
+            return told
+        why = "; ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items(), key=lambda kv: -kv[1]))
+        return f"{told}, {sum(self.skipped.values())} left out ({why})"
+
+
+@dataclass(frozen=True)
+class _Run:
+    name: str
+    config: Config
+    curve: Mapping[int, float]  # step -> metric
+
+
+def _mismatch(run: Config, base: Config, searched: Iterable[str]) -> str | None:
+    """The first key outside the searched and free keys where ``run`` differs from ``base``."""
+    skip = _FREE_KEYS | set(searched)
+    ours, theirs = flatten(base), flatten(run)
+    for key, value in ours.items():
+        if key not in skip and canonical(theirs[key]) != canonical(value):
+            return key
+    return None
+
+
+def _point(run: _Run, space: SearchSpace, length: int) -> WarmPoint | str:
+    """The warm point of ``run``, or why it is not one."""
+    key = _mismatch(run.config, space.base, space.keys)
+    if key is not None:
+        return f"differ from the sweep's base config on {key}"
+    if length not in run.curve:
+        return f"have no value at step {length}"
+    flat = flatten(run.config)
+    values = {k: canonical(flat[k]) for k in space.keys}
+    for k, v in values.items():
+        if space.active(k, values) and not space.param(k).contains(v):
+            return f"have {k} outside the space"
+        if not space.active(k, values) and v != canonical(flatten(space.base)[k]):
+            return f"set {k}, which this space keeps fixed there"
+    for c in space.constraints:
+        if c.lower in values and not values[c.lower] < (values.get(c.upper) if c.upper in values else flat[c.upper]):
+            return f"break {c}"
+    return WarmPoint(run.name, {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()},
+                     float(run.curve[length]))
+
+
+def _records(folder: Path, metric: str) -> tuple[list[_Run], dict[str, int]]:
+    if not folder.is_dir():
+        raise ConfigError(f"warm start: {folder}: neither a folder of protocol records nor {MLFLOW_PREFIX}<experiment>")
+    runs, bad = [], {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+            cfg = from_dict(rec["config"])
+            curve = {int(row["step"]): float(row[metric]) for row in rec["curve"] if metric in row}
+        except (ValueError, KeyError, TypeError, ConfigError) as exc:
+            reason = f"unreadable records ({path.name}: {str(exc)[:80]})"
+            bad[reason] = bad.get(reason, 0) + 1
+            continue
+        runs.append(_Run(path.stem, cfg, curve))
+    return runs, bad
+
+
+def _mlflow_runs(uri: str, experiment: str, metric: str) -> tuple[list[_Run], dict[str, int]]:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ConfigError(f"warm start: {MLFLOW_PREFIX}{experiment}: no such experiment on {uri}")
+    runs, bad = [], {}
+    for run in client.search_runs([exp.experiment_id], "tags.`fgi.kind` = 'trial'", max_results=10000):
+        name = f"{experiment}/{run.data.tags.get('fgi.trial_id', run.info.run_id)}"
+        try:
+            text = client.download_artifacts(run.info.run_id, "config.yaml")
+            cfg = load_yaml_text(Path(text).read_text(), f"{name} config.yaml")
+            curve = {int(m.step): float(m.value) for m in client.get_metric_history(run.info.run_id, metric)}
+        except (MlflowException, OSError, ConfigError) as exc:
+            reason = f"unreadable trials ({name}: {str(exc)[:80]})"
+            bad[reason] = bad.get(reason, 0) + 1
+            continue
+        runs.append(_Run(name, cfg, curve))
+    return runs, bad
+
+
+def warm_start(sources: Sequence[str], space: SearchSpace, metric: str, length: int, mlflow_uri: str) -> WarmStart:
+    """The warm points of ``sources`` for a sweep over ``space`` whose trials stop at step ``length``.
+
+    Args:
+        sources: folders of protocol records and ``mlflow:<experiment>`` names.
+        space: the sweep's space (its ``base`` is the sweep's base config).
+        metric: the sweep's metric (a curve key, e.g. ``val_dice``).
+        length: the step the sweep's trials end at (its stop step, else ``train.max_steps``).
+        mlflow_uri: the tracking URI the ``mlflow:`` sources are read from.
+
+    Raises:
+        ConfigError: a source that is neither an existing folder nor an experiment on ``mlflow_uri``.
+    """
+    points: list[WarmPoint] = []
+    skipped: dict[str, int] = {}
+    for source in sources:
+        if source.startswith(MLFLOW_PREFIX):
+            runs, bad = _mlflow_runs(mlflow_uri, source[len(MLFLOW_PREFIX):], metric)
+        else:
+            runs, bad = _records(Path(source).expanduser(), metric)
+        for reason, n in bad.items():
+            skipped[reason] = skipped.get(reason, 0) + n
+        for run in runs:
+            got = _point(run, space, length)
+            if isinstance(got, WarmPoint):
+                points.append(got)
+            else:
+                skipped[got] = skipped.get(got, 0) + 1
+    return WarmStart(tuple(points), skipped)
+
+
+def tell_study(study: Any, space: SearchSpace, points: Iterable[Mapping[str, Any]]) -> int:
+    """Add warm points (``WarmPoint.to_dict`` form) to an Optuna study as complete trials under the
+    define-by-run parameter names the space's ``suggest`` uses; returns how many were added."""
+    import optuna
+
+    n = 0
+    for point in points:
+        params = space.search_point(point["values"])
+        dists = space.search_distributions(point["values"])
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(point["value"])))
+        n += 1
+    return n
+
+
+__all__ = ["MLFLOW_PREFIX", "WarmPoint", "WarmStart", "tell_study", "warm_start"]
