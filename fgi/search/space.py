@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -44,37 +43,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from fgi.config import Config, ConfigError, field_spec, flatten, load_yaml_data, override
+from fgi.config import Config, ConfigError, flatten, load_yaml_data, override
 from fgi.search.params import Categorical, Continuous, Param, SearchSpaceError, canonical, parse_param, plain
+from fgi.search.rules import Condition, Constraint, parse_conditions, parse_constraints
 
 DRAW = "|draw"  # suffix of Tune's own draw of a conditional number key (the trial config holds the kept value)
 FRACTION = "|fraction"  # suffix of the searcher parameter that draws a constrained key below its bound
 BASE_SPACE = "base.yaml"  # the shipped file the dataset spaces extend
 _VALIDATION_SAMPLES = 64  # random points of the space checked against the config rules before a sweep
 _MAX_EXTENDS = 8  # longest extends chain
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """``lower < upper`` between two config fields."""
-
-    lower: str
-    upper: str
-
-    def __str__(self) -> str:
-        return f"{self.lower} < {self.upper}"
-
-
-@dataclass(frozen=True)
-class Condition:
-    """``key`` is searched only when categorical ``parent`` takes one of ``allowed`` (config values)."""
-
-    key: str
-    parent: str
-    allowed: tuple[Any, ...]
-
-    def __str__(self) -> str:
-        return f"{self.key} when {self.parent} in {[plain(v) for v in self.allowed]}"
 
 
 @dataclass(frozen=True)
@@ -277,74 +254,6 @@ class OptunaDefineByRun:
 
 # ---- parsing ------------------------------------------------------------------------------------------
 
-_CONSTRAINT = re.compile(r"^\s*([\w.]+)\s*<\s*([\w.]+)\s*$")
-
-
-def _parse_constraints(source: str, raw: Any, params: Mapping[str, Param], base: Config) -> list[Constraint]:
-    if not isinstance(raw, list):
-        raise SearchSpaceError(f"{source}: constraints: expected a list like ['data.loose_level < data.tight_level']")
-    flat = flatten(base)
-    constraints: list[Constraint] = []
-    for item in raw:
-        m = _CONSTRAINT.match(str(item))
-        if not m:
-            raise SearchSpaceError(f"{source}: constraints: {item!r} is not of the form 'a.b < c.d'")
-        c = Constraint(m.group(1), m.group(2))
-        for key in (c.lower, c.upper):
-            try:
-                hint, _ = field_spec(key)
-            except ConfigError as exc:
-                raise SearchSpaceError(f"{source}: constraints: {exc}") from None
-            if hint not in (int, float):
-                raise SearchSpaceError(f"{source}: constraints: {key} is not a number field")
-        if any(c.lower == other.lower for other in constraints):
-            raise SearchSpaceError(f"{source}: constraints: {c.lower} has more than one upper bound")
-        lower, upper = params.get(c.lower), params.get(c.upper)
-        smallest_upper = upper.smallest() if upper is not None else flat[c.upper]
-        if lower is not None:
-            if not isinstance(lower, Continuous):
-                raise SearchSpaceError(f"{source}: {c.lower}: a constrained key must be uniform or loguniform")
-            if c.lower in {o.upper for o in constraints} or any(o.lower == c.upper for o in constraints):
-                raise SearchSpaceError(f"{source}: constraints: chained constraints through {c.lower} are not supported")
-            if not lower.low < smallest_upper:
-                raise SearchSpaceError(f"{source}: {c.lower}: low {lower.low} must be below the smallest {c.upper} "
-                                       f"({smallest_upper}) so that '{c}' can hold")
-        elif upper is not None and not flat[c.lower] < smallest_upper:
-            raise SearchSpaceError(
-                f"{source}: {c.upper}: values down to {smallest_upper} break '{c}' with {c.lower}={flat[c.lower]}")
-        constraints.append(c)
-    return constraints
-
-
-def _parse_conditions(source: str, raw: Any, params: Mapping[str, Param], bounded: set[str]) -> list[Condition]:
-    if not isinstance(raw, dict):
-        raise SearchSpaceError(f"{source}: conditions: expected a mapping like {{model.predictor: {{text.mode: [none]}}}}")
-    conditions: list[Condition] = []
-    for key, rule in raw.items():
-        key = str(key)
-        where = f"{source}: conditions: {key}"
-        if key not in params:
-            raise SearchSpaceError(f"{where}: not a searched key of this space")
-        if key in bounded:
-            raise SearchSpaceError(f"{where}: a key in a constraint cannot also be conditional")
-        if not isinstance(rule, dict) or len(rule) != 1:
-            raise SearchSpaceError(f"{where}: expected one parent key with its values, like {{text.mode: [none]}}")
-        (parent_key, allowed), = rule.items()
-        parent = params.get(str(parent_key))
-        if not isinstance(parent, Categorical):
-            raise SearchSpaceError(f"{where}: parent {parent_key} must be a categorical key of this space")
-        if parent.key in raw:
-            raise SearchSpaceError(f"{where}: parent {parent.key} is conditional itself; chains are not supported")
-        if not isinstance(allowed, list) or not allowed:
-            raise SearchSpaceError(f"{where}: the values of {parent.key} must be a non-empty list")
-        by_label = {str(label): choice for label, choice in zip(parent.labels(), parent.choices)}
-        unknown = [v for v in allowed if str(Categorical.label(v)) not in by_label]
-        if unknown:
-            raise SearchSpaceError(f"{where}: {unknown[0]!r} is not a choice of {parent.key} ({parent.labels()})")
-        conditions.append(Condition(key, parent.key, tuple(by_label[str(Categorical.label(v))] for v in allowed)))
-    return conditions
-
-
 def parse_space(data: Any, base: Config, source: str = "<space>", text: str = "") -> SearchSpace:
     """Validate a parsed search-space mapping (``extends`` already resolved) against ``base``.
 
@@ -367,9 +276,9 @@ def parse_space(data: Any, base: Config, source: str = "<space>", text: str = ""
     if not isinstance(params_data, dict) or not params_data:
         raise SearchSpaceError(f"{source}: params: expected a non-empty mapping of dotted config keys")
     params = {str(key): parse_param(source, str(key), entry) for key, entry in params_data.items()}
-    constraints = _parse_constraints(source, data.get("constraints") or [], params, base)
+    constraints = parse_constraints(source, data.get("constraints") or [], params, base)
 
-    conditions = _parse_conditions(source, data.get("conditions") or {}, params,
+    conditions = parse_conditions(source, data.get("conditions") or {}, params,
                                    {k for c in constraints for k in (c.lower, c.upper)})
 
     # bounds are drawn before the keys they bound, parents before the keys they condition

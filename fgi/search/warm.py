@@ -117,25 +117,19 @@ def _records(folder: Path, metric: str) -> tuple[list[_Run], dict[str, int]]:
 
 
 def _mlflow_runs(uri: str, experiment: str, metric: str) -> tuple[list[_Run], dict[str, int]]:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from fgi.tracking.history import TrialHistoryError, trial_histories
 
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise ConfigError(f"warm start: {MLFLOW_PREFIX}{experiment}: no such experiment on {uri}")
-    runs, bad = [], {}
-    for run in client.search_runs([exp.experiment_id], "tags.`fgi.kind` = 'trial'", max_results=10000):
-        name = f"{experiment}/{run.data.tags.get('fgi.trial_id', run.info.run_id)}"
+    try:
+        histories, bad = trial_histories(uri, experiment, metric)
+    except TrialHistoryError as exc:
+        raise ConfigError(f"warm start: {MLFLOW_PREFIX}{experiment}: {exc}") from None
+    runs = []
+    for h in histories:
         try:
-            text = client.download_artifacts(run.info.run_id, "config.yaml")
-            cfg = load_yaml_text(Path(text).read_text(), f"{name} config.yaml")
-            curve = {int(m.step): float(m.value) for m in client.get_metric_history(run.info.run_id, metric)}
-        except (MlflowException, OSError, ConfigError) as exc:
-            reason = f"unreadable trials ({name}: {str(exc)[:80]})"
+            runs.append(_Run(h.name, load_yaml_text(h.config_text, f"{h.name} config.yaml"), h.curve))
+        except ConfigError as exc:
+            reason = f"unreadable trials ({str(exc)[:80]})"
             bad[reason] = bad.get(reason, 0) + 1
-            continue
-        runs.append(_Run(name, cfg, curve))
     return runs, bad
 
 
