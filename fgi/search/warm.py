@@ -1,8 +1,10 @@
 """Warm start: earlier runs of the same method told to a new sweep's searcher, at the sweep's own fidelity.
 
 A source is a folder of protocol records (``benchmarks/protocol_kvasir.py``: one JSON per run with its full
-config and validation curve) or ``mlflow:<experiment>``, the trials of earlier sweeps on the sweep's tracking
-server (each trial's ``config.yaml`` and metric history). A run becomes a warm point when it is the sweep's
+config and validation curve), a local sweep folder (``<storage>/<sweep>``, with its ``fgi_sweep.json``), or
+``mlflow:<experiment>``, the trials of earlier sweeps on the sweep's tracking server (each trial's
+``config.yaml`` and metric history). ``sweep_records`` turns a sweep folder into protocol records, the form
+that outlives the sweep's storage. A run becomes a warm point when it is the sweep's
 method at the sweep's fidelity:
 
 - its config equals the sweep's base config on every key that is neither searched, a seed, nor where the
@@ -116,6 +118,45 @@ def _records(folder: Path, metric: str) -> tuple[list[_Run], dict[str, int]]:
     return runs, bad
 
 
+def sweep_records(folder: Path) -> list[dict[str, Any]]:
+    """Protocol records (``arm``, ``seed``, ``config``, ``curve``) of the trials of a local sweep folder that
+    reported at least once: the sweep's base config with each trial's searched values, and its reports.
+
+    Raises:
+        ConfigError: naming the folder, when it holds no readable ``fgi_sweep.json``.
+    """
+    from fgi.config import to_dict
+    from fgi.search.settings import SWEEP_FILE, SweepRecord
+    from fgi.search.space import space_from_text
+
+    sweep_file = folder / SWEEP_FILE
+    if not sweep_file.is_file():
+        raise ConfigError(f"warm start: {folder}: no {SWEEP_FILE}, so not a sweep folder")
+    record = SweepRecord.from_json(sweep_file.read_text(), str(sweep_file))
+    space = space_from_text(record.space_text, load_yaml_text(record.base_config, str(sweep_file)), str(sweep_file))
+    out = []
+    for trial in sorted(folder.glob("trial_*")):
+        try:
+            params = json.loads((trial / "params.json").read_text())
+            rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines() if line.strip()]
+        except (OSError, ValueError):
+            continue  # a trial that never started or reported
+        if not rows:
+            continue
+        cfg = space.apply(space.values_of(params))
+        curve = [{k: v for k, v in row.items() if k == "step" or k.startswith(("val_", "loss")) or k == "lr"}
+                 for row in rows]
+        out.append({"arm": f"{record.name}-{trial.name.removeprefix('trial_')}", "seed": cfg.train.seed,
+                    "config": to_dict(cfg), "curve": curve})
+    return out
+
+
+def _sweep_runs(folder: Path, metric: str) -> list[_Run]:
+    return [_Run(r["arm"], from_dict(r["config"]),
+                 {int(row["step"]): float(row[metric]) for row in r["curve"] if metric in row})
+            for r in sweep_records(folder)]
+
+
 def _mlflow_runs(uri: str, experiment: str, metric: str) -> tuple[list[_Run], dict[str, int]]:
     from fgi.tracking.history import TrialHistoryError, trial_histories
 
@@ -137,7 +178,7 @@ def warm_start(sources: Sequence[str], space: SearchSpace, metric: str, length: 
     """The warm points of ``sources`` for a sweep over ``space`` whose trials stop at step ``length``.
 
     Args:
-        sources: folders of protocol records and ``mlflow:<experiment>`` names.
+        sources: folders of protocol records, local sweep folders and ``mlflow:<experiment>`` names.
         space: the sweep's space (its ``base`` is the sweep's base config).
         metric: the sweep's metric (a curve key, e.g. ``val_dice``).
         length: the step the sweep's trials end at (its stop step, else ``train.max_steps``).
@@ -151,6 +192,8 @@ def warm_start(sources: Sequence[str], space: SearchSpace, metric: str, length: 
     for source in sources:
         if source.startswith(MLFLOW_PREFIX):
             runs, bad = _mlflow_runs(mlflow_uri, source[len(MLFLOW_PREFIX):], metric)
+        elif (Path(source).expanduser() / "fgi_sweep.json").is_file():
+            runs, bad = _sweep_runs(Path(source).expanduser(), metric), {}
         else:
             runs, bad = _records(Path(source).expanduser(), metric)
         for reason, n in bad.items():
@@ -178,4 +221,4 @@ def tell_study(study: Any, space: SearchSpace, points: Iterable[Mapping[str, Any
     return n
 
 
-__all__ = ["MLFLOW_PREFIX", "WarmPoint", "WarmStart", "tell_study", "warm_start"]
+__all__ = ["MLFLOW_PREFIX", "WarmPoint", "WarmStart", "sweep_records", "tell_study", "warm_start"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -96,3 +97,31 @@ def test_random_search_refuses_a_warm_start():
     req = SearcherRequest(SPACE, "val_dice", "max", 0, 1, 1, 12, ({"values": SPACE.published_point(), "value": 0.5},))
     with pytest.raises(ConfigError, match="warm start: random search learns nothing"):
         build_searcher("random", req)
+
+
+def test_a_sweep_folder_warms_directly_and_through_exported_records(tmp_path):
+    import subprocess
+    import sys
+
+    from fgi.search.settings import SweepOptions, new_record, write_sweep_file
+
+    record, space = new_record(SweepOptions(dataset="synthetic", budget="smoke", name="old"))
+    write_sweep_file(str(tmp_path), record)
+    point = {**space.published_point(), "loss.tau_pos": 0.7}
+    trial_params = {**space.search_point(point), **{k: list(v) if isinstance(v, tuple) else v for k, v in point.items()}}
+    for trial, reports in (("trial_a", [(4, 0.3), (8, 0.55)]), ("trial_b", [])):
+        (tmp_path / "old" / trial).mkdir()
+        (tmp_path / "old" / trial / "params.json").write_text(json.dumps(trial_params))
+        (tmp_path / "old" / trial / "result.json").write_text(
+            "".join(json.dumps({"step": s, "val_dice": v, "lr": 0.001, "time_total_s": 1.0}) + "\n" for s, v in reports))
+    direct = warm_start([str(tmp_path / "old")], space, "val_dice", 8, "")
+    assert [(p.name, p.value, p.values["loss.tau_pos"]) for p in direct.points] == [("old-a", 0.55, 0.7)]
+
+    script = [sys.executable, "benchmarks/export_sweep_records.py", str(tmp_path / "old"), str(tmp_path / "records")]
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(script, capture_output=True, text=True, check=True, cwd=repo).stdout
+    assert "wrote 1 records" in out
+    rec = json.loads((tmp_path / "records" / "old-a.json").read_text())
+    assert [row["step"] for row in rec["curve"]] == [4, 8] and "time_total_s" not in rec["curve"][0]
+    exported = warm_start([str(tmp_path / "records")], space, "val_dice", 8, "")
+    assert [(p.values, p.value) for p in exported.points] == [(p.values, p.value) for p in direct.points]
