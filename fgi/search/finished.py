@@ -5,19 +5,35 @@ ASHA stopped at its first rung stands in the study beside trials that ran ten ti
 value (often a masking dip or a warm-up figure) steers the sampler. Here such a trial is told as pruned:
 TPE keeps it out of the "good" and "bad" groups of finished values.
 
-Warm points (``fgi.search.warm``) enter the study as complete trials when it is created, so TPE models them
+Warm points (``fgi.search.warm``, ``tell_study``) enter the study as complete trials when it is created, so TPE models them
 from the first proposal and counts them among its startup trials; the study, and they with it, are saved
 with the searcher, so a resumed sweep does not tell them twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
+from fgi.search.space import SearchSpace
+
 STEP_KEY = "step"  # the optimizer step every trial report carries (fgi.run.worker)
+
+
+def tell_study(study: Any, space: SearchSpace, points: Iterable[Mapping[str, Any]]) -> int:
+    """Add warm points (``WarmPoint.to_dict`` form) to an Optuna study as complete trials under the
+    define-by-run parameter names the space's ``suggest`` uses; returns how many were added."""
+    import optuna
+
+    n = 0
+    for point in points:
+        params = space.search_point(point["values"])
+        dists = space.search_distributions(point["values"])
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(point["value"])))
+        n += 1
+    return n
 
 
 class FinishedOnlySearch(OptunaSearch):
@@ -35,8 +51,6 @@ class FinishedOnlySearch(OptunaSearch):
         super().__init__(*args, **kwargs)
 
     def _setup_study(self, mode: Any) -> None:
-        from fgi.search.warm import tell_study
-
         super()._setup_study(mode)
         if self._warm:
             tell_study(self._ot_study, self._space.space, self._warm)
@@ -54,4 +68,4 @@ class FinishedOnlySearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-__all__ = ["STEP_KEY", "FinishedOnlySearch"]
+__all__ = ["STEP_KEY", "FinishedOnlySearch", "tell_study"]

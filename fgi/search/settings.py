@@ -345,12 +345,6 @@ def new_record(options: SweepOptions, mlflow_uri: str = "", storage: str = "") -
         mlflow_uri=mlflow_uri, storage=storage, trial_timeout=options.trial_timeout,
         startup_trials=options.startup_trials or default_startup_trials(num_samples),
         stop_step=options.stop_step or 0)
-    if options.warm_start:
-        from fgi.search.warm import warm_start
-
-        warm = warm_start(options.warm_start, space, record.metric, record.length(base.train.max_steps), mlflow_uri)
-        record = dataclasses.replace(record, warm_start=tuple(options.warm_start),
-                                     warm_points=tuple(p.to_dict() for p in warm.points), warm_note=warm.summary())
     return record, space
 
 

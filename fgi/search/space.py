@@ -84,6 +84,10 @@ class SearchSpace:
         self._base_values.update(flatten(self.base))
         self._conditions.update({c.key: c for c in self.conditions})
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a space pickled with a sweep's searcher before conditions existed has none
+        self.__dict__.update({"conditions": (), "_conditions": {}, **state})
+
     def condition(self, key: str) -> Condition | None:
         """The condition ``key`` is searched under, if any."""
         return self._conditions.get(key)

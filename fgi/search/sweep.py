@@ -193,6 +193,10 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     else:
         uri = tracking.resolve_uri(options.mlflow_uri)
         record, space = new_record(options, uri, storage)
+        if options.warm_start:
+            from fgi.search.warm import with_warm_start
+
+            record = with_warm_start(record, space, options.warm_start)
     import ray
     from ray import tune
 

@@ -20,6 +20,7 @@ that does not qualify is counted with the first reason, so a user sees why a sou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from fgi.budgets import MACHINE_KEYS
-from fgi.config import Config, ConfigError, flatten, from_dict, load_yaml_text
+from fgi.config import Config, ConfigError, flatten, from_dict, load_yaml_text, to_dict
 from fgi.search.params import canonical
-from fgi.search.space import SearchSpace
+from fgi.search.settings import SWEEP_FILE, SweepRecord
+from fgi.search.space import SearchSpace, space_from_text
 
 MLFLOW_PREFIX = "mlflow:"  # a source naming an MLflow experiment rather than a records folder
 _FREE_KEYS = frozenset(MACHINE_KEYS) | {"train.seed"}  # may differ between a warm run and the sweep
@@ -125,10 +127,6 @@ def sweep_records(folder: Path) -> list[dict[str, Any]]:
     Raises:
         ConfigError: naming the folder, when it holds no readable ``fgi_sweep.json``.
     """
-    from fgi.config import to_dict
-    from fgi.search.settings import SWEEP_FILE, SweepRecord
-    from fgi.search.space import space_from_text
-
     sweep_file = folder / SWEEP_FILE
     if not sweep_file.is_file():
         raise ConfigError(f"warm start: {folder}: no {SWEEP_FILE}, so not a sweep folder")
@@ -192,7 +190,7 @@ def warm_start(sources: Sequence[str], space: SearchSpace, metric: str, length: 
     for source in sources:
         if source.startswith(MLFLOW_PREFIX):
             runs, bad = _mlflow_runs(mlflow_uri, source[len(MLFLOW_PREFIX):], metric)
-        elif (Path(source).expanduser() / "fgi_sweep.json").is_file():
+        elif (Path(source).expanduser() / SWEEP_FILE).is_file():
             runs, bad = _sweep_runs(Path(source).expanduser(), metric), {}
         else:
             runs, bad = _records(Path(source).expanduser(), metric)
@@ -207,18 +205,12 @@ def warm_start(sources: Sequence[str], space: SearchSpace, metric: str, length: 
     return WarmStart(tuple(points), skipped)
 
 
-def tell_study(study: Any, space: SearchSpace, points: Iterable[Mapping[str, Any]]) -> int:
-    """Add warm points (``WarmPoint.to_dict`` form) to an Optuna study as complete trials under the
-    define-by-run parameter names the space's ``suggest`` uses; returns how many were added."""
-    import optuna
-
-    n = 0
-    for point in points:
-        params = space.search_point(point["values"])
-        dists = space.search_distributions(point["values"])
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(point["value"])))
-        n += 1
-    return n
+def with_warm_start(record: SweepRecord, space: SearchSpace, sources: Sequence[str]) -> SweepRecord:
+    """``record`` with the warm points of ``sources`` at its stage length (read from its MLflow URI), once,
+    when the sweep begins; ``--resume`` keeps them in the sweep file."""
+    warm = warm_start(sources, space, record.metric, record.length(space.base.train.max_steps), record.mlflow_uri)
+    return dataclasses.replace(record, warm_start=tuple(sources), warm_points=tuple(p.to_dict() for p in warm.points),
+                               warm_note=warm.summary())
 
 
-__all__ = ["MLFLOW_PREFIX", "WarmPoint", "WarmStart", "sweep_records", "tell_study", "warm_start"]
+__all__ = ["MLFLOW_PREFIX", "WarmPoint", "WarmStart", "sweep_records", "warm_start", "with_warm_start"]

@@ -10,9 +10,10 @@ import pytest
 
 from fgi.budgets import apply_budget
 from fgi.config import Config, ConfigError, override, to_dict
+from fgi.search.finished import tell_study
 from fgi.search.searchers import SearcherRequest, build_searcher
 from fgi.search.space import dataset_space
-from fgi.search.warm import tell_study, warm_start
+from fgi.search.warm import warm_start
 
 BASE = apply_budget(Config(), "smoke")  # 12 steps, an evaluation every 4
 SPACE = dataset_space("synthetic", BASE)
