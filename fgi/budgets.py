@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from fgi.config import Config, ConfigError, flatten, override
+from fgi.config import Config, flatten, override
+from fgi.fields import OptionError
 
 BUDGETS: dict[str, dict[str, Any]] = {
     # Seconds per trial on one CPU core: for tests and CI.
@@ -115,7 +116,7 @@ def budget_overrides(name: str) -> Mapping[str, Any]:
         ConfigError: for an unknown budget, listing the valid names.
     """
     if name not in BUDGETS:
-        raise ConfigError(f"--budget: unknown budget {name!r}; valid budgets are {budget_names()}")
+        raise OptionError("budget", f"unknown budget {name!r}; valid budgets are {budget_names()}")
     return BUDGETS[name]
 
 

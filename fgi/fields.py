@@ -27,6 +27,20 @@ class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type or out of range. The message names the key."""
 
 
+class OptionError(ConfigError):
+    """A bad value of a named library option (``max_steps``, ``trial_timeout``). The message speaks of the
+    option and its value; a command shows it under its own flag (``fgi.commands.error_line``).
+
+    Args:
+        option: the parameter's library name.
+        detail: what is wrong with its value.
+    """
+
+    def __init__(self, option: str, detail: str) -> None:
+        super().__init__(f"{option}: {detail}")
+        self.option, self.detail = option, detail
+
+
 # section class -> its name in Config ("loss"), filled in by fgi.config once Config exists
 SECTION_NAMES: dict[type, str] = {}
 

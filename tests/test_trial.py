@@ -36,7 +36,7 @@ def test_a_trial_config_is_the_base_with_the_searched_values_only():
 def test_trial_device_is_the_cpu_without_gpus():
     assert trial_device(0.0) == torch.device("cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="--gpus-per-worker: 1.0 GPUs reserved but torch sees no CUDA"):
+        with pytest.raises(ConfigError, match="^gpus_per_worker: 1.0 GPUs reserved but torch sees no CUDA"):
             trial_device(1.0)
     else:
         assert trial_device(1.0) == torch.device("cuda", 0)

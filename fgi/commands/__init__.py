@@ -3,3 +3,18 @@
 This layer is the only one that reads argparse: it turns options into typed library calls and turns
 user-input errors into one line on stderr and exit code 2.
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fgi.fields import OptionError
+
+
+def error_line(exc: BaseException, flags: Mapping[str, str] | None = None) -> str:
+    """The one stderr line of a user-input error: an ``OptionError`` under the command's flag for its option
+    (``flags`` where a flag is not ``--`` plus the option's name with dashes), anything else as it reads."""
+    if isinstance(exc, OptionError):
+        flag = (flags or {}).get(exc.option, "--" + exc.option.replace("_", "-"))
+        return f"error: {flag}: {exc.detail}"
+    return f"error: {exc}"

@@ -7,6 +7,7 @@ import json
 import sys
 
 from fgi import budgets
+from fgi.commands import error_line
 from fgi.config import ConfigError
 from fgi.data.errors import DataError
 from fgi.search.final import final_config, train_final
@@ -51,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
                              mlflow_uri=args.mlflow_uri, experiment=args.experiment, register_as=args.register_as,
                              max_failures=args.max_failures, aliases=args.aliases, budget=args.budget)
     except (ConfigError, DataError, FileNotFoundError, LookupError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     best = result.best_metrics
     if result.test_metrics:

@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from fgi import budgets
+from fgi.commands import error_line
 from fgi.config import ConfigError
 from fgi.data.errors import DataError
 from fgi.datasets import DATASET_NAMES
@@ -20,6 +21,8 @@ from fgi.search.sweep import (
     run_sweep,
 )
 
+# library options whose flag here is not "--" plus the option's name
+TUNE_FLAGS = {"workers": "--workers-per-trial"}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fgi tune``; each maps to the ``SweepOptions`` field of the same name."""
@@ -126,5 +129,5 @@ def main(args: argparse.Namespace) -> int:
     try:
         return report(run_sweep(options_of(args)))
     except (ConfigError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc, TUNE_FLAGS), file=sys.stderr)
         return 2

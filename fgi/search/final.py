@@ -19,6 +19,7 @@ from fgi import budgets
 from fgi.config import Config, ConfigError, load_yaml, load_yaml_text, override
 from fgi.data.cache import load_manifest, resolve_cache_dir
 from fgi.datasets import find_fixations
+from fgi.fields import OptionError
 from fgi.paths import storage_path
 from fgi.search.settings import check_data_paths
 from fgi.search.trial import start_ray
@@ -90,7 +91,7 @@ def final_config(*, config: str | os.PathLike | None = None, run_id: str | None 
         text = tracking.config_of_run(tracking.resolve_uri(mlflow_uri), run_id)
         cfg, source = load_yaml_text(text, f"run {run_id}"), f"runs:/{run_id}"
     if max_steps is not None and max_steps <= 0:
-        raise ConfigError(f"--max-steps: must be > 0, got {max_steps}")
+        raise OptionError("max_steps", f"must be > 0, got {max_steps}")
     updates = dict(budgets.budget_overrides(budget)) if budget else {}
     if max_steps is not None:
         updates["train.max_steps"] = max_steps
@@ -115,7 +116,7 @@ def check_aliases(aliases: Sequence[str]) -> None:
     """
     for alias in aliases:
         if not ALIAS.fullmatch(alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
-            raise ConfigError(f"--alias: {alias!r} is not a valid alias (letters, digits, _ and -; not 'latest' "
+            raise OptionError("alias", f"{alias!r} is not a valid alias (letters, digits, _ and -; not 'latest' "
                               "or v<number>)")
 
 
@@ -150,11 +151,11 @@ def train_final(cfg: Config, *, source: str, workers: int = 1, cpus_per_worker: 
         RuntimeError: when the run reported no checkpoint with ``val_dice``.
     """
     if workers < 1:
-        raise ConfigError(f"--workers: must be > 0, got {workers}")
+        raise OptionError("workers", f"must be > 0, got {workers}")
     if cpus_per_worker <= 0:
-        raise ConfigError(f"--cpus-per-worker: must be > 0, got {cpus_per_worker}")
+        raise OptionError("cpus_per_worker", f"must be > 0, got {cpus_per_worker}")
     if gpus_per_worker < 0:
-        raise ConfigError(f"--gpus-per-worker: must be >= 0, got {gpus_per_worker}")
+        raise OptionError("gpus_per_worker", f"must be >= 0, got {gpus_per_worker}")
     check_aliases(aliases)
     import ray
 

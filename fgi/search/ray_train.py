@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from fgi.checkpoint import checkpoint_name
-from fgi.config import Config, ConfigError, dump_yaml, load_yaml_text, override
+from fgi.config import Config, dump_yaml, load_yaml_text, override
+from fgi.fields import OptionError
 from fgi.paths import staging_dir
 from fgi.run.worker import local_batch_size, train_worker
 from fgi.search.watchdog import Watchdog
@@ -103,7 +104,7 @@ def build_trainer(cfg: Config, *, storage_path: str, name: str, workers: int = 1
     from ray.train.torch import TorchTrainer
 
     if workers < 1:
-        raise ConfigError(f"--workers: needs at least 1 worker, got {workers}")
+        raise OptionError("workers", f"needs at least 1 worker, got {workers}")
     local_batch_size(cfg, workers)
     resources = {"CPU": cpus_per_worker}
     if gpus_per_worker:

@@ -17,6 +17,7 @@ from typing import Any
 
 from fgi import budgets
 from fgi.config import Config, ConfigError, dump_yaml, from_dict, load_yaml, load_yaml_text, override
+from fgi.fields import OptionError
 from fgi.files import atomic_write_text
 from fgi.paths import fgi_home
 from fgi.search.searchers import MODEL_BASED, SEARCHERS
@@ -42,12 +43,12 @@ DATA_PATHS = {"data.root": "--data-root",  # tune also takes --root
 
 def _positive(name: str, value: float | None, allow_zero: bool = False) -> None:
     if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-        raise ConfigError(f"--{name.replace('_', '-')}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+        raise OptionError(name, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
 def _one_of(name: str, value: str, valid: Sequence[str]) -> None:
     if value not in valid:
-        raise ConfigError(f"--{name.replace('_', '-')}: {value!r} is not one of {list(valid)}")
+        raise OptionError(name, f"{value!r} is not one of {list(valid)}")
 
 
 @dataclass(frozen=True)
@@ -128,16 +129,15 @@ class SweepOptions:
         for name in ("max_failures", "gpus_per_worker", "trial_timeout"):
             _positive(name, getattr(self, name), allow_zero=True)
         if not math.isfinite(self.trial_timeout):
-            raise ConfigError(f"--trial-timeout: must be a finite number of seconds (0 disables), "
-                              f"got {self.trial_timeout}")
+            raise OptionError("trial_timeout", f"must be a finite number of seconds (0 disables), got {self.trial_timeout}")
         if self.budget is not None:
             budgets.budget_overrides(self.budget)
         _one_of("search", self.search, SEARCHERS)
         _one_of("scheduler", self.scheduler, SCHEDULERS)
         if self.startup_trials is not None and self.search not in MODEL_BASED:
-            raise ConfigError(f"--startup-trials: only for --search tpe, not --search {self.search}")
+            raise OptionError("startup_trials", f"only for search 'tpe', not {self.search!r}")
         if self.warm_start and self.search not in MODEL_BASED:
-            raise ConfigError(f"--warm-start: only for --search tpe, not --search {self.search} "
+            raise OptionError("warm_start", f"only for search 'tpe', not {self.search!r} "
                               "(random search learns nothing from earlier runs)")
         _one_of("metric", self.metric, sorted(METRIC_MODES))
         if self.name is not None:
@@ -156,7 +156,7 @@ def check_name(name: str) -> None:
         ConfigError: naming the bad name.
     """
     if not SAFE_NAME.fullmatch(name) or ".." in name:
-        raise ConfigError(f"--name: {name!r} is not a safe name (letters, digits and ._- only, no '..')")
+        raise OptionError("name", f"{name!r} is not a safe name (letters, digits and ._- only, no '..')")
 
 
 def check_data_paths(cfg: Config) -> None:
@@ -288,8 +288,8 @@ def _base_config(options: SweepOptions, budget: str) -> Config:
     if options.config:
         cfg = load_yaml(options.config)
         if cfg.data.dataset != options.dataset:
-            raise ConfigError(f"--config: {options.config} is for dataset {cfg.data.dataset!r}, "
-                              f"not --dataset {options.dataset!r}")
+            raise OptionError("config", f"{options.config} is for dataset {cfg.data.dataset!r}, "
+                              f"not {options.dataset!r}")
     else:
         cfg = from_dict({"data": {"dataset": options.dataset}})
     updates: dict[str, Any] = dict(budgets.budget_overrides(budget))
@@ -353,12 +353,12 @@ def saved_record(options: SweepOptions, storage: str) -> tuple[SweepRecord, Sear
     name = options.name or latest_sweep(storage, options.dataset)
     record = read_sweep_file(storage, name)
     source = f"{storage}/{name}/{SWEEP_FILE}"
-    given = {"--mlflow-uri": (options.mlflow_uri, record.mlflow_uri), "--experiment": (options.experiment, record.experiment),
-             "--storage": (options.storage and storage, record.storage)}
-    for flag, (value, saved) in given.items():
+    given = {"mlflow_uri": (options.mlflow_uri, record.mlflow_uri), "experiment": (options.experiment, record.experiment),
+             "storage": (options.storage and storage, record.storage)}
+    for option, (value, saved) in given.items():
         if value and saved and value != saved:
-            raise ConfigError(f"{flag}: sweep {name} was started with {saved!r}, not {value!r}; resume it with "
-                              f"its own value (or start a new sweep with another --name)")
+            raise OptionError(option, f"sweep {name} was started with {saved!r}, not {value!r}; resume it with "
+                              f"its own value (or start a new sweep under another name)")
     base = load_yaml_text(record.base_config, source)
     return record, space_from_text(record.space_text, base, f"{source} (space of {record.space_path})")
 

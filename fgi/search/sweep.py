@@ -30,6 +30,7 @@ from typing import Any
 
 from fgi.budgets import portable_config_text
 from fgi.config import Config, ConfigError, flatten, load_yaml_text
+from fgi.fields import OptionError
 from fgi.files import atomic_write_text
 from fgi.paths import git_commit, storage_path
 from fgi.search.searchers import SearcherRequest, build_searcher
@@ -124,14 +125,14 @@ def check_capacity(workers: int, cpus: float, gpus: float) -> None:
     """
     have_cpus = os.cpu_count() or 1
     if workers * cpus > have_cpus:
-        raise ConfigError(f"--workers-per-trial {workers} x --cpus-per-worker {cpus} needs {workers * cpus:g} CPUs; "
+        raise OptionError("workers_per_trial", f"{workers} workers x {cpus:g} CPUs per worker need {workers * cpus:g} CPUs; "
                           f"this machine has {have_cpus}")
     if gpus:
         import torch
 
         have_gpus = torch.cuda.device_count()
         if workers * gpus > have_gpus:
-            raise ConfigError(f"--workers-per-trial {workers} x --gpus-per-worker {gpus} needs {workers * gpus:g} "
+            raise OptionError("workers_per_trial", f"{workers} workers x {gpus:g} GPUs per worker need {workers * gpus:g} "
                               f"GPUs; this machine has {have_gpus}")
 
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from fgi.config import Config, ConfigError, override
+from fgi.config import Config, override
+from fgi.fields import OptionError
 from fgi.paths import staging_dir
 from fgi.search.watchdog import Watchdog
 
@@ -119,7 +120,7 @@ def trial_device(gpus: float) -> torch.device:
     if gpus <= 0:
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ConfigError(f"--gpus-per-worker: {gpus} GPUs reserved but torch sees no CUDA device")
+        raise OptionError("gpus_per_worker", f"{gpus} GPUs reserved but torch sees no CUDA device")
     return torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU
 
 

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from fgi.fields import OptionError
+
 EXIT_CODE = 124  # as coreutils ``timeout``: the process ran out of time, not out of luck
 
 
@@ -45,7 +47,7 @@ class Watchdog:
 
     def __init__(self, timeout_s: float, name: str, on_expire: Callable[[], None] | None = None) -> None:
         if not math.isfinite(timeout_s) or timeout_s < 0:
-            raise ValueError(f"--trial-timeout: must be a finite number >= 0, got {timeout_s}")
+            raise OptionError("trial_timeout", f"must be a finite number >= 0, got {timeout_s}")
         self.timeout_s = float(timeout_s)
         self.name = name
         self.on_expire = on_expire if on_expire is not None else exit_process

@@ -42,7 +42,7 @@ def test_every_option_reaches_the_sweep_options():
     (["--resume", "--storage", "{tmp}", "--name", "gone"], "--resume: {tmp}/gone/fgi_sweep.json not found"),
     (["--name", "../escape"], "--name: '../escape' is not a safe name"),
     (["--root", "{tmp}/nowhere"], "--data-root: {tmp}/nowhere not found (data.root)"),
-    (["--workers-per-trial", "4096"], "needs 4096 CPUs; this machine has"),
+    (["--workers-per-trial", "4096"], "--workers-per-trial: 4096 workers x 1 CPUs per worker need 4096 CPUs; this machine has"),
     (["--trial-timeout", "-1"], "error: --trial-timeout: must be >= 0, got -1.0"),
     (["--mlflow-uri", "file://{tmp}/mlruns"], "error: MLflow tracking URI file://{tmp}/mlruns: The filesystem tracking"),
 ])

@@ -73,7 +73,7 @@ def test_zero_disables_and_bad_timeouts_are_named():
     with dog:
         assert not dog.running
     for bad in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="--trial-timeout: must be a finite number >= 0"):
+        with pytest.raises(ValueError, match="^trial_timeout: must be a finite number >= 0"):
             Watchdog(bad, "bad")
 
 

@@ -28,18 +28,18 @@ OLD_KEYS = ("dataset", "budget", "name", "base_config", "space_path", "space_tex
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    ({"num_samples": 0}, "--num-samples: must be > 0, got 0"),
-    ({"cpus_per_worker": -1.0}, "--cpus-per-worker: must be > 0"),
-    ({"gpus_per_worker": -0.5}, "--gpus-per-worker: must be >= 0"),
-    ({"max_failures": -1}, "--max-failures: must be >= 0"),
-    ({"search": "grid"}, "--search: 'grid' is not one of ['tpe', 'random']"),
-    ({"metric": "val_loss"}, "--metric: 'val_loss'"),
-    ({"budget": "tiny"}, "--budget: unknown budget 'tiny'"),
-    ({"startup_trials": 0}, "--startup-trials: must be > 0, got 0"),
-    ({"search": "random", "startup_trials": 2}, "--startup-trials: only for --search tpe, not --search random"),
-    ({"trial_timeout": -5.0}, "--trial-timeout: must be >= 0, got -5.0"),
-    ({"trial_timeout": float("nan")}, "--trial-timeout: must be a finite number of seconds (0 disables), got nan"),
-    ({"trial_timeout": float("inf")}, "--trial-timeout: must be a finite number of seconds (0 disables), got inf"),
+    ({"num_samples": 0}, "num_samples: must be > 0, got 0"),
+    ({"cpus_per_worker": -1.0}, "cpus_per_worker: must be > 0"),
+    ({"gpus_per_worker": -0.5}, "gpus_per_worker: must be >= 0"),
+    ({"max_failures": -1}, "max_failures: must be >= 0"),
+    ({"search": "grid"}, "search: 'grid' is not one of ['tpe', 'random']"),
+    ({"metric": "val_loss"}, "metric: 'val_loss'"),
+    ({"budget": "tiny"}, "budget: unknown budget 'tiny'"),
+    ({"startup_trials": 0}, "startup_trials: must be > 0, got 0"),
+    ({"search": "random", "startup_trials": 2}, "startup_trials: only for search 'tpe', not 'random'"),
+    ({"trial_timeout": -5.0}, "trial_timeout: must be >= 0, got -5.0"),
+    ({"trial_timeout": float("nan")}, "trial_timeout: must be a finite number of seconds (0 disables), got nan"),
+    ({"trial_timeout": float("inf")}, "trial_timeout: must be a finite number of seconds (0 disables), got inf"),
 ])
 def test_options_name_the_bad_option(kwargs, needle):
     with pytest.raises(ConfigError) as err:
@@ -91,7 +91,7 @@ def test_config_and_space_of_the_wrong_kind_fail_before_anything_starts(tmp_path
 
     other = tmp_path / "kvasir.yaml"
     save_yaml(override(Config(), {"data.dataset": "kvasir"}), other)
-    with pytest.raises(ConfigError, match="--config: .* is for dataset 'kvasir', not --dataset 'synthetic'"):
+    with pytest.raises(ConfigError, match="config: .* is for dataset 'kvasir', not 'synthetic'"):
         new_record(SweepOptions(dataset="synthetic", config=str(other)))
     bad = tmp_path / "space.yaml"
     bad.write_text("params:\n  loss.tau_pos: {distribution: uniform, low: 0.85, high: 0.9}\n")
@@ -101,7 +101,7 @@ def test_config_and_space_of_the_wrong_kind_fail_before_anything_starts(tmp_path
 
 @pytest.mark.parametrize("name", ["a/b", "..", "x..y", "a b", "", "é"])
 def test_unsafe_sweep_names_are_refused(name):
-    with pytest.raises(ConfigError, match="--name: .* is not a safe name"):
+    with pytest.raises(ConfigError, match="^name: .* is not a safe name"):
         SweepOptions(dataset="synthetic", name=name)
     assert SweepOptions(dataset="synthetic", name="fgi-kvasir_cpu.2").name == "fgi-kvasir_cpu.2"
 
@@ -121,12 +121,12 @@ def test_the_record_keeps_tracking_and_storage_and_resume_refuses_others(tmp_pat
     write_sweep_file(str(tmp_path), record)
     again, _ = saved_record(SweepOptions(dataset="synthetic", resume=True, name="r"), str(tmp_path))
     assert again.mlflow_uri == "sqlite:///a.db"
-    for kwargs, flag in (({"mlflow_uri": "sqlite:///b.db"}, "--mlflow-uri"), ({"experiment": "other"}, "--experiment")):
-        with pytest.raises(ConfigError, match=f"{flag}: sweep r was started with"):
+    for kwargs, flag in (({"mlflow_uri": "sqlite:///b.db"}, "mlflow_uri"), ({"experiment": "other"}, "experiment")):
+        with pytest.raises(ConfigError, match=f"^{flag}: sweep r was started with"):
             saved_record(SweepOptions(dataset="synthetic", resume=True, name="r", **kwargs), str(tmp_path))
     moved = tmp_path / "moved"
     write_sweep_file(str(moved), record)
-    with pytest.raises(ConfigError, match="--storage: sweep r was started with"):
+    with pytest.raises(ConfigError, match="^storage: sweep r was started with"):
         saved_record(SweepOptions(dataset="synthetic", resume=True, name="r", storage=str(moved)), str(moved))
 
 
