@@ -41,6 +41,20 @@ class OptionError(ConfigError):
         self.option, self.detail = option, detail
 
 
+class OptionNotFound(LookupError):
+    """What a named library option points at (an experiment, a run, a sweep) does not exist; shown by a command
+    under its flag, as ``OptionError``.
+
+    Args:
+        option: the parameter's library name.
+        detail: what was looked for and where.
+    """
+
+    def __init__(self, option: str, detail: str) -> None:
+        super().__init__(f"{option}: {detail}")
+        self.option, self.detail = option, detail
+
+
 # section class -> its name in Config ("loss"), filled in by fgi.config once Config exists
 SECTION_NAMES: dict[type, str] = {}
 

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fgi.fields import OptionError
+from fgi.fields import OptionError, OptionNotFound
+
+
+def user_message(exc: BaseException, flags: Mapping[str, str] | None = None) -> str:
+    """A user-input error as a command shows it: an ``OptionError`` or ``OptionNotFound`` under the command's
+    flag for its option (``flags`` where a flag is not ``--`` plus the option's name with dashes), anything
+    else as it reads."""
+    if isinstance(exc, (OptionError, OptionNotFound)):
+        flag = (flags or {}).get(exc.option, "--" + exc.option.replace("_", "-"))
+        return f"{flag}: {exc.detail}"
+    return str(exc)
 
 
 def error_line(exc: BaseException, flags: Mapping[str, str] | None = None) -> str:
-    """The one stderr line of a user-input error: an ``OptionError`` under the command's flag for its option
-    (``flags`` where a flag is not ``--`` plus the option's name with dashes), anything else as it reads."""
-    if isinstance(exc, OptionError):
-        flag = (flags or {}).get(exc.option, "--" + exc.option.replace("_", "-"))
-        return f"error: {flag}: {exc.detail}"
-    return f"error: {exc}"
+    """The one stderr line of a user-input error (``user_message`` after ``error:``)."""
+    return f"error: {user_message(exc, flags)}"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fgi.budgets import budget_names, portable_config_text
+from fgi.commands import error_line, user_message
 from fgi.config import ConfigError, load_yaml_text
 from fgi.files import atomic_write_text
 from fgi.paths import fgi_home
@@ -83,10 +84,10 @@ def main(args: argparse.Namespace) -> int:
         path, choice = fetch_best(args.experiment, sweep=args.sweep, metric=args.metric, budget=args.budget,
                                   mlflow_uri=args.mlflow_uri, out=args.out)
     except LookupError as exc:
-        print(str(exc), file=sys.stderr)
+        print(user_message(exc), file=sys.stderr)
         return 1
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     print(f"chose {choice.describe()}")
     print(f"{path.resolve()} (from MLflow run {choice.run_id})")

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from fgi.commands import error_line
 from fgi.commands.predict import MODEL_HELP, THRESHOLD_HELP, URI_HELP, check_threshold, load_model
 from fgi.data.errors import DataError
 from fgi.datasets import FILE_DATASETS
@@ -78,5 +79,5 @@ def main(args: argparse.Namespace) -> int:
     try:
         return evaluate_root(args) if args.root is not None else evaluate_prepared(args)
     except (DataError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2

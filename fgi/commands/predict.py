@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fgi.checkpoint import load_folder
+from fgi.commands import error_line
 from fgi.data.errors import DataError
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
         trainer, normalization = load_model(args.model, args.mlflow_uri)
         files = predict_folder(trainer, normalization, args.images, args.out, args.threshold)
     except (DataError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     print(f"wrote {len(files)} masks and overlays to {args.out.resolve()}")
     return 0

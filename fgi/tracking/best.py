@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from fgi.fields import OptionNotFound
 from fgi.tracking.trials import KIND_TAG, SWEEP_TAG, find_runs
 
 BEST_CONFIG_ARTIFACT = "best_config.yaml"
@@ -80,7 +81,7 @@ def choose_sweep(runs: Sequence[Any], has_config: Callable[[Any], bool], *, metr
         for run in (r for r in runs if r.data.tags.get(SWEEP_TAG) == sweep):
             if has_config(run):
                 return _choice(run, metric, mode, 0)
-        raise LookupError(f"--sweep: no sweep {sweep!r} with a best_config.yaml; sweeps there: {names}")
+        raise OptionNotFound("sweep", f"no sweep {sweep!r} with a best_config.yaml; sweeps there: {names}")
     ranked = [r for r in runs if r.info.status == "FINISHED" and key in r.data.metrics
               and (budget is None or r.data.params.get(BUDGET_PARAM) == budget)]
     sign = 1.0 if mode == "max" else -1.0
@@ -112,8 +113,10 @@ def best_sweep(client: Any, experiment_id: str, experiment: str, *, metric: str,
 
     try:
         choice = choose_sweep(runs, has_config, metric=metric, mode=mode, sweep=sweep, budget=budget)
+    except OptionNotFound:
+        raise
     except LookupError as exc:
-        raise LookupError(f"--experiment {experiment!r}: {exc}") from None
+        raise OptionNotFound("experiment", f"{experiment!r}: {exc}") from None
     with tempfile.TemporaryDirectory() as tmp:
         text = Path(client.download_artifacts(choice.run_id, BEST_CONFIG_ARTIFACT, tmp)).read_text()
     return replace(choice, text=text)

@@ -18,6 +18,7 @@ import mlflow
 
 import fgi
 from fgi.checkpoint import CHECKPOINT_FILE, NORMALIZATION_FILE, load_folder
+from fgi.fields import OptionError
 from fgi.tracking.runs import _client, resolve_uri
 
 
@@ -116,10 +117,10 @@ def fetch_model(model: str, uri: str | None = None) -> Iterator[Path]:
             with _fluent_uri(tracking_uri):  # a models:/ URI resolves through the process-wide registry URI
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tmp))
         except mlflow.exceptions.MlflowException as exc:
-            raise ValueError(f"--model: cannot load {model!r} from {tracking_uri} ({exc.message})") from None
+            raise OptionError("model", f"cannot load {model!r} from {tracking_uri} ({exc.message})") from None
         folder = local / MODEL_ARTIFACTS
         if not (folder / CHECKPOINT_FILE).is_file():
-            raise ValueError(f"--model: {model!r} holds no {MODEL_ARTIFACTS}/{CHECKPOINT_FILE}; it was not "
+            raise OptionError("model", f"{model!r} holds no {MODEL_ARTIFACTS}/{CHECKPOINT_FILE}; it was not "
                              "registered by fgi")
         yield folder
 

@@ -33,6 +33,7 @@ from ray.train import UserCallback
 
 import fgi
 from fgi.config import Config, ConfigError, dump_yaml, flatten
+from fgi.fields import OptionNotFound
 from fgi.paths import fgi_home, git_commit
 from fgi.tracking.best import BEST_CONFIG_ARTIFACT, SweepChoice, best_sweep
 from fgi.tracking.queue import QUEUES, SPOOL_FILE, LogQueue, replay, take_spool
@@ -336,7 +337,7 @@ def fetch_best_config(uri: str, experiment: str, *, sweep: str | None = None, me
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = [e.name for e in client.search_experiments()]
-        raise LookupError(f"--experiment: no experiment {experiment!r} at {uri}; experiments there: {names}")
+        raise OptionNotFound("experiment", f"no experiment {experiment!r} at {uri}; experiments there: {names}")
     return best_sweep(client, exp.experiment_id, experiment, metric=metric, mode=mode, sweep=sweep, budget=budget)
 
 
@@ -349,7 +350,7 @@ def config_of_run(uri: str, run_id: str) -> str:
         if path in names:
             with tempfile.TemporaryDirectory() as tmp:
                 return Path(client.download_artifacts(run_id, path, tmp)).read_text()
-    raise LookupError(f"--from-mlflow: run {run_id} has no {BEST_CONFIG_ARTIFACT}, config.yaml or checkpoint/config.yaml")
+    raise OptionNotFound("from_mlflow", f"run {run_id} has no {BEST_CONFIG_ARTIFACT}, config.yaml or checkpoint/config.yaml")
 
 
 __all__ = [
