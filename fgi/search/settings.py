@@ -250,10 +250,10 @@ class SweepRecord:
 def latest_sweep(storage: str, dataset: str) -> str:
     """The newest ``fgi-<dataset>-*`` sweep with a sweep file in a local ``storage``."""
     if "://" in storage:
-        raise ConfigError("--resume: give --name when --storage is a URI")
+        raise OptionError("resume", "give the sweep's name when its storage is a URI")
     found = sorted(Path(storage).glob(f"fgi-{dataset}-*/{SWEEP_FILE}"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise ConfigError(f"--resume: no fgi-{dataset}-* sweep in {storage}")
+        raise OptionError("resume", f"no fgi-{dataset}-* sweep in {storage}")
     return found[-1].parent.name
 
 
@@ -280,7 +280,7 @@ def read_sweep_file(storage: str, name: str) -> SweepRecord:
             return SweepRecord.from_json(fh.read().decode(), f"{storage}/{name}/{SWEEP_FILE}")
     p = Path(storage) / name / SWEEP_FILE
     if not p.is_file():
-        raise ConfigError(f"--resume: {p} not found; is --name {name!r} a sweep in --storage {storage}?")
+        raise OptionError("resume", f"{p} not found; is {name!r} a sweep in storage {storage}?")
     return SweepRecord.from_json(p.read_text(), str(p))
 
 
