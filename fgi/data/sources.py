@@ -129,7 +129,8 @@ class FolderSource:
             raise DataError(f"{mask_dir}: mask folder not found")
         masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS}
         if not self.data.fixations:
-            raise DataError(f"dataset {self.data.dataset!r} needs a fixation CSV: pass --fixations PATH (data.fixations)")
+            raise DataError(f"dataset {self.data.dataset!r} needs a fixation CSV: data.fixations is empty (set it in the "
+                            "config file, or with --fixations where a command has it: fgi prepare, train.py)")
         csv_path = Path(self.data.fixations).expanduser()
         fix, sizes = read_fixations(csv_path)
         items = {}

@@ -33,7 +33,8 @@ SEARCH_DEFAULTS = {"smoke": (3, 1, 2), "cpu": (10, 3, 2), "laptop": (10, 2, 2), 
 # 10-trial sweep random from start to end, so a sweep models after a third of its trials, at most Optuna's 10.
 TPE_STARTUP_SHARE = 3
 TPE_STARTUP_MAX = 10
-SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # a sweep name is a folder name and an MLflow tag value
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")  # a folder name (not hidden) and an MLflow tag value
+MAX_NAME = 200  # characters: the sweep folder's name, with trial folders and files under it, stays under 255
 # seconds a trial may go without an optimizer step or a report before its watchdog ends it (fgi.search.watchdog);
 # generous because the time to the first step (data loading, model build, restore) counts too
 DEFAULT_TRIAL_TIMEOUT = 1800.0
@@ -150,13 +151,17 @@ def default_startup_trials(num_samples: int) -> int:
 
 
 def check_name(name: str) -> None:
-    """A sweep name is letters, digits and ``._-`` (a folder name; no ``..``).
+    """A sweep name is letters, digits and ``._-``, at most ``MAX_NAME`` long, not starting with ``.``
+    (a visible folder name; no ``..``).
 
     Raises:
-        ConfigError: naming the bad name.
+        OptionError: naming the bad name.
     """
+    if len(name) > MAX_NAME:
+        raise OptionError("name", f"{len(name)} characters; at most {MAX_NAME} (it names a folder)")
     if not SAFE_NAME.fullmatch(name) or ".." in name:
-        raise OptionError("name", f"{name!r} is not a safe name (letters, digits and ._- only, no '..')")
+        raise OptionError("name", f"{name!r} is not a safe name (letters, digits and ._- only, not starting "
+                                  "with '.', no '..')")
 
 
 def check_data_paths(cfg: Config) -> None:

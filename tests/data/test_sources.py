@@ -104,7 +104,7 @@ def test_missing_root_and_fixation_csv(kvasir, tmp_path):
     root, _ = kvasir
     with pytest.raises(DataError, match=r"nowhere: dataset root not found"):
         _index(config(dataset="kvasir", root=str(tmp_path / "nowhere")))
-    with pytest.raises(DataError, match=r"needs a fixation CSV: pass --fixations"):
+    with pytest.raises(DataError, match=r"needs a fixation CSV: data.fixations is empty \(set it in the config file"):
         _index(config(dataset="kvasir", root=str(root)))
     with pytest.raises(DataError, match=r"nothere.csv: fixation CSV not found"):
         _index(config(dataset="kvasir", root=str(root), fixations=str(root / "nothere.csv")))

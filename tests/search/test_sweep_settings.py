@@ -99,7 +99,7 @@ def test_config_and_space_of_the_wrong_kind_fail_before_anything_starts(tmp_path
         new_record(SweepOptions(dataset="synthetic", space=str(bad)))
 
 
-@pytest.mark.parametrize("name", ["a/b", "..", "x..y", "a b", "", "é"])
+@pytest.mark.parametrize("name", ["a/b", "..", "x..y", "a b", "", "é", ".hidden"])
 def test_unsafe_sweep_names_are_refused(name):
     with pytest.raises(ConfigError, match="^name: .* is not a safe name"):
         SweepOptions(dataset="synthetic", name=name)
@@ -153,3 +153,9 @@ def test_a_given_startup_is_kept_by_resume(tmp_path):
     write_sweep_file(str(tmp_path), record)
     again, _ = saved_record(SweepOptions(dataset="synthetic", resume=True, name="s"), str(tmp_path))
     assert again.startup_trials == 2
+
+
+def test_a_name_too_long_for_a_folder_is_refused_before_anything_starts():
+    with pytest.raises(ConfigError, match="^name: 300 characters; at most 200"):
+        SweepOptions(dataset="synthetic", name="a" * 300)
+    assert SweepOptions(dataset="synthetic", name="a" * 200).name == "a" * 200
