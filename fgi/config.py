@@ -12,16 +12,20 @@ import hashlib
 import json
 import os
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fgi.datasets import validate_names
 from fgi.fields import SECTION_NAMES, ConfigError, Section, bounded, hints
 from fgi.files import atomic_write_bytes, atomic_write_text
 from fgi.yamltext import load_yaml_data
+
+# checks of data.dataset and text.template against their registries, run on every built config; the dataset
+# registry (fgi.datasets, imported by the package itself) adds its check, so the root imports no part
+NAME_CHECKS: list[Callable[[str, str], None]] = []
 
 
 @dataclass(frozen=True)
@@ -264,7 +268,8 @@ def check_consistency(cfg: Config) -> None:
         raise ConfigError(f"gaze.sim_border: gaze.sim_inside + gaze.sim_border exceed 1 ({cfg.gaze.sim_inside} + {cfg.gaze.sim_border})")
     if cfg.gaze.sim_count_min > cfg.gaze.sim_count_max:
         raise ConfigError(f"gaze.sim_count_min: {cfg.gaze.sim_count_min} exceeds gaze.sim_count_max={cfg.gaze.sim_count_max}")
-    validate_names(cfg.data.dataset, cfg.text.template)
+    for check in NAME_CHECKS:
+        check(cfg.data.dataset, cfg.text.template)
     if cfg.loss.tau_neg >= cfg.loss.tau_pos:
         raise ConfigError(f"loss.tau_neg: must be below loss.tau_pos ({cfg.loss.tau_neg} >= {cfg.loss.tau_pos})")
 

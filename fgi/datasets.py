@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fgi.config import NAME_CHECKS
 from fgi.fields import ConfigError
 from fgi.text.templates import CONTEXT_KEYS, TemplateError, get_template
 
@@ -127,6 +128,8 @@ def validate_names(dataset: str, template: str) -> None:
     except TemplateError as exc:
         raise ConfigError(f"text.template: {exc}") from None
 
+
+NAME_CHECKS.append(validate_names)
 
 __all__ = ["DATASETS", "DATASET_NAMES", "FILE_DATASETS", "FILE_LAYOUTS", "FIXATION_FOLDER", "DatasetInfo", "dataset_context",
            "find_fixations", "get_dataset", "validate_names"]

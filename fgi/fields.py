@@ -27,13 +27,13 @@ class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type or out of range. The message names the key."""
 
 
-class OptionError(ConfigError):
-    """A bad value of a named library option (``max_steps``, ``trial_timeout``). The message speaks of the
-    option and its value; a command shows it under its own flag (``fgi.commands.error_line``).
+class OptionProblem(Exception):
+    """An error about a named library option: the message speaks of the option and its value; a command
+    shows it under its own flag (``fgi.commands.error_line``).
 
     Args:
-        option: the parameter's library name.
-        detail: what is wrong with its value.
+        option: the parameter's library name (``max_steps``, ``experiment``).
+        detail: what is wrong with its value, or what it names that does not exist.
     """
 
     def __init__(self, option: str, detail: str) -> None:
@@ -41,18 +41,12 @@ class OptionError(ConfigError):
         self.option, self.detail = option, detail
 
 
-class OptionNotFound(LookupError):
-    """What a named library option points at (an experiment, a run, a sweep) does not exist; shown by a command
-    under its flag, as ``OptionError``.
+class OptionError(OptionProblem, ConfigError):
+    """A bad value of a named library option (``max_steps``, ``trial_timeout``)."""
 
-    Args:
-        option: the parameter's library name.
-        detail: what was looked for and where.
-    """
 
-    def __init__(self, option: str, detail: str) -> None:
-        super().__init__(f"{option}: {detail}")
-        self.option, self.detail = option, detail
+class OptionNotFound(OptionProblem, LookupError):
+    """What a named library option points at (an experiment, a run, a sweep) does not exist."""
 
 
 # section class -> its name in Config ("loss"), filled in by fgi.config once Config exists

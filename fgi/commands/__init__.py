@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fgi.fields import OptionError, OptionNotFound
+from fgi.fields import OptionProblem
 
 
 def user_message(exc: BaseException, flags: Mapping[str, str] | None = None) -> str:
     """A user-input error as a command shows it: an ``OptionError`` or ``OptionNotFound`` under the command's
     flag for its option (``flags`` where a flag is not ``--`` plus the option's name with dashes), anything
     else as it reads."""
-    if isinstance(exc, (OptionError, OptionNotFound)):
+    if isinstance(exc, OptionProblem):
         flag = (flags or {}).get(exc.option, "--" + exc.option.replace("_", "-"))
         return f"{flag}: {exc.detail}"
     return str(exc)

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fgi.budgets import MACHINE_KEYS
 from fgi.config import Config, ConfigError, flatten, from_dict, load_yaml_text, to_dict
-from fgi.search.params import canonical
+from fgi.search.params import canonical, plain
 from fgi.search.settings import SWEEP_FILE, SweepRecord
 from fgi.search.space import SearchSpace, space_from_text
 
@@ -72,35 +72,25 @@ class _Run:
     curve: Mapping[int, float]  # step -> metric
 
 
-def _mismatch(run: Config, base: Config, searched: Iterable[str]) -> str | None:
-    """The first key outside the searched and free keys where ``run`` differs from ``base``."""
-    skip = _FREE_KEYS | set(searched)
-    ours, theirs = flatten(base), flatten(run)
-    for key, value in ours.items():
-        if key not in skip and canonical(theirs[key]) != canonical(value):
-            return key
-    return None
-
-
-def _point(run: _Run, space: SearchSpace, length: int) -> WarmPoint | str:
-    """The warm point of ``run``, or why it is not one."""
-    key = _mismatch(run.config, space.base, space.keys)
-    if key is not None:
-        return f"differ from the sweep's base config on {key}"
+def _point(run: _Run, space: SearchSpace, base: Mapping[str, Any], length: int) -> WarmPoint | str:
+    """The warm point of ``run``, or why it is not one; ``base`` is the sweep's base config flattened."""
+    flat = flatten(run.config)
+    fixed = next((k for k, v in base.items() if k not in _FREE_KEYS and k not in space.keys
+                  and canonical(flat[k]) != canonical(v)), None)
+    if fixed is not None:
+        return f"differ from the sweep's base config on {fixed}"
     if length not in run.curve:
         return f"have no value at step {length}"
-    flat = flatten(run.config)
     values = {k: canonical(flat[k]) for k in space.keys}
     for k, v in values.items():
         if space.active(k, values) and not space.param(k).contains(v):
             return f"have {k} outside the space"
-        if not space.active(k, values) and v != canonical(flatten(space.base)[k]):
+        if not space.active(k, values) and v != canonical(base[k]):
             return f"set {k}, which this space keeps fixed there"
-    for c in space.constraints:
-        if c.lower in values and not values[c.lower] < (values.get(c.upper) if c.upper in values else flat[c.upper]):
+    for c in space.constraints:  # keys outside the space equal the base's, checked above
+        if c.lower in values and not values[c.lower] < canonical(flat[c.upper]):
             return f"break {c}"
-    return WarmPoint(run.name, {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()},
-                     float(run.curve[length]))
+    return WarmPoint(run.name, {k: plain(v) for k, v in values.items()}, float(run.curve[length]))
 
 
 def _records(folder: Path, metric: str) -> tuple[list[_Run], dict[str, int]]:
@@ -187,6 +177,7 @@ def warm_start(sources: Sequence[str], space: SearchSpace, metric: str, length: 
     """
     points: list[WarmPoint] = []
     skipped: dict[str, int] = {}
+    base = flatten(space.base)
     for source in sources:
         if source.startswith(MLFLOW_PREFIX):
             runs, bad = _mlflow_runs(mlflow_uri, source[len(MLFLOW_PREFIX):], metric)
@@ -197,7 +188,7 @@ def warm_start(sources: Sequence[str], space: SearchSpace, metric: str, length: 
         for reason, n in bad.items():
             skipped[reason] = skipped.get(reason, 0) + n
         for run in runs:
-            got = _point(run, space, length)
+            got = _point(run, space, base, length)
             if isinstance(got, WarmPoint):
                 points.append(got)
             else:
