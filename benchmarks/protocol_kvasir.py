@@ -255,8 +255,11 @@ def train_run(cfg: Config, run_dir: Path, label: str, resume: bool, probe_steps:
               "cpu_s_per_step": statistics.median(cpu_steps) if cpu_steps else None}
     if probe_steps:
         return record
+    seconds = round(earlier + time.perf_counter() - t0, 1)
+    # per-image val Dice of the last state, the paired sample of a staged search's final comparison
+    val_rows = [{"id": r["id"], "dice": r["dice"]} for r in trainer.evaluate_rows(loaders["val"])]
     return {**record, "trainer": trainer, "normalization": loaders["normalization"], "curve": curve,
-            "train_seconds": round(earlier + time.perf_counter() - t0, 1)}
+            "train_seconds": seconds, "val_rows": val_rows}
 
 
 def test_rows(trainer: Any, normalization: Mapping[str, Any], root: Path, split_dir: Path) -> list[dict[str, Any]]:
@@ -521,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = test_rows(run["trainer"], run["normalization"], args.root, args.splits)
             rec = {"arm": arm, "seed": seed, "config_hash": config_hash(cfg), "config": to_dict(cfg),
                    "curve": run["curve"], "test_rows": rows, "train_seconds": run["train_seconds"],
-                   "s_per_step": run["s_per_step"]}
+                   "s_per_step": run["s_per_step"], "val_rows": run["val_rows"]}
             if cfg.model.predictor != "student":
                 # what the deployed ensemble adds over its student alone (the predictor was fixed before the run)
                 run["trainer"].cfg = override(cfg, {"model.predictor": "student"})

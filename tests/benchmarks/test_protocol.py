@@ -230,6 +230,8 @@ def test_tiny_protocol_runs_resumes_and_reports(tmp_path, capsys):
     assert full["config"]["data"]["supervision"] == "ground_truth" and full["config"]["train"]["method"] == "student_only"
     assert fgi["config"]["train"]["method"] == "teacher_student" and fgi["config"]["text"]["mode"] == "tokens"
     assert sorted(r["id"] for r in fgi["test_rows"]) == names[10:]  # the test part, and only it
+    assert sorted(r["id"] for r in fgi["val_rows"]) == names[8:10]  # per-image val Dice, for stage B's pairing
+    assert all(0.0 <= r["dice"] <= 1.0 for r in fgi["val_rows"])
     assert [c["step"] for c in fgi["curve"]] == [2] and "val_dice_teacher" in fgi["curve"][0]
     assert "| (a) full supervision | 0 |" in first and "| (d) FGI, reference defaults | 0 |" in first
     assert fgi["curve"][-1]["run_seconds"] > 0 and fgi["train_seconds"] >= fgi["curve"][-1]["run_seconds"]
