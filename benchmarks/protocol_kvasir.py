@@ -18,6 +18,9 @@ Arms (``--arms``, ``--seeds``):
     c_no_text   teacher-student with the learned null token instead of text.
     d_fgi       teacher-student, reference-exact defaults (tokens text, reference CWC, block DARM).
     e_tuned     d_fgi with the method knobs of ``--tuned-config`` (a platform sweep on val).
+    f_search    d_fgi with the method knobs of ``--search-config``: the config a staged search exported
+                (``tune.py --final-stage``; chosen on val only). ``--reuse DIR`` takes the final stage's runs of
+                that config and seed as its records instead of training them again.
     d_no_darm   ablation: d_fgi without DARM (mask ratio 0), the term that holds its student back.
     d_decoys    variant: d_fgi with decoy blocks (``masking.decoy_ratio``), so DARM's blocks stop outlining
                 the lesion while it still hides part of the uncertain region.
@@ -69,7 +72,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +92,7 @@ from fgi.config import (  # noqa: E402
 )
 from fgi.data.errors import DataError  # noqa: E402
 from fgi.files import atomic_write_text  # noqa: E402
+from fgi.search.compare import CompareError, mean_over_seeds, paired_bootstrap, seed_image_bootstrap  # noqa: E402
 from fgi.search.space import dataset_space  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -132,7 +135,9 @@ ARMS: dict[str, dict[str, Any]] = {
     "d_uniform": {"train.method": "teacher_student", "masking.placement": "uniform"},
     "c_uniform_ens": {"train.method": "teacher_student", "text.mode": "none", "masking.placement": "uniform",
                       "model.predictor": "ensemble"},
+    "f_search": {"train.method": "teacher_student"},
 }
+SEARCHED_ARMS = {"e_tuned": "--tuned-config", "f_search": "--search-config"}  # arm -> the flag of its config
 LABELS = {
     "a_full": "(a) full supervision", "b_gaze": "(b) gaze, one student", "b2_prop": "(b2) two-level gaze, GazeMedSeg's prop mode",
     "b2_two": "(b2) two-level gaze, pure consistency",
@@ -141,6 +146,7 @@ LABELS = {
     "d_no_darm": "(d) without DARM (ablation)", "d_decoys": "(d) with decoy blocks (variant)",
     "d_uniform": "(d) with uniform block placement (variant)",
     "c_uniform_ens": "(c) uniform blocks, teacher + student ensemble (variant)",
+    "f_search": "(f) staged search's exported config",
 }
 COMPARISONS = (("a_full", "b_gaze"), ("b2_two", "b_gaze"), ("b2_indep", "b_gaze"), ("b2_two", "b2_indep"),
                ("d_fgi", "b_gaze"), ("d_fgi", "b2_two"), ("d_fgi", "c_no_text"),
@@ -150,14 +156,14 @@ COMPARISONS = (("a_full", "b_gaze"), ("b2_two", "b_gaze"), ("b2_indep", "b_gaze"
                ("d_decoys", "d_fgi"), ("d_decoys", "b_gaze"),
                ("d_uniform", "d_fgi"), ("d_uniform", "d_no_darm"), ("d_uniform", "b2_two"),
                ("c_uniform_ens", "c_no_text"), ("c_uniform_ens", "d_no_darm"), ("c_uniform_ens", "b2_two"),
-               ("b2_prop", "b2_two"), ("b2_prop", "b_gaze"), ("d_no_darm", "b2_prop"), ("c_uniform_ens", "b2_prop"))
+               ("b2_prop", "b2_two"), ("b2_prop", "b_gaze"), ("d_no_darm", "b2_prop"), ("c_uniform_ens", "b2_prop"),
+               ("f_search", "b2_prop"), ("f_search", "d_fgi"), ("f_search", "b_gaze"))
 GATE_DICE = 0.72  # arm a_full's val Dice needed before comparisons mean anything
 # what arm e_tuned takes from the protocol rather than from its tuned config (which keeps every searched knob):
 # compute and machine settings, and the sections the prepared cache depends on
 CACHE_SECTIONS = ("data", "gaze", "crf")
 # where and how fast a run goes, not what it learns: left out when two configs are compared as the same run
 PLACE_KEYS = frozenset(MACHINE_KEYS) - {"train.amp"}
-BOOTSTRAP_SAMPLES = 10000
 
 
 class ProtocolError(RuntimeError):
@@ -180,18 +186,23 @@ def base_config(args: argparse.Namespace) -> Config:
     return override(Config(), updates)
 
 
-def arm_config(arm: str, base: Config, seed: int, tuned: Config | None) -> Config:
-    """One run's config: the arm's method settings on the shared budget (the tuned arm keeps its method knobs)."""
-    if arm != "e_tuned":
+def arm_config(arm: str, base: Config, seed: int, tuned: Mapping[str, Config | None]) -> Config:
+    """One run's config: the arm's method settings on the shared budget (a searched arm keeps its method knobs).
+
+    Args:
+        tuned: the searched config of each arm in ``SEARCHED_ARMS`` (None when not given).
+    """
+    if arm not in SEARCHED_ARMS:
         return override(base, {**ARMS[arm], "train.seed": seed})
-    if tuned is None:
-        raise ProtocolError("arm e_tuned needs --tuned-config FILE")
+    config = tuned.get(arm)
+    if config is None:
+        raise ProtocolError(f"arm {arm} needs {SEARCHED_ARMS[arm]} FILE")
     # the shipped kvasir space says which keys the sweep searched (the gaze levels among them): those stay
     searched = set(dataset_space("kvasir", base).keys)
     protocol = compute_keys()
     kept = {k: v for k, v in flatten(base).items()
             if (k in protocol or k.split(".")[0] in CACHE_SECTIONS) and k not in searched}
-    return override(tuned, {**kept, **ARMS[arm], "train.seed": seed})
+    return override(config, {**kept, **ARMS[arm], "train.seed": seed})
 
 
 def check_data(args: argparse.Namespace) -> None:
@@ -314,6 +325,22 @@ def read_record(path: Path) -> tuple[dict[str, Any], Config]:
         raise ProtocolError(f"{path}: not a protocol record ({exc})") from None
 
 
+def reusable(folders: Sequence[Path], cfg: Config) -> Path | None:
+    """The first protocol record in ``folders`` of the same run as ``cfg`` (every run field, the seed included,
+    equal), with its test rows."""
+    for folder in folders:
+        if not folder.is_dir():
+            raise ProtocolError(f"{folder}: no records folder to reuse")
+        for path in sorted(folder.glob("*.json")):
+            try:
+                rec, old = read_record(path)
+            except ProtocolError:
+                continue  # another kind of record
+            if "test_rows" in rec and not config_changes(old, cfg):  # a sweep's export has no test rows
+                return path
+    return None
+
+
 def check_record(path: Path, cfg: Config) -> None:
     """Refuse to overwrite a finished record of another config (a variant run takes its own ``--records``).
 
@@ -359,50 +386,6 @@ def load_records(records: Path) -> dict[str, list[dict[str, Any]]]:
     return runs
 
 
-def paired_bootstrap(a: Sequence[Mapping[str, float]], b: Sequence[Mapping[str, float]], seed: int = 0,
-                     samples: int = BOOTSTRAP_SAMPLES) -> tuple[float, float, float]:
-    """Mean difference of per-image Dice (a - b) and its percentile 95 % bootstrap interval over images.
-
-    Args:
-        a, b: per-image Dice by image id, each already averaged over the arm's seeds.
-        seed: bootstrap seed.
-        samples: bootstrap resamples.
-    """
-    ids = sorted(set(a) & set(b))
-    if not ids:
-        raise ProtocolError("no common test images between the two arms")
-    diff = np.array([a[i] - b[i] for i in ids])
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(diff.mean()), float(lo), float(hi)
-
-
-def seed_image_bootstrap(a: Sequence[Mapping[str, float]], b: Sequence[Mapping[str, float]], seed: int = 0,
-                         samples: int = BOOTSTRAP_SAMPLES) -> tuple[float, float]:
-    """Percentile 95 % interval of the mean Dice difference (a - b), resampling each arm's seeds, then images.
-
-    The interval of ``paired_bootstrap`` averages the seeds first, so it holds the images' spread only; this
-    one also holds the seeds' spread (each arm's seeds drawn with replacement, the images drawn once for both
-    arms so the pairing over images stays). With one seed per arm the two intervals estimate the same thing.
-
-    Args:
-        a, b: per-image Dice by image id, one mapping per seed of the arm.
-        seed: bootstrap seed.
-        samples: bootstrap resamples.
-    """
-    ids = sorted(set.intersection(*(set(r) for r in (*a, *b))))
-    if not ids:
-        raise ProtocolError("no common test images between the two arms")
-    arms = [np.array([[r[i] for i in ids] for r in runs]) for runs in (a, b)]  # seeds x images
-    rng = np.random.default_rng(seed)
-    means = [x[rng.integers(0, len(x), size=(samples, len(x)))].mean(1) for x in arms]  # samples x images
-    images = rng.integers(0, len(ids), size=(samples, len(ids)))
-    diffs = np.take_along_axis(means[0] - means[1], images, 1).mean(1)
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def seed_dice(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
     """Test Dice per image, one mapping per seed of an arm."""
     return [{row["id"]: row["dice"] for row in r["test_rows"]} for r in runs]
@@ -410,11 +393,7 @@ def seed_dice(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
 
 def per_image_dice(runs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Test Dice per image averaged over an arm's seeds."""
-    by_id: dict[str, list[float]] = {}
-    for dice in seed_dice(runs):
-        for i, d in dice.items():
-            by_id.setdefault(i, []).append(d)
-    return {i: float(np.mean(v)) for i, v in by_id.items()}
+    return mean_over_seeds(seed_dice(runs))
 
 
 def _mean_sd(values: Sequence[float], digits: int) -> str:
@@ -477,6 +456,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--amp", default="none", choices=("none", "bf16"), help="autocast dtype")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--tuned-config", type=Path, default=None, help="config of arm e_tuned")
+    ap.add_argument("--search-config", type=Path, default=None,
+                    help="config of arm f_search: the best config a staged search's final stage exported")
+    ap.add_argument("--reuse", nargs="+", type=Path, default=[], metavar="DIR",
+                    help="records folders whose run of the same config and seed (a final stage's run, say) "
+                         "becomes this arm's record instead of training it again")
     ap.add_argument("--resume", action="store_true", help="continue interrupted runs and skip finished ones")
     ap.add_argument("--probe-steps", type=int, default=0, help="time this many steps per arm and stop")
     ap.add_argument("--report", action="store_true", help="print the table from the records and stop")
@@ -497,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.write_config}")
             return 0
         check_data(args)
-        tuned = load_yaml(args.tuned_config) if args.tuned_config else None
+        tuned = {"e_tuned": load_yaml(args.tuned_config) if args.tuned_config else None,
+                 "f_search": load_yaml(args.search_config) if args.search_config else None}
         # every run's config and record are checked before the first one trains for hours
         unprepared = base_config(args)
         planned = [(arm, seed, arm_config(arm, unprepared, seed, tuned)) for arm in args.arms for seed in args.seeds]
@@ -520,6 +505,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.resume and done.is_file():  # check_record above: it is this config's
                 print(f"[{label}] finished earlier: {done}", flush=True)
                 continue
+            earlier = reusable(args.reuse, cfg)
+            if earlier is not None:
+                rec = {**json.loads(earlier.read_text()), "arm": arm, "seed": seed, "reused_from": str(earlier.name)}
+                atomic_write_text(done, json.dumps(rec, indent=None))
+                print(f"[{label}] the same run as {earlier}: its record -> {done}", flush=True)
+                continue
             run = train_run(cfg, args.out / f"{arm}-seed{seed}", label, args.resume)
             rows = test_rows(run["trainer"], run["normalization"], args.root, args.splits)
             rec = {"arm": arm, "seed": seed, "config_hash": config_hash(cfg), "config": to_dict(cfg),
@@ -533,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{label}] test Dice {statistics.fmean(r['dice'] for r in rows):.4f} -> {done}", flush=True)
         if not args.probe_steps:
             print(report(load_records(args.records)), end="")
-    except (ProtocolError, ConfigError, DataError) as exc:
+    except (ProtocolError, ConfigError, DataError, CompareError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -7,6 +7,7 @@ A checkpoint folder holds::
     metrics.json         the metrics reported with the checkpoint (always has "step")
     normalization.json   image size, channels, mean and std of the prepared cache, for new images
     overlay.png          validation predictions at the checkpoint's step (optional)
+    val_rows.json        per-image val Dice at the checkpoint's step, ``[{"id", "dice"}]`` (optional)
 
 Writes are atomic: a folder is filled under a temporary name next to its destination and renamed into
 place, and a lone ``trainer.pt`` goes through a temporary file and a rename. Reading uses
@@ -28,7 +29,7 @@ import pickle
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -42,6 +43,7 @@ CONFIG_FILE = "config.yaml"  # the resolved config, readable without torch
 METRICS_FILE = "metrics.json"  # the metrics reported with the checkpoint
 NORMALIZATION_FILE = "normalization.json"  # image normalization of the prepared cache, for prediction on new images
 OVERLAY_FILE = "overlay.png"  # validation predictions at the checkpoint's step
+VAL_ROWS_FILE = "val_rows.json"  # per-image val Dice at the checkpoint's step (a staged search pairs runs on it)
 STATE_KEYS = ("config", "models", "step")  # what marks a trainer state; the engine checks the rest as it loads
 NORMALIZATION_KEYS = ("image_size", "channels", "mean", "std")
 
@@ -84,7 +86,8 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
 
 
 def write_checkpoint(folder: str | os.PathLike, trainer: Trainer, metrics: Mapping[str, Any],
-                     normalization: Mapping[str, Any], overlay: bytes | None = None) -> Path:
+                     normalization: Mapping[str, Any], overlay: bytes | None = None,
+                     val_rows: Sequence[Mapping[str, Any]] | None = None) -> Path:
     """Write a complete checkpoint folder, atomically: built under a temporary name, then renamed.
 
     An existing folder of the same name is replaced as a whole, so a reader never sees the state of one
@@ -96,6 +99,7 @@ def write_checkpoint(folder: str | os.PathLike, trainer: Trainer, metrics: Mappi
         metrics: the metrics of this checkpoint; "step" defaults to the trainer's step.
         normalization: ``image_size``, ``channels``, ``mean`` and ``std`` of the training images.
         overlay: PNG bytes of the validation overlay, or None.
+        val_rows: per-image val Dice (``id``, ``dice``) at this step, or None.
 
     Returns:
         The folder.
@@ -116,6 +120,8 @@ def write_checkpoint(folder: str | os.PathLike, trainer: Trainer, metrics: Mappi
         }
         if overlay is not None:
             files[OVERLAY_FILE] = overlay
+        if val_rows is not None:
+            files[VAL_ROWS_FILE] = json.dumps([{"id": r["id"], "dice": float(r["dice"])} for r in val_rows]).encode()
         for name, data in files.items():
             with open(tmp / name, "wb") as fh:
                 fh.write(data)
@@ -230,6 +236,21 @@ def read_metrics(folder: str | os.PathLike) -> dict[str, Any]:
     return metrics
 
 
+def read_val_rows(folder: str | os.PathLike) -> dict[str, float]:
+    """Per-image val Dice (id -> Dice) of a checkpoint folder's ``val_rows.json``.
+
+    Raises:
+        FileNotFoundError: a folder written without per-image rows (before they were kept), naming the file.
+        ValueError: rows that are not ``[{"id": str, "dice": number}]``, naming the file.
+    """
+    file = Path(folder) / VAL_ROWS_FILE
+    rows = _read_json(file)
+    try:
+        return {str(r["id"]): float(r["dice"]) for r in rows}
+    except (TypeError, KeyError, ValueError):
+        raise ValueError(f"{file}: expected a list of {{\"id\", \"dice\"}} rows") from None
+
+
 def read_normalization(folder: str | os.PathLike) -> dict[str, Any]:
     """The ``normalization.json`` of a checkpoint folder, checked for its four keys."""
     file = Path(folder) / NORMALIZATION_FILE
@@ -262,7 +283,7 @@ def best_checkpoint(run_dir: str | os.PathLike, metric: str = "val_dice", mode: 
 
 
 __all__ = [
-    "CHECKPOINT_FILE", "CONFIG_FILE", "METRICS_FILE", "NORMALIZATION_FILE", "OVERLAY_FILE", "best_checkpoint",
-    "checkpoint_name", "load_checkpoint", "load_folder", "read_checkpoint", "read_metrics", "read_normalization", "save_checkpoint",
+    "CHECKPOINT_FILE", "CONFIG_FILE", "METRICS_FILE", "NORMALIZATION_FILE", "OVERLAY_FILE", "VAL_ROWS_FILE", "best_checkpoint",
+    "checkpoint_name", "load_checkpoint", "load_folder", "read_checkpoint", "read_metrics", "read_normalization", "read_val_rows", "save_checkpoint",
     "state_file", "write_checkpoint",
 ]

@@ -59,6 +59,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tell TPE earlier runs of the same method before it proposes: folders of protocol "
                              "records and mlflow:<experiment> (trials of earlier sweeps on --mlflow-uri); each run "
                              "is told its value at this sweep's stop step (kept by --resume)")
+    parser.add_argument("--final-stage", nargs="+", default=(), metavar="SOURCE",
+                        help="make this sweep a staged search's final stage: rank the screening runs of these "
+                             "sources (as --warm-start reads them) at --rank-step, then run the --top-k best and the "
+                             "published point with each --stage-seeds seed to the end; export the winner only if "
+                             "it beats the published point beyond the seed noise on val, else the published point")
+    parser.add_argument("--rank-step", type=int, default=None,
+                        help="with --final-stage: the step the screening runs are ranked at (their --stop-step)")
+    parser.add_argument("--top-k", type=int, default=1, help="with --final-stage: candidates besides the published point")
+    parser.add_argument("--stage-seeds", nargs="+", type=int, default=(0, 1), metavar="SEED",
+                        help="with --final-stage: seeds of every candidate's runs (at least two; default 0 1)")
     parser.add_argument("--metric", default="val_dice", choices=sorted(METRIC_MODES),
                         help="validation metric to optimize (Dice and IoU up, HD95 and ASD down)")
     parser.add_argument("--storage", default=None,
@@ -93,7 +103,8 @@ def options_of(args: argparse.Namespace) -> SweepOptions:
         max_concurrent=args.max_concurrent, workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, search=args.search,
         startup_trials=args.startup_trials, scheduler=args.scheduler, max_steps=args.max_steps, grace_steps=args.grace_steps, stop_step=args.stop_step,
-        warm_start=tuple(args.warm_start), metric=args.metric, root=args.root,
+        warm_start=tuple(args.warm_start), final_stage=tuple(args.final_stage), rank_step=args.rank_step,
+        top_k=args.top_k, stage_seeds=tuple(args.stage_seeds), metric=args.metric, root=args.root,
         storage=args.storage, name=args.name, resume=args.resume, mlflow_uri=args.mlflow_uri,
         experiment=args.experiment, time_budget=args.time_budget, seed=args.seed, max_failures=args.max_failures,
         trial_timeout=args.trial_timeout, best_dir=args.best_dir, verbose=args.verbose)

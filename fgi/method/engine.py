@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 
 import torch
@@ -397,7 +397,10 @@ class TeacherStudentTrainer:
         student's Dice with the training-time blocks drawn on the val image) and "val_leak" (that minus its
         clean Dice: above 0, the student reads the lesion from where the blocks are).
         """
-        rows = self.evaluate_rows(loader)
+        return self.row_sums(self.evaluate_rows(loader))
+
+    def row_sums(self, rows: Sequence[Mapping]) -> dict[str, float]:
+        """``evaluate_sums`` of rows that ``evaluate_rows`` returned (a caller that keeps the rows too)."""
         sums = {f"val_{m}": float(sum(r[m] for r in rows)) for m in METRICS}
         if self.teacher is not None and all(k in r for r in rows for k in MODEL_DICE):
             sums.update({f"val_{k}": float(sum(r[k] for r in rows)) for k in MODEL_DICE})

@@ -217,7 +217,9 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", device: st
 
 def predict_folder(trainer: Any, normalization: Mapping[str, Any], images: Path, out: Path,
                    threshold: float = 0.5) -> list[Path]:
-    """Write ``<name>_mask.png`` (0/255) and ``<name>_overlay.png`` (lesion tinted red) for each image.
+    """Write ``<name>_mask.png`` (0/255) and ``<name>_overlay.png`` (lesion tinted red) for each image, all or
+    nothing: the outputs are built in a hidden folder beside ``out`` and moved in only once every image is done,
+    so an unreadable image leaves ``out`` as it was.
 
     Args:
         trainer: a ``TeacherStudentTrainer`` (or anything with ``predict``).
@@ -230,9 +232,13 @@ def predict_folder(trainer: Any, normalization: Mapping[str, Any], images: Path,
         The images processed.
 
     Raises:
-        DataError: when ``images`` is not a folder or holds no image.
+        DataError: when ``images`` is not a folder or holds no image, or naming the first image that cannot be
+            read (nothing is written then).
         ValueError: when ``threshold`` is outside (0, 1).
     """
+    import shutil
+    import tempfile
+
     from PIL import Image
 
     from fgi.viz import png_bytes, tint
@@ -244,11 +250,22 @@ def predict_folder(trainer: Any, normalization: Mapping[str, Any], images: Path,
     files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"{images}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    out.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        image = load_image(str(f), int(normalization["channels"]))
-        mask = predict_full_size(trainer, image, normalization) > threshold
-        atomic_write_bytes(out / f"{f.stem}_mask.png", png_bytes(mask.astype(np.uint8) * 255))
-        rgb = np.asarray(Image.open(f).convert("RGB"))
-        atomic_write_bytes(out / f"{f.stem}_overlay.png", png_bytes(tint(rgb, mask)))
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    try:
+        for f in files:
+            try:
+                image = load_image(str(f), int(normalization["channels"]))
+                rgb = np.asarray(Image.open(f).convert("RGB"))
+            except (DataError, OSError, ValueError) as exc:
+                raise DataError(f"{f}: cannot be read ({str(exc)[:200]}); nothing was written to {out}") from None
+            mask = predict_full_size(trainer, image, normalization) > threshold
+            (staging / f"{f.stem}_mask.png").write_bytes(png_bytes(mask.astype(np.uint8) * 255))
+            (staging / f"{f.stem}_overlay.png").write_bytes(png_bytes(tint(rgb, mask)))
+        out.mkdir(exist_ok=True)
+        for made in sorted(staging.iterdir()):
+            os.replace(made, out / made.name)  # same file system: each output appears whole
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return files

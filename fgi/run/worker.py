@@ -7,10 +7,11 @@ the same checkpoint folders. The global batch ``train.batch_size`` is split even
 N workers see the same samples per step as one worker would.
 
 At every evaluation the workers evaluate disjoint shards of the validation split and all-reduce the
-metric sums (``torch.distributed``, when initialized), so the reported metrics cover the whole split.
-Rank 0 writes the checkpoint (engine state: models, optimizers, step, RNG, config) into a staging folder
-and hands it to the reporter. A restarted run continues from the checkpoint it is given, at the saved
-step and at the same position of the data order. This module imports nothing from Ray or MLflow.
+metric sums (``torch.distributed``, when initialized), so the reported metrics cover the whole split; the
+per-image val Dice of all ranks goes into the checkpoint (``val_rows.json``). Rank 0 writes the checkpoint
+(engine state: models, optimizers, step, RNG, config) into a staging folder and hands it to the reporter.
+A restarted run continues from the checkpoint it is given, at the saved step and at the same position of
+the data order. This module imports nothing from Ray or MLflow.
 """
 from __future__ import annotations
 
@@ -83,6 +84,17 @@ def _all_reduce_sums(values: Mapping[str, float], device: torch.device) -> dict[
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=backend_device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return dict(zip(keys, t.cpu().tolist(), strict=True))
+
+
+def _gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's per-image rows, in rank order (the rows as they are without a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, rows)
+    return [row for part in gathered for row in part]
 
 
 def build_loaders(cfg: Config, rank: int, world: int) -> dict[str, Any]:
@@ -172,8 +184,12 @@ def train_worker(cfg: Config, *, rank: int, world: int, device: torch.device, re
     loaders = build_loaders(cfg, rank, world)
     norm = loaders["normalization"]
 
+    val_rows: list[dict[str, Any]] = []  # per-image val Dice of the latest evaluation, all ranks
+
     def evaluate() -> dict[str, float]:
-        return _means(_all_reduce_sums(trainer.evaluate_sums(loaders["val"]), device))
+        rows = trainer.evaluate_rows(loaders["val"])
+        val_rows[:] = _gather_rows([{"id": r["id"], "dice": r["dice"]} for r in rows])
+        return _means(_all_reduce_sums(trainer.row_sums(rows), device))
 
     def on_eval(step: int, val: Mapping[str, float], losses: Mapping[str, float]) -> None:
         train_means = _all_reduce_sums(losses, device)
@@ -184,7 +200,7 @@ def train_worker(cfg: Config, *, rank: int, world: int, device: torch.device, re
         if rank == 0:
             overlay = validation_overlay(trainer, next(iter(loaders["val"])), np.asarray(norm["mean"]),
                                          np.asarray(norm["std"]), step)
-            folder = write_checkpoint(staging / checkpoint_name(step), trainer, metrics, norm, overlay)
+            folder = write_checkpoint(staging / checkpoint_name(step), trainer, metrics, norm, overlay, val_rows)
         reporter.report(metrics, folder)
         progress()
 

@@ -139,6 +139,25 @@ def runs_from_records(folder: str | Path) -> list[Run]:
     return runs
 
 
+def runs_from_histories(curves: Mapping[str, Mapping[str, Mapping[int, float]]],
+                        max_steps: Mapping[str, int]) -> tuple[list[Run], int]:
+    """Runs from metric histories (``metric -> run name -> step -> value``, e.g. a sweep's MLflow trials) and
+    each run's schedule length; runs whose ``val_dice`` does not reach it (stopped early) are left out and
+    counted."""
+    names = sorted(max_steps)
+    runs, short = [], 0
+    for name in names:
+        curve: dict[int, dict[str, float]] = {}
+        for metric, by_run in curves.items():
+            for step, value in by_run.get(name, {}).items():
+                curve.setdefault(int(step), {})[metric] = float(value)
+        if "val_dice" not in curve.get(max_steps[name], {}):
+            short += 1
+            continue
+        runs.append(Run(name, curve, max_steps[name]))
+    return runs, short
+
+
 def format_table(rows: Sequence[FidelityRow]) -> str:
     """A Markdown table of fidelity rows."""
     lines = ["| proxy | step | runs | Spearman | Kendall | regret@1 (Dice points) | top-k recall |",
@@ -149,4 +168,4 @@ def format_table(rows: Sequence[FidelityRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["PROXIES", "FidelityError", "FidelityRow", "Interval", "Run", "fidelity", "format_table", "runs_from_records"]
+__all__ = ["runs_from_histories", "PROXIES", "FidelityError", "FidelityRow", "Interval", "Run", "fidelity", "format_table", "runs_from_records"]

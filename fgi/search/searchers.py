@@ -33,6 +33,7 @@ class SearcherRequest:
         length: steps a trial runs when it is not stopped early (the stage's stop step, else ``train.max_steps``);
             a trial that reports fewer is told to a model-based searcher as pruned.
         warm: earlier runs told to a model-based searcher before it proposes (``WarmPoint.to_dict`` form).
+        points: the trial configs (dotted key -> plain value) of a searcher that runs fixed points.
     """
 
     space: SearchSpace
@@ -43,6 +44,7 @@ class SearcherRequest:
     concurrent: int
     length: int = 0
     warm: tuple[dict[str, Any], ...] = ()
+    points: tuple[dict[str, Any], ...] = ()
 
 
 SearcherFactory = Callable[[SearcherRequest], tuple[Any, dict[str, Any]]]
@@ -86,11 +88,40 @@ def _random(req: SearcherRequest) -> tuple[Any, dict[str, Any]]:
     return searcher, req.space.to_tune()
 
 
+POINT_INDEX = "final_run"  # the grid key of the points searcher: which point a trial runs
+
+
+class _PointValue:
+    """Tune ``sample_from`` of one key of a fixed point: the value of the point the trial's grid index names
+    (a whole list value stays one value, as Tune would split a list given as a preset point; picklable)."""
+
+    def __init__(self, points: tuple[dict[str, Any], ...], key: str) -> None:
+        self.points, self.key = points, key
+
+    def __call__(self, config: Any) -> Any:
+        return self.points[config[POINT_INDEX]][self.key]
+
+
+def _points(req: SearcherRequest) -> tuple[Any, dict[str, Any]]:
+    """Exactly ``req.points``, in order: a grid over their indices (the sweep runs one sample of it)."""
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    if not req.points:
+        raise ConfigError("search: the points searcher needs the points to run")
+    keys = sorted({k for p in req.points for k in p})
+    space: dict[str, Any] = {POINT_INDEX: tune.grid_search(list(range(len(req.points))))}
+    space.update({k: tune.sample_from(_PointValue(req.points, k)) for k in keys})
+    return BasicVariantGenerator(max_concurrent=req.concurrent, random_state=req.seed), space
+
+
 SEARCHERS: dict[str, SearcherFactory] = {
     "tpe": _tpe,  # Optuna TPE (multivariate, seeded) through Ray Tune's OptunaSearch
     "random": _random,  # Ray Tune's random search over the space's Tune form
 }
 MODEL_BASED = frozenset({"tpe"})  # searchers that take startup_trials
+# searchers a sweep chooses itself, never named by a user: a final stage runs its fixed points
+STAGE_SEARCHERS: dict[str, SearcherFactory] = {"points": _points}
 
 
 def build_searcher(name: str, request: SearcherRequest) -> tuple[Any, dict[str, Any]]:
@@ -99,9 +130,10 @@ def build_searcher(name: str, request: SearcherRequest) -> tuple[Any, dict[str, 
     Raises:
         ConfigError: an unknown name; the message lists the valid ones.
     """
-    if name not in SEARCHERS:
+    factory = SEARCHERS.get(name) or STAGE_SEARCHERS.get(name)
+    if factory is None:
         raise ConfigError(f"search: unknown searcher {name!r}; valid searchers are {sorted(SEARCHERS)}")
-    return SEARCHERS[name](request)
+    return factory(request)
 
 
-__all__ = ["MODEL_BASED", "SEARCHERS", "SearcherFactory", "SearcherRequest", "build_searcher", "tpe_sampler"]
+__all__ = ["MODEL_BASED", "SEARCHERS", "STAGE_SEARCHERS", "SearcherFactory", "SearcherRequest", "build_searcher", "tpe_sampler"]

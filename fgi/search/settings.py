@@ -77,6 +77,12 @@ class SweepOptions:
             of a compressed one; default run to ``max_steps``.
         warm_start: earlier runs told to TPE before it proposes: folders of protocol records and
             ``mlflow:<experiment>`` names (``fgi.search.warm``), each at the sweep's own stop step.
+        final_stage: makes the sweep a staged search's final stage (``fgi.search.stages``): where the screening
+            runs are (the kinds ``warm_start`` reads); the top ``top_k`` configs at ``rank_step`` and the
+            published point each run once per ``stage_seeds`` seed to the end, with no early stopping.
+        rank_step: the step the screening runs are ranked at (their stop step); needed with ``final_stage``.
+        top_k: candidates of the final stage besides the published point.
+        stage_seeds: the final stage's seeds (at least two: the choice is tested against the seed noise).
         metric: validation metric to optimize (``METRIC_MODES``).
         root: raw dataset folder (``data.root``); default the config's.
         storage: local folder or URI for Tune state and checkpoints; default ``$FGI_HOME/ray_results``.
@@ -109,6 +115,10 @@ class SweepOptions:
     grace_steps: int | None = None
     stop_step: int | None = None
     warm_start: tuple[str, ...] = ()
+    final_stage: tuple[str, ...] = ()
+    rank_step: int | None = None
+    top_k: int = 1
+    stage_seeds: tuple[int, ...] = (0, 1)
     metric: str = "val_dice"
     root: str | None = None
     storage: str | None = None
@@ -141,8 +151,28 @@ class SweepOptions:
             raise OptionError("warm_start", f"only for search 'tpe', not {self.search!r} "
                               "(random search learns nothing from earlier runs)")
         _one_of("metric", self.metric, sorted(METRIC_MODES))
+        if self.final_stage:
+            self._check_final_stage()
         if self.name is not None:
             check_name(self.name)
+
+
+    def _check_final_stage(self) -> None:
+        if self.rank_step is None:
+            raise OptionError("rank_step", "the final stage ranks the screening runs at this step (their stop step)")
+        _positive("rank_step", self.rank_step)
+        _positive("top_k", self.top_k)
+        if len(set(self.stage_seeds)) < 2:
+            raise OptionError("stage_seeds", f"at least two different seeds, got {list(self.stage_seeds)} (the "
+                                             "final choice is tested against the seed noise)")
+        if self.metric != "val_dice":
+            raise OptionError("metric", f"the final stage compares per-image val Dice, not {self.metric}")
+        # the final stage decides these itself: one full-length trial per candidate and seed, told to no searcher
+        for name in ("num_samples", "stop_step", "startup_trials"):
+            if getattr(self, name) is not None:
+                raise OptionError(name, "not with final_stage (one full-length trial per candidate and seed)")
+        if self.warm_start:
+            raise OptionError("warm_start", "not with final_stage (it reads its sources itself)")
 
 
 def default_startup_trials(num_samples: int) -> int:
@@ -213,6 +243,12 @@ class SweepRecord:
     warm_start: tuple[str, ...] = ()  # sources of warm points (files written before warm starts: none)
     warm_points: tuple[dict[str, Any], ...] = ()  # WarmPoint.to_dict of each, computed once when the sweep began
     warm_note: str = ""  # what the warm start told and left out
+    final_stage: tuple[str, ...] = ()  # screening sources of a final stage (none: not a final stage)
+    rank_step: int = 0
+    top_k: int = 0
+    stage_seeds: tuple[int, ...] = ()
+    final_candidates: tuple[dict[str, Any], ...] = ()  # fgi.search.stages.FinalPlan.candidates
+    final_runs: tuple[dict[str, Any], ...] = ()  # FinalRun.to_dict of each run, reused ones with their rows
 
     def length(self, max_steps: int) -> int:
         """Steps a trial of this sweep runs unless stopped early: the stop step, else ``max_steps``."""
@@ -238,7 +274,7 @@ class SweepRecord:
         if missing:
             raise ConfigError(f"{source}: missing sweep settings {missing}")
         values = {f.name: data[f.name] for f in fields if f.name in data}
-        for name in ("warm_start", "warm_points"):  # JSON lists back to the record's tuples
+        for name in ("warm_start", "warm_points", "final_stage", "stage_seeds", "final_candidates", "final_runs"):
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)
@@ -247,8 +283,12 @@ class SweepRecord:
         """The settings logged as ``sweep.*`` params of the parent run."""
         keys = ("budget", "num_samples", "workers", "cpus_per_worker", "gpus_per_worker", "search", "scheduler",
                 "grace_steps", "metric", "seed", "max_failures", "trial_timeout", "startup_trials", "stop_step")
+        stage = "final" if self.final_stage else "screening" if self.stop_step else "single"
+        final = ({"final_stage": ",".join(self.final_stage), "rank_step": self.rank_step, "top_k": self.top_k,
+                  "stage_seeds": ",".join(map(str, self.stage_seeds)),
+                  "reused_runs": sum(1 for r in self.final_runs if r.get("reused"))} if self.final_stage else {})
         return {**{k: getattr(self, k) for k in keys}, "warm_start": ",".join(self.warm_start) or "none",
-                "warm_points": len(self.warm_points)}
+                "warm_points": len(self.warm_points), "stage": stage, **final}
 
 
 
@@ -330,12 +370,13 @@ def new_record(options: SweepOptions, mlflow_uri: str = "", storage: str = "") -
     space = load_space(options.space, base) if options.space else dataset_space(options.dataset, base)
     samples, grace_evals, factor = SEARCH_DEFAULTS[budget]
     num_samples = options.num_samples or samples
-    if options.stop_step is not None and options.stop_step >= base.train.max_steps:
-        raise ConfigError(f"stop step {options.stop_step}: must be below the trials' {base.train.max_steps} steps "
-                          f"(a screening stage stops inside the full schedule)")
-    if options.stop_step is not None and options.stop_step % base.train.eval_every:
-        raise ConfigError(f"stop step {options.stop_step}: must be a multiple of train.eval_every "
-                          f"{base.train.eval_every} (a trial is measured, and stopped, at its evaluations)")
+    for what, step in (("stop step", options.stop_step), ("rank step", options.rank_step)):
+        if step is not None and step >= base.train.max_steps:
+            raise ConfigError(f"{what} {step}: must be below the trials' {base.train.max_steps} steps "
+                              f"(a screening stage stops inside the full schedule)")
+        if step is not None and step % base.train.eval_every:
+            raise ConfigError(f"{what} {step}: must be a multiple of train.eval_every "
+                              f"{base.train.eval_every} (a trial is measured, and stopped, at its evaluations)")
     record = SweepRecord(
         dataset=options.dataset, budget=budget,
         name=options.name or f"fgi-{options.dataset}-{budget}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -350,6 +391,10 @@ def new_record(options: SweepOptions, mlflow_uri: str = "", storage: str = "") -
         mlflow_uri=mlflow_uri, storage=storage, trial_timeout=options.trial_timeout,
         startup_trials=options.startup_trials or default_startup_trials(num_samples),
         stop_step=options.stop_step or 0)
+    if options.final_stage:
+        record = dataclasses.replace(record, search="points", scheduler="none", final_stage=tuple(options.final_stage),
+                                     rank_step=int(options.rank_step or 0), top_k=options.top_k,
+                                     stage_seeds=tuple(options.stage_seeds))
     return record, space
 
 

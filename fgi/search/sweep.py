@@ -136,6 +136,13 @@ def check_capacity(workers: int, cpus: float, gpus: float) -> None:
                               f"GPUs; this machine has {have_gpus}")
 
 
+def _final_points(record: SweepRecord) -> tuple[dict[str, Any], ...]:
+    """The trial configs of a final stage's runs that no earlier run stands for (none for other sweeps)."""
+    from fgi.search.stages import plan_of
+
+    return tuple(r.point() for r in plan_of(record).runs if not r.reused) if record.final_stage else ()
+
+
 def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage: str, callbacks: list,
                verbose: bool) -> Any:
     from ray import tune
@@ -145,7 +152,8 @@ def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage
     concurrent = min(concurrent, record.num_samples)
     searcher, param_space = build_searcher(record.search, SearcherRequest(
         space=space, metric=record.metric, mode=record.mode, seed=record.seed, startup_trials=record.startup_trials,
-        concurrent=concurrent, length=record.length(space.base.train.max_steps), warm=record.warm_points))
+        concurrent=concurrent, length=record.length(space.base.train.max_steps), warm=record.warm_points,
+        points=_final_points(record)))
     length = record.length(space.base.train.max_steps)
     scheduler = (ASHAScheduler(time_attr="step", max_t=length, grace_period=min(record.grace_steps, length),
                                reduction_factor=record.reduction_factor)
@@ -162,7 +170,9 @@ def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage
         trainable_,
         param_space=param_space,
         tune_config=tune.TuneConfig(metric=record.metric, mode=record.mode, search_alg=searcher, scheduler=scheduler,
-                                    num_samples=record.num_samples, time_budget_s=record.time_budget,
+                                    # a final stage's grid holds its runs: one sample of it
+                                    num_samples=1 if record.final_stage else record.num_samples,
+                                    time_budget_s=record.time_budget,
                                     max_concurrent_trials=concurrent, trial_dirname_creator=_trial_dirname,
                                     # an in-process trial reuses the previous one's process: no new torch import
                                     reuse_actors=record.workers == 1),
@@ -191,13 +201,19 @@ def run_sweep(options: SweepOptions) -> SweepResult:
         record, space = saved_record(options, storage)
         # a sweep file written before records kept their store resolves it now, once
         uri = record.mlflow_uri or tracking.resolve_uri(options.mlflow_uri)
+        tracking.check_server(uri)
     else:
         uri = tracking.resolve_uri(options.mlflow_uri)
+        tracking.check_server(uri)  # a dead server fails here, in seconds, before data or Ray or a sweep file
         record, space = new_record(options, uri, storage)
         if options.warm_start:
             from fgi.search.warm import with_warm_start
 
             record = with_warm_start(record, space, options.warm_start)
+        if record.final_stage:
+            from fgi.search.stages import with_final_plan
+
+            record = with_final_plan(record, space)
     import ray
     from ray import tune
 
@@ -212,12 +228,18 @@ def run_sweep(options: SweepOptions) -> SweepResult:
           f"MLflow {uri} (experiment {record.experiment})", flush=True)
     if record.warm_note:
         print(record.warm_note, flush=True)
+    keys = tuple(space.keys)
+    if record.final_stage:
+        from fgi.search.stages import SEED_KEY, plan_of
+
+        print(plan_of(record).summary(), flush=True)
+        keys = (*keys, SEED_KEY)
 
     prepared = prepare(space.base)
     if not options.resume:
         # before Ray starts or the MLflow parent exists: a sweep killed from here on is resumable by name
         write_sweep_file(storage, record)
-    settings = TrialSettings(prepared, tuple(space.keys), f"{storage}/{record.name}/trials", record.workers,
+    settings = TrialSettings(prepared, keys, f"{storage}/{record.name}/trials", record.workers,
                              record.cpus_per_worker, record.gpus_per_worker, record.max_failures, record.metric,
                              record.mode, record.trial_timeout)
     start_ray(options.verbose)
@@ -227,13 +249,15 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     tracker.start(record.space_text, space.base, record.tracked_settings())
 
     t0 = time.monotonic()
+    if record.num_samples == 0:  # a final stage whose every run was measured before
+        return _finish([], space, record, tracker, path, uri, time.monotonic() - t0)
     if options.resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable(settings), resume_unfinished=True, resume_errored=True)
     else:
         length = record.length(space.base.train.max_steps)  # a trial that ends before it was stopped early
         callbacks = [
             tracking.TrialCallback(uri, tracker.experiment_id, tracker.parent_run_id, record.name,
-                                   ParamsOf(prepared, space.keys), length, record.metric, record.mode),
+                                   ParamsOf(prepared, keys), length, record.metric, record.mode),
             ConsoleCallback(record.num_samples, record.metric, record.mode, length),
         ]
         tuner = _new_tuner(trainable(settings), space, record, storage, callbacks, options.verbose)
@@ -277,8 +301,9 @@ def importances(space: SearchSpace, points: list[tuple[Mapping[str, Any], float]
     return {k: float(v) for k, v in optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
 
 
-def best_config_header(record: SweepRecord, trial: str, row: Mapping[str, Any]) -> str:
-    """The comment header of an exported best config: its sweep, trial, metric value, budget and commit."""
+def best_config_header(record: SweepRecord, trial: str, row: Mapping[str, Any], final: str = "") -> str:
+    """The comment header of an exported best config: its sweep, trial, metric value, budget and commit
+    (``final``: a final stage's lines, ``fgi.search.stages.final_header``)."""
     steps = int(load_yaml_text(record.base_config).train.max_steps)
     stage = (f"screening stage: every trial stopped at step {record.stop_step} of its {steps}-step schedule; best "
              f"among the trials that reached it\n" if record.stop_step else "")
@@ -286,7 +311,7 @@ def best_config_header(record: SweepRecord, trial: str, row: Mapping[str, Any]) 
             if record.warm_start else "")
     return (f"fgi best config of sweep {record.name} (dataset {record.dataset})\n"
             f"trial {trial}: {record.metric} {float(row[record.metric]):.4f} at step {int(row.get('step', 0))}; "
-            f"budget {record.budget} ({steps} steps)\n{stage}{warm}"
+            f"budget {record.budget} ({steps} steps)\n{stage}{warm}{final}"
             f"git commit {git_commit()}\n"
             "method hyperparameters only: data location and compute come from train.py's flags or --budget;\n"
             "loss.rampup_fraction and optim.warmup_fraction are fractions of the run length")
@@ -298,6 +323,62 @@ def train_args(base: Config, budget: str) -> tuple[str, ...]:
     return (*(x for flag, value in flags if value for x in (flag, value)), "--budget", budget)
 
 
+def _final_rows(results: Any, record: SweepRecord, length: int) -> dict[tuple[str, int], dict[str, float]]:
+    """Per-image val Dice of each final-stage trial that ran to ``length``, by (candidate, seed), read from the
+    ``val_rows.json`` of its last checkpoint."""
+    from fgi.checkpoint import read_val_rows
+    from fgi.search.params import canonical
+    from fgi.search.stages import plan_of
+    from fgi.search.trial import CHECKPOINT_PATH_KEY
+
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    runs = [r for r in plan_of(record).runs if not r.reused]
+    for result in results:
+        df = result.metrics_dataframe
+        if _best_row(result, record.metric, record.mode, length) is None or CHECKPOINT_PATH_KEY not in df.columns:
+            continue
+        got = {k: canonical(v) for k, v in result.config.items()}
+        run = next((r for r in runs if all(got.get(k) == canonical(v) for k, v in r.point().items())), None)
+        last = df[df["step"] == df["step"].max()][CHECKPOINT_PATH_KEY].dropna()
+        if run is None or last.empty:
+            continue
+        try:
+            out[(run.candidate, run.seed)] = read_val_rows(str(last.iloc[-1]))
+        except (OSError, ValueError) as exc:
+            print(f"final stage: {run.candidate} seed {run.seed} left out ({exc})", file=sys.stderr)
+    return out
+
+
+def _finish_final(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any,
+                  common: dict[str, Any]) -> SweepResult:
+    """The final stage's end: choose on the per-image val Dice, export, log the table to the parent run."""
+    from fgi.search.stages import choice_table, choose, final_header, plan_of
+
+    length = space.base.train.max_steps
+    plan, rows = plan_of(record), _final_rows(results, record, length)
+    try:
+        choice = choose(plan, rows, record.seed)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        tracker.finish(None, None, None, failed=True)
+        return SweepResult(best_metrics=None, best_config=None, best_config_path=None, best_trial=None,
+                           importances={}, **common)
+    values = next(c["values"] for c in plan.candidates if c["name"] == choice.exported)
+    best_cfg = space.apply(values)
+    row = {record.metric: choice.scores[choice.exported], "step": length}
+    header = best_config_header(record, f"{choice.exported} (mean of its seeds)", row, final_header(record, choice))
+    text = portable_config_text(best_cfg, space.keys, header)
+    table = choice_table(plan, choice, rows)
+    print(table, end="", flush=True)
+    tracker.finish(row, text, None, texts={"final_stage.md": table},
+                   metrics={"final_difference": choice.difference, "final_ci_low": choice.low,
+                            "final_ci_high": choice.high, "final_exported_winner": float(choice.exported != "published")})
+    out = Path(record.best_dir).expanduser().resolve() / f"{record.dataset}.yaml"
+    atomic_write_text(out, text)
+    return SweepResult(best_metrics=row, best_config=best_cfg, best_config_path=out, best_trial=choice.exported,
+                       importances={}, **common)
+
+
 def _finish(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any, path: str, uri: str,
             seconds: float) -> SweepResult:
     length = record.length(space.base.train.max_steps)
@@ -306,6 +387,8 @@ def _finish(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any,
     common = {"name": record.name, "path": path, "trials": len(results), "failed": failed, "metric": record.metric,
               "experiment": record.experiment, "parent_run_id": tracker.parent_run_id, "mlflow_uri": uri,
               "seconds": seconds, "train_args": train_args(space.base, record.budget)}
+    if record.final_stage:
+        return _finish_final(results, space, record, tracker, common)
     if not scored:
         tracker.finish(None, None, None, failed=True)
         return SweepResult(best_metrics=None, best_config=None, best_config_path=None, best_trial=None,

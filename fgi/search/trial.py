@@ -169,7 +169,12 @@ def run_distributed(config: dict[str, Any], settings: TrialSettings) -> None:
 
 
 def start_ray(verbose: bool) -> None:
-    """Connect to ``RAY_ADDRESS`` or start a local Ray bound to 127.0.0.1, without dashboard; quiet unless verbose."""
+    """Connect to ``RAY_ADDRESS`` or start a local Ray bound to 127.0.0.1, without dashboard; quiet unless verbose.
+
+    Without ``RAY_ADDRESS`` the sweep starts its own Ray (``address="local"``): Ray's default would attach to
+    the cluster this machine last started with ``ray start --head`` (``/tmp/ray/ray_current_cluster``), even a
+    dead or token-protected one, and hang there.
+    """
     import ray
 
     if ray.is_initialized():
@@ -178,7 +183,7 @@ def start_ray(verbose: bool) -> None:
     if address:
         ray.init(address=address, log_to_driver=verbose, configure_logging=False)
     else:
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=verbose,
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=verbose,
                  configure_logging=False)
 
 

@@ -66,14 +66,19 @@ class WarmStart:
 
 
 @dataclass(frozen=True)
-class _Run:
+class EarlierRun:
+    """One earlier run as a source holds it: its name, config, metric curve and, when the source kept them, the
+    per-image val Dice of its last state (protocol records' ``val_rows``)."""
+
     name: str
     config: Config
     curve: Mapping[int, float]  # step -> metric
+    val_rows: Mapping[str, float] | None = None
 
 
-def _point(run: _Run, space: SearchSpace, base: Mapping[str, Any], length: int) -> WarmPoint | str:
-    """The warm point of ``run``, or why it is not one; ``base`` is the sweep's base config flattened."""
+def run_point(run: EarlierRun, space: SearchSpace, base: Mapping[str, Any], length: int) -> WarmPoint | str:
+    """The point of ``run`` at step ``length`` (its searched values and metric there), or why it is not one of
+    the sweep over ``space``; ``base`` is the sweep's base config flattened."""
     flat = flatten(run.config)
     fixed = next((k for k, v in base.items() if k not in _FREE_KEYS and k not in space.keys
                   and canonical(flat[k]) != canonical(v)), None)
@@ -93,7 +98,7 @@ def _point(run: _Run, space: SearchSpace, base: Mapping[str, Any], length: int) 
     return WarmPoint(run.name, {k: plain(v) for k, v in values.items()}, float(run.curve[length]))
 
 
-def _records(folder: Path, metric: str) -> tuple[list[_Run], dict[str, int]]:
+def _records(folder: Path, metric: str) -> tuple[list[EarlierRun], dict[str, int]]:
     if not folder.is_dir():
         raise ConfigError(f"warm start: {folder}: neither a folder of protocol records nor {MLFLOW_PREFIX}<experiment>")
     runs, bad = [], {}
@@ -102,11 +107,12 @@ def _records(folder: Path, metric: str) -> tuple[list[_Run], dict[str, int]]:
             rec = json.loads(path.read_text())
             cfg = from_dict(rec["config"])
             curve = {int(row["step"]): float(row[metric]) for row in rec["curve"] if metric in row}
+            rows = {str(r["id"]): float(r["dice"]) for r in rec["val_rows"]} if "val_rows" in rec else None
         except (ValueError, KeyError, TypeError, ConfigError) as exc:
             reason = f"unreadable records ({path.name}: {str(exc)[:80]})"
             bad[reason] = bad.get(reason, 0) + 1
             continue
-        runs.append(_Run(path.stem, cfg, curve))
+        runs.append(EarlierRun(path.stem, cfg, curve, rows))
     return runs, bad
 
 
@@ -139,13 +145,13 @@ def sweep_records(folder: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _sweep_runs(folder: Path, metric: str) -> list[_Run]:
-    return [_Run(r["arm"], from_dict(r["config"]),
+def _sweep_runs(folder: Path, metric: str) -> list[EarlierRun]:
+    return [EarlierRun(r["arm"], from_dict(r["config"]),
                  {int(row["step"]): float(row[metric]) for row in r["curve"] if metric in row})
             for r in sweep_records(folder)]
 
 
-def _mlflow_runs(uri: str, experiment: str, metric: str) -> tuple[list[_Run], dict[str, int]]:
+def _mlflow_runs(uri: str, experiment: str, metric: str) -> tuple[list[EarlierRun], dict[str, int]]:
     from fgi.tracking.history import TrialHistoryError, trial_histories
 
     try:
@@ -155,11 +161,25 @@ def _mlflow_runs(uri: str, experiment: str, metric: str) -> tuple[list[_Run], di
     runs = []
     for h in histories:
         try:
-            runs.append(_Run(h.name, load_yaml_text(h.config_text, f"{h.name} config.yaml"), h.curve))
+            runs.append(EarlierRun(h.name, load_yaml_text(h.config_text, f"{h.name} config.yaml"), h.curve))
         except ConfigError as exc:
             reason = f"unreadable trials ({str(exc)[:80]})"
             bad[reason] = bad.get(reason, 0) + 1
     return runs, bad
+
+
+def read_source(source: str, metric: str, mlflow_uri: str) -> tuple[list[EarlierRun], dict[str, int]]:
+    """The runs of one source (records folder, sweep folder or ``mlflow:<experiment>``) with their ``metric``
+    curves, and the unreadable ones counted by reason.
+
+    Raises:
+        ConfigError: a source that is neither an existing folder nor an experiment on ``mlflow_uri``.
+    """
+    if source.startswith(MLFLOW_PREFIX):
+        return _mlflow_runs(mlflow_uri, source[len(MLFLOW_PREFIX):], metric)
+    if (Path(source).expanduser() / SWEEP_FILE).is_file():
+        return _sweep_runs(Path(source).expanduser(), metric), {}
+    return _records(Path(source).expanduser(), metric)
 
 
 def warm_start(sources: Sequence[str], space: SearchSpace, metric: str, length: int, mlflow_uri: str) -> WarmStart:
@@ -179,16 +199,11 @@ def warm_start(sources: Sequence[str], space: SearchSpace, metric: str, length: 
     skipped: dict[str, int] = {}
     base = flatten(space.base)
     for source in sources:
-        if source.startswith(MLFLOW_PREFIX):
-            runs, bad = _mlflow_runs(mlflow_uri, source[len(MLFLOW_PREFIX):], metric)
-        elif (Path(source).expanduser() / SWEEP_FILE).is_file():
-            runs, bad = _sweep_runs(Path(source).expanduser(), metric), {}
-        else:
-            runs, bad = _records(Path(source).expanduser(), metric)
+        runs, bad = read_source(source, metric, mlflow_uri)
         for reason, n in bad.items():
             skipped[reason] = skipped.get(reason, 0) + n
         for run in runs:
-            got = _point(run, space, base, length)
+            got = run_point(run, space, base, length)
             if isinstance(got, WarmPoint):
                 points.append(got)
             else:
@@ -204,4 +219,5 @@ def with_warm_start(record: SweepRecord, space: SearchSpace, sources: Sequence[s
                                warm_note=warm.summary())
 
 
-__all__ = ["MLFLOW_PREFIX", "WarmPoint", "WarmStart", "sweep_records", "warm_start", "with_warm_start"]
+__all__ = ["MLFLOW_PREFIX", "EarlierRun", "WarmPoint", "WarmStart", "read_source", "run_point", "sweep_records",
+           "warm_start", "with_warm_start"]

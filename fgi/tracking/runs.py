@@ -33,7 +33,7 @@ from ray.train import UserCallback
 
 import fgi
 from fgi.config import Config, ConfigError, dump_yaml, flatten
-from fgi.fields import OptionNotFound
+from fgi.fields import OptionError, OptionNotFound
 from fgi.paths import fgi_home, git_commit
 from fgi.tracking.best import BEST_CONFIG_ARTIFACT, SweepChoice, best_sweep
 from fgi.tracking.queue import QUEUES, SPOOL_FILE, LogQueue, replay, take_spool
@@ -75,6 +75,34 @@ def resolve_uri(uri: str | None = None) -> str:
         except MlflowException as exc:
             raise ConfigError(f"MLflow tracking URI {uri}: {str(exc).split('. ')[0]}") from None
     return uri
+
+
+SERVER_CHECK_TIMEOUT_S = 10.0  # a live tracking server answers its health check well within this
+
+
+def check_server(uri: str, timeout_s: float = SERVER_CHECK_TIMEOUT_S) -> None:
+    """Fail fast when an ``http(s)`` tracking URI has no MLflow server behind it (other stores pass).
+
+    Raises:
+        OptionError: naming the URI and what the connection said, within ``timeout_s`` seconds.
+    """
+    import urllib.error
+    import urllib.request
+
+    if get_uri_scheme(uri) not in ("http", "https"):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as response:  # noqa: S310
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise OptionError("mlflow_uri", f"{uri}: no MLflow tracking server answers ({reason}); start it "
+                                        "(mlflow server ...) or give another tracking URI") from None
+    if status >= 500 or status == 404:
+        raise OptionError("mlflow_uri", f"{uri}: the server answered its health check with HTTP {status}; "
+                                        "is it an MLflow tracking server?")
 
 
 def _client(uri: str) -> MlflowClient:
@@ -222,9 +250,11 @@ class SweepTracker:
         return run_id
 
     def finish(self, best_metrics: Mapping[str, Any] | None, best_config_text: str | None,
-               importances: Mapping[str, float] | None, failed: bool = False) -> int:
-        """Log the best trial (metrics, ``fgi.best_trial_run_id``), ``best_config.yaml`` and the parameter
-        importances, close the run, then flush the queue; returns how many operations were spooled.
+               importances: Mapping[str, float] | None, failed: bool = False,
+               texts: Mapping[str, str] | None = None, metrics: Mapping[str, float] | None = None) -> int:
+        """Log the best trial (metrics, ``fgi.best_trial_run_id``), ``best_config.yaml``, the parameter
+        importances, ``texts`` (artifact path -> text) and ``metrics`` (name -> value), close the run, then flush the queue; returns how many
+        operations were spooled.
 
         ``best_config_text`` is logged verbatim: the portable best config (``fgi.budgets.portable_config_text``),
         the same text as the sweep's local ``best_configs/<dataset>.yaml``."""
@@ -245,6 +275,11 @@ class SweepTracker:
             figure.parent.mkdir(parents=True, exist_ok=True)
             importance_figure(importances).savefig(figure)
             q.put("files", run=run_id, local=str(figure), path="")
+        for path, text in (texts or {}).items():
+            q.put("text", run=run_id, text=text, path=path)
+        if metrics:
+            now = int(time.time() * 1000)
+            q.put("log_batch", run=run_id, metrics=[[k, float(v), now, 0] for k, v in metrics.items()])
         q.put("status", run=run_id, status="FAILED" if failed else "FINISHED")
         UNFINISHED.pop(run_id, None)
         spooled = q.close(self.flush_timeout_s)
@@ -353,8 +388,22 @@ def config_of_run(uri: str, run_id: str) -> str:
     raise OptionNotFound("from_mlflow", f"run {run_id} has no {BEST_CONFIG_ARTIFACT}, config.yaml or checkpoint/config.yaml")
 
 
+def log_run_text(uri: str, run_id: str, text: str, path: str) -> None:
+    """Add ``text`` as artifact ``path`` of an existing run (e.g. a fidelity table on a sweep's parent run).
+
+    Raises:
+        OptionNotFound: naming the run, when the server has no such run.
+    """
+    client = _client(uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise OptionNotFound("log_to_run", f"no run {run_id} on {uri}") from None
+    client.log_text(run_id, text, path)
+
+
 __all__ = [
     "BEST_CONFIG_ARTIFACT", "EXPERIMENT_KIND", "Executor", "SweepChoice", "SweepTracker", "TrainCallback", "TrialCallback",
     "config_of_run", "end_run", "experiment_id", "fetch_best_config", "is_permanent", "log_final_metrics",
-    "reconcile", "replay_spool", "resolve_uri", "start_final_run",
+    "check_server", "log_run_text", "reconcile", "replay_spool", "resolve_uri", "start_final_run",
 ]

@@ -1,4 +1,4 @@
-"""benchmarks/protocol_kvasir.py: the paired bootstrap, the gated report, and one tiny end-to-end run."""
+"""benchmarks/protocol_kvasir.py: the gated report, the records, and one tiny end-to-end run."""
 
 from __future__ import annotations
 
@@ -17,43 +17,6 @@ def _record(arm: str, seed: int, dice: dict[str, float], val_dice: float) -> dic
     rows = [{"id": i, "dice": d, "iou": d / (2 - d), "hd95": 10.0, "asd": 2.0} for i, d in dice.items()]
     return {"arm": arm, "seed": seed, "curve": [{"step": 10, "val_dice": val_dice}], "test_rows": rows,
             "train_seconds": 60.0}
-
-
-def test_paired_bootstrap_of_a_constant_shift_is_that_shift():
-    b = {f"i{k}": 0.1 * k for k in range(10)}
-    a = {i: v + 0.05 for i, v in b.items()}
-    mean, lo, hi = pk.paired_bootstrap(a, b)
-    assert mean == pytest.approx(0.05) and lo == pytest.approx(0.05) and hi == pytest.approx(0.05)
-
-
-def test_paired_bootstrap_interval_brackets_the_mean_and_uses_only_common_images():
-    a = {"x": 0.9, "y": 0.5, "z": 0.7, "only_a": 0.0}
-    b = {"x": 0.8, "y": 0.6, "z": 0.4}
-    mean, lo, hi = pk.paired_bootstrap(a, b, samples=2000)
-    assert mean == pytest.approx((0.1 - 0.1 + 0.3) / 3)
-    assert -0.1 - 1e-9 <= lo <= mean <= hi <= 0.3 + 1e-9
-    with pytest.raises(pk.ProtocolError, match="no common test images"):
-        pk.paired_bootstrap({"p": 1.0}, {"q": 1.0})
-
-
-def test_the_seed_interval_holds_the_spread_between_seeds():
-    # arm a: seed 0 scores 0.6 on every image, seed 1 scores 0.8; arm b: 0.5 everywhere. Averaging the seeds
-    # first leaves no spread (a shift of 0.2 on every image); resampling the two seeds of a gives the means
-    # 0.6, 0.7, 0.8 with probabilities 1/4, 1/2, 1/4, so the 95 % interval of a - b is [0.1, 0.3].
-    ids = [f"i{k}" for k in range(8)]
-    a = [{i: 0.6 for i in ids}, {i: 0.8 for i in ids}]
-    b = [{i: 0.5 for i in ids}]
-    assert pk.paired_bootstrap(pk.per_image_dice([{"test_rows": [{"id": i, "dice": d} for i, d in r.items()]}
-                                                  for r in a]), b[0])[1:] == pytest.approx((0.2, 0.2))
-    assert pk.seed_image_bootstrap(a, b) == pytest.approx((0.1, 0.3))
-
-
-def test_the_seed_interval_keeps_images_paired_and_uses_only_common_images():
-    b = {f"i{k}": 0.1 * k for k in range(10)}
-    a = {i: v + 0.05 for i, v in b.items()}
-    assert pk.seed_image_bootstrap([a, {**a, "only_a": 0.0}], [b]) == pytest.approx((0.05, 0.05))
-    with pytest.raises(pk.ProtocolError, match="no common test images"):
-        pk.seed_image_bootstrap([{"p": 1.0}], [{"q": 1.0}])
 
 
 def test_per_image_dice_averages_seeds():
@@ -84,7 +47,7 @@ def test_report_prints_the_paired_difference_once_the_gate_is_met():
 def test_arm_e_needs_a_tuned_config():
     args = pk.parse_args(["--root", "r", "--fixations", "f.csv", "--splits", "s"])
     with pytest.raises(pk.ProtocolError, match="--tuned-config"):
-        pk.arm_config("e_tuned", pk.base_config(args), 0, None)
+        pk.arm_config("e_tuned", pk.base_config(args), 0, {})
 
 
 def test_arm_e_keeps_the_searched_knobs_and_takes_data_and_compute_from_the_protocol():
@@ -93,7 +56,7 @@ def test_arm_e_keeps_the_searched_knobs_and_takes_data_and_compute_from_the_prot
     tuned = pk.override(pk.Config(), {"data.tight_level": 0.62, "data.loose_level": 0.21, "masking.mask_ratio": 0.05,
                                       "optim.lr": 4e-4, "data.image_size": 48, "train.max_steps": 300,
                                       "data.root": "elsewhere"})
-    cfg = pk.arm_config("e_tuned", base, 1, tuned)
+    cfg = pk.arm_config("e_tuned", base, 1, {"e_tuned": tuned})
     # searched knobs, gaze levels included, come from the sweep
     assert (cfg.data.tight_level, cfg.data.loose_level) == (0.62, 0.21)
     assert (cfg.masking.mask_ratio, cfg.optim.lr) == (0.05, 4e-4)
@@ -107,7 +70,7 @@ def _args(tmp_path: Path, *extra: str) -> list[str]:
 
 def test_a_record_from_before_a_new_config_field_still_counts_as_the_same_run():
     args = pk.parse_args(["--root", "r", "--fixations", "f.csv", "--splits", "s"])
-    cfg = pk.arm_config("d_fgi", pk.base_config(args), 0, None)
+    cfg = pk.arm_config("d_fgi", pk.base_config(args), 0, {})
     old = pk.to_dict(cfg)
     del old["masking"]["decoy_ratio"]  # a record written before the field existed (at its default)
     assert pk.config_changes(pk.from_dict(old), cfg) == []
@@ -119,14 +82,14 @@ def test_a_record_from_before_a_new_config_field_still_counts_as_the_same_run():
 
 
 def test_paths_and_threads_do_not_make_another_run_but_precision_does():
-    cfg = pk.arm_config("d_fgi", pk.base_config(pk.parse_args(["--root", "r", "--fixations", "f.csv", "--splits", "s"])), 0, None)
+    cfg = pk.arm_config("d_fgi", pk.base_config(pk.parse_args(["--root", "r", "--fixations", "f.csv", "--splits", "s"])), 0, {})
     elsewhere = pk.override(cfg, {"data.root": "/other/kvasir", "data.cache_dir": "/tmp/c", "train.threads": 1})
     assert pk.config_changes(cfg, elsewhere) == []
     assert pk.config_changes(cfg, pk.override(cfg, {"train.amp": "bf16"})) == ["train.amp: 'none' -> 'bf16'"]
 
 
 def test_a_finished_record_of_another_config_is_never_overwritten(tmp_path):
-    cfg = pk.arm_config("b_gaze", pk.base_config(pk.parse_args(_args(tmp_path))), 0, None)
+    cfg = pk.arm_config("b_gaze", pk.base_config(pk.parse_args(_args(tmp_path))), 0, {})
     path = tmp_path / "b_gaze-seed0.json"
     pk.check_record(path, cfg)  # no record yet: nothing to protect
     path.write_text(json.dumps({"arm": "b_gaze", "seed": 0, "config": pk.to_dict(cfg)}))
@@ -141,7 +104,7 @@ def test_a_finished_record_of_another_config_is_never_overwritten(tmp_path):
 def test_resuming_from_the_state_of_another_config_is_refused(tmp_path):
     from fgi.config import save_yaml
 
-    cfg = pk.arm_config("d_fgi", pk.base_config(pk.parse_args(_args(tmp_path))), 1, None)
+    cfg = pk.arm_config("d_fgi", pk.base_config(pk.parse_args(_args(tmp_path))), 1, {})
     last = tmp_path / "d_fgi-seed1" / "last"
     last.mkdir(parents=True)
     save_yaml(pk.override(cfg, {"data.cache_dir": "/elsewhere"}), last / "config.yaml")
@@ -159,7 +122,7 @@ def test_records_are_checked_as_they_load(tmp_path):
     base = pk.base_config(pk.parse_args(_args(tmp_path)))
 
     def write(name: str, arm: str, seed: int, **updates) -> None:
-        cfg = pk.override(pk.arm_config(arm, base, seed, None), updates)
+        cfg = pk.override(pk.arm_config(arm, base, seed, {}), updates)
         (records / name).write_text(json.dumps({**_record(arm, seed, {"x": 0.5}, 0.6), "config": pk.to_dict(cfg)}))
 
     write("b_gaze-seed0.json", "b_gaze", 0)
@@ -247,3 +210,17 @@ def test_tiny_protocol_runs_resumes_and_reports(tmp_path, capsys):
     assert pk.main(longer) == 2
     assert "a_full-seed0/last: saved by a run of another config (train.eval_every: 2 -> 3; train.max_steps: 2 -> 3)" in capsys.readouterr().err
     assert json.loads((tmp_path / "records" / "a_full-seed0.json").read_text()) == full
+    # arm f_search given d_fgi's own config as the searched one is the same run: d_fgi's record is taken, not retrained
+    search = tmp_path / "search.yaml"
+    paths = args[:args.index("--out")]
+    assert pk.main([*paths, "--steps", "2", "--image-size", "32", "--write-config", str(search)]) == 0
+    capsys.readouterr()
+    reused = [*paths, "--out", str(tmp_path / "out_f"), "--records", str(tmp_path / "records_f"), "--cache-dir",
+              str(tmp_path / "cache"), "--steps", "2", "--image-size", "32", "--threads", "1", "--arms", "f_search",
+              "--seeds", "0", "--search-config", str(search), "--reuse", str(tmp_path / "records")]
+    assert pk.main(reused) == 0
+    out = capsys.readouterr().out
+    rec = json.loads((tmp_path / "records_f" / "f_search-seed0.json").read_text())
+    assert "step 2/2" not in out and rec["reused_from"] == "d_fgi-seed0.json"
+    assert (rec["arm"], rec["test_rows"], rec["val_rows"]) == ("f_search", fgi["test_rows"], fgi["val_rows"])
+    assert "| (f) staged search's exported config | 0 |" in out

@@ -9,12 +9,14 @@ import torch
 
 from fgi.checkpoint import (
     CHECKPOINT_FILE,
+    VAL_ROWS_FILE,
     best_checkpoint,
     checkpoint_name,
     load_checkpoint,
     load_folder,
     read_checkpoint,
     read_metrics,
+    read_val_rows,
     write_checkpoint,
 )
 from fgi.config import dump_yaml
@@ -169,3 +171,16 @@ def test_best_checkpoint_ranks_by_metric_then_earlier_step(tmp_path):
     assert best_checkpoint(run, "val_hd95", "min").name == "step_0000040"
     with pytest.raises(FileNotFoundError, match="no checkpoint folders"):
         best_checkpoint(tmp_path / "empty")
+
+
+def test_per_image_val_rows_round_trip_and_bad_rows_name_the_file(tmp_path):
+    trainer = trained()
+    rows = [{"id": "a", "dice": 0.5}, {"id": "b", "dice": 0.25}]
+    folder = write_checkpoint(tmp_path / "ck", trainer, {"val_dice": 0.375}, NORM, val_rows=rows)
+    assert read_val_rows(folder) == {"a": 0.5, "b": 0.25}
+    bare = write_checkpoint(tmp_path / "bare", trainer, {"val_dice": 0.375}, NORM)
+    with pytest.raises(FileNotFoundError, match="val_rows.json: not found"):
+        read_val_rows(bare)
+    (bare / VAL_ROWS_FILE).write_text('[{"id": "a"}]')
+    with pytest.raises(ValueError, match=r"bare/val_rows.json: expected a list"):
+        read_val_rows(bare)

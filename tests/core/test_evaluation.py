@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -121,3 +123,21 @@ def test_predict_folder_rejects_bad_input(tmp_path):
         predict_folder(left_half(), NORM, tmp_path / "empty", tmp_path / "out")
     with pytest.raises(ValueError, match="threshold: 1.5"):
         predict_folder(left_half(), NORM, tmp_path / "empty", tmp_path / "out", threshold=1.5)
+
+
+def test_predict_folder_writes_all_or_nothing(png_folder, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(png_folder / "images", images)
+    shutil.copy(images / "case.png", images / "another.png")
+    (images / "zz_broken.png").write_bytes(b"not a png")  # sorted last: read after the good ones
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / "kept.txt").write_text("from before")
+    with pytest.raises(DataError, match=r"zz_broken.png: cannot be read .*nothing was written to"):
+        predict_folder(left_half(), NORM, images, out)
+    assert sorted(p.name for p in out.iterdir()) == ["kept.txt"]  # the earlier images' outputs never appeared
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+    (images / "zz_broken.png").unlink()
+    predict_folder(left_half(), NORM, images, out)
+    assert sorted(p.name for p in out.iterdir()) == ["another_mask.png", "another_overlay.png", "case_mask.png",
+                                                     "case_overlay.png", "kept.txt"]

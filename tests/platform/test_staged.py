@@ -1,8 +1,10 @@
-"""A screening stage warm-started from an earlier sweep's MLflow trials (real Ray head, real MLflow server).
+"""A staged search on a real Ray head and a real MLflow server: a screening stage warm-started from an earlier
+sweep's MLflow trials, then the final stage over both.
 
 The first sweep runs its trials to the end of the 12-step smoke schedule; the second stops its trials at step
 8 of the same schedule and tells TPE the first sweep's trials at step 8, so it spends no trial on the
-published point that the first sweep measured.
+published point that the first sweep measured. The final stage ranks the trials of both at step 8 and runs the
+best one and the published point with seeds 0 and 1 to step 12.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ pytestmark = pytest.mark.slow
 TIMEOUT_S = 600
 
 
-def _tune(mlflow_server, tmp_path, experiment: str, *extra: str) -> list[str]:
+def _tune(mlflow_server, tmp_path, experiment: str, *extra: str, trials: tuple[str, ...] = ("--num-samples", "2")
+          ) -> list[str]:
     return [str(BIN / "python"), "tune.py", "--dataset", "synthetic", "--budget", "smoke", "--scheduler", "none",
-            "--num-samples", "2", "--max-concurrent", "1", "--mlflow-uri", mlflow_server.uri, "--experiment",
+            *trials, "--max-concurrent", "1", "--mlflow-uri", mlflow_server.uri, "--experiment",
             experiment, "--storage", str(tmp_path / "storage"), "--best-dir", str(tmp_path / experiment), *extra]
 
 
@@ -74,3 +77,49 @@ def test_a_warm_started_screening_stage(ray_head, mlflow_server, tmp_path):
     header = (tmp_path / "screen" / "synthetic.yaml").read_text()
     assert "# screening stage: every trial stopped at step 8 of its 12-step schedule" in header
     assert "# warm start: TPE was told 2 earlier run(s) of mlflow:full-sweep" in header
+
+    # the final stage: the best screened config and the published point, two seeds each, to the end
+    out = run_cli(_tune(mlflow_server, tmp_path, "final", "--name", "final", "--final-stage", "mlflow:full-sweep",
+                        "mlflow:screen", "--rank-step", "8", "--top-k", "1", "--stage-seeds", "0", "1", trials=()),
+                  env, TIMEOUT_S).stdout
+    final = _trials(client, "final")
+    assert len(final) == 4, out
+    screened = {json_key(values(r)): r for r in full + screen}
+    by_config: dict[str, set] = {}
+    for r in final:
+        by_config.setdefault(json_key(values(r)), set()).add(r.data.params["train.seed"])
+        assert steps(r)[-1] == 12
+    best_screened = max((r for r in full + screen if values(r) != published),
+                        key=lambda r: {m.step: m.value for m in client.get_metric_history(r.info.run_id, "val_dice")}[8])
+    assert by_config == {json_key(published): {"0", "1"}, json_key(values(best_screened)): {"0", "1"}}
+    assert set(by_config) <= set(screened)
+    exp = client.get_experiment_by_name("final")
+    parent = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("fgi.kind") == "sweep")
+    params, metrics = parent.data.params, parent.data.metrics
+    assert (params["sweep.stage"], params["sweep.top_k"], params["sweep.stage_seeds"], params["sweep.rank_step"]) == \
+        ("final", "1", "0,1", "8")
+    assert metrics["final_ci_low"] <= metrics["final_difference"] <= metrics["final_ci_high"]
+    table = client.download_artifacts(parent.info.run_id, "final_stage.md", str(tmp_path))
+    header = (tmp_path / "final" / "synthetic.yaml").read_text()
+    winner_exported = metrics["final_ci_low"] > 0
+    assert metrics["final_exported_winner"] == float(winner_exported)
+    assert ("# exported top1: " in header) == winner_exported
+    assert ("# exported the published point: " in header) != winner_exported
+    assert "# final stage of a staged search: top 1 of mlflow:full-sweep, mlflow:screen by val_dice at step 8" in header
+    assert "| published |" in open(table).read()
+    exported = yaml.safe_load(header)
+    assert canonical(exported["loss"]["tau_pos"]) == canonical(
+        (values(best_screened) if winner_exported else published)["loss.tau_pos"])
+
+    # the fidelity of the final stage's own trials (all ran to the end), logged on its parent run
+    fid = run_cli([str(BIN / "fgi"), "fidelity", "--experiment", "final", "--mlflow-uri", mlflow_server.uri,
+                   "--steps", "4", "8", "--samples", "200", "--log-to-run", parent.info.run_id], env, TIMEOUT_S).stdout
+    assert "4 runs in experiment final (0 trial(s) stopped early left out)" in fid and "| val_dice | 8 | 4 |" in fid
+    logged = open(client.download_artifacts(parent.info.run_id, "fidelity.md", str(tmp_path / "fid"))).read()
+    assert "| val_dice | 4 | 4 |" in logged
+
+
+def json_key(values: dict) -> str:
+    import json
+
+    return json.dumps({k: str(v) for k, v in sorted(values.items())})
