@@ -95,11 +95,6 @@ def make_sample(index: int, size: int, seed: int, split: str = "train", gaze: Ga
     return SyntheticSample(id=f"syn-{split}-{index:05d}", image=image, mask=mask, fixations=fixations)
 
 
-def make_split(split: str, n: int, size: int, seed: int, gaze: GazeConfig | None = None) -> list[SyntheticSample]:
-    """``n`` samples of one split (see ``make_sample``)."""
-    return [make_sample(i, size, seed, split, gaze) for i in range(n)]
-
-
 EXPORT_RECORD = "synthetic.json"  # what an export holds (seed, size, counts), beside its images
 
 

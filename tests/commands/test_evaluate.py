@@ -10,7 +10,7 @@ import torch
 
 from fgi.checkpoint import write_checkpoint
 from fgi.cli import main
-from fgi.data.synthetic import make_split
+from tests.synthetic import make_split
 from fgi.method.engine import TeacherStudentTrainer
 from fgi.method.metrics import image_metrics
 from fgi.run.evaluation import predict_full_size

@@ -11,7 +11,7 @@ import torch
 
 from fgi.checkpoint import write_checkpoint
 from fgi.cli import main
-from fgi.data.synthetic import make_split
+from tests.synthetic import make_split
 from fgi.method.engine import TeacherStudentTrainer
 from tests.core.helpers import make_batches, tiny_config
 

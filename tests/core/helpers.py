@@ -11,7 +11,7 @@ import torch
 from scipy import ndimage
 
 from fgi.config import Config, from_dict
-from fgi.data.synthetic import make_split
+from tests.synthetic import make_split
 
 
 def blurred_mask_standin(mask: np.ndarray, sigma: float) -> np.ndarray:

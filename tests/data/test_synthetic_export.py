@@ -8,7 +8,8 @@ import pytest
 
 from fgi.config import DataConfig
 from fgi.data.errors import DataError
-from fgi.data.synthetic import export_folder, make_split
+from fgi.data.synthetic import export_folder
+from tests.synthetic import make_split
 
 DATA = DataConfig(image_size=40, synthetic_train=3, synthetic_val=2, synthetic_test=4, synthetic_seed=7)
 

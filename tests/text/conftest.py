@@ -9,7 +9,7 @@ import pytest
 
 from fgi.config import DataConfig, GazeConfig, TextConfig
 from fgi.data.gaze import gaze_heatmap
-from fgi.data.synthetic import make_split
+from tests.synthetic import make_split
 from fgi.text.encode import TextEncoder
 from fgi.text.items import TextItem
 

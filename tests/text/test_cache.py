@@ -124,7 +124,7 @@ _BUILDER = textwrap.dedent("""
     sys.path.insert(0, sys.argv[3])
     from tests.text.conftest import gaze_region
     from fgi.config import TextConfig
-    from fgi.data.synthetic import make_split
+    from tests.synthetic import make_split
     from fgi.datasets import dataset_context
     from fgi.text.cache import build_text_cache
     from fgi.text.items import TextItem

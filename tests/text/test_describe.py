@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fgi.config import ConfigError, TextConfig, field_spec
-from fgi.data.synthetic import make_split
+from tests.synthetic import make_split
 from fgi.datasets import dataset_context
 from fgi.text.cache import build_text_cache, load_descriptions
 from fgi.text.describe import DESCRIBERS, describer_model_id, make_describer
