@@ -57,6 +57,7 @@ from fgi.viz import importance_figure
 
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3 UI: the training layout
 FLUSH_TIMEOUT_S = 600.0  # how long the end of a sweep waits for MLflow before spooling the rest
+PROGRESS_S = 30.0  # how often that wait says how many operations are left
 _MAX_BATCH = 100  # params per log_batch request (MLflow's limit)
 
 
@@ -220,6 +221,7 @@ class SweepTracker:
                  metric: str = "val_dice", flush_timeout_s: float = FLUSH_TIMEOUT_S) -> None:
         self.uri, self.experiment, self.sweep, self.dataset, self.metric = uri, experiment, sweep, dataset, metric
         self.root = Path(storage) if storage else default_root(sweep)
+        self.storage_given = bool(storage)
         self.flush_timeout_s = flush_timeout_s
         self.experiment_id = ""
         self.parent_run_id = ""
@@ -282,13 +284,36 @@ class SweepTracker:
             q.put("log_batch", run=run_id, metrics=[[k, float(v), now, 0] for k, v in metrics.items()])
         q.put("status", run=run_id, status="FAILED" if failed else "FINISHED")
         UNFINISHED.pop(run_id, None)
-        spooled = q.close(self.flush_timeout_s)
+        self._wait_out(q)
+        spooled = q.close(0.0)
+        if spooled:
+            print(f"fgi tracking: MLflow at {self.uri} did not take {spooled} operation(s) within "
+                  f"{self.flush_timeout_s:.0f} s; they are kept in {q.spool_path}, and resuming the sweep sends "
+                  f"them: python tune.py --dataset {self.dataset} --resume --name {self.sweep}"
+                  + (f" --storage {self.root.parent}" if self.storage_given else ""),
+                  file=sys.stderr, flush=True)
         if not spooled:  # no trial is live any more: a child still RUNNING lost its ending
             try:
                 reconcile(self.uri, self.experiment_id, self.sweep, {})
             except (MlflowException, OSError) as exc:
                 print(f"fgi tracking: open trial runs not reconciled ({exc})", file=sys.stderr)
         return spooled
+
+
+    def _wait_out(self, q: LogQueue) -> None:
+        """Wait up to ``flush_timeout_s`` for the queue, saying what it waits for (every ``PROGRESS_S``)."""
+        pending = q.pending()
+        if not pending:
+            return
+        print(f"fgi tracking: sending {pending} operation(s) to MLflow at {self.uri} (waiting up to "
+              f"{self.flush_timeout_s:.0f} s)", file=sys.stderr, flush=True)
+        deadline = time.monotonic() + self.flush_timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            wait, t0 = min(PROGRESS_S, left), time.monotonic()
+            if q.flush(wait) or time.monotonic() - t0 < wait / 2:  # all sent, or the sender is gone
+                return
+            print(f"fgi tracking: {q.pending()} operation(s) still waiting for MLflow at {self.uri}",
+                  file=sys.stderr, flush=True)
 
 
 class TrialCallback(TrialLogger):

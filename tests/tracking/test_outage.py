@@ -92,7 +92,7 @@ def _history(uri, tracker, trial_id="t0"):
     return client.get_run(run), sorted({m.step for m in client.get_metric_history(run, "val_dice")})
 
 
-def test_stalled_and_restarted_server_delays_logs_but_loses_none(server, tmp_path, monkeypatch):
+def test_stalled_and_restarted_server_delays_logs_but_loses_none(server, tmp_path, monkeypatch, capsys):
     """One server start and one restart (each takes a minute or two on a busy machine) cover both cases:
     sweep ``stall`` waits its logs out; sweep ``spool`` ends during the outage, spools and is replayed."""
     tracker, cb, trial = _sweep(server, tmp_path, "stall")
@@ -113,10 +113,16 @@ def test_stalled_and_restarted_server_delays_logs_but_loses_none(server, tmp_pat
     assert _report(other_cb, other_trial, range(1, 31)) < ENQUEUE_LIMIT_S
     other_cb.on_trial_complete(0, [], other_trial)
     t0 = time.monotonic()
+    capsys.readouterr()
     spooled = other.finish(None, None, None)
     assert time.monotonic() - t0 < 10 and spooled > 0
     spool = tmp_path / "spool" / "mlflow_spool.jsonl"
     assert len(read_spool(spool)) == spooled
+    # the wait says what it waits for, and giving up says where the operations are and what sends them
+    said = capsys.readouterr().err
+    assert f"operation(s) to MLflow at {server.uri} (waiting up to 2 s)" in said
+    assert (f"did not take {spooled} operation(s) within 2 s; they are kept in {spool}, and resuming the sweep "
+            f"sends them: python tune.py --dataset synthetic --resume --name spool --storage {tmp_path}") in said
 
     server.start()
     assert _report(cb, trial, range(26, 31)) < ENQUEUE_LIMIT_S
