@@ -189,6 +189,28 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+def verify_state_file(path: str | os.PathLike) -> None:
+    """Check a checkpoint's ``trainer.pt`` is whole (its zip records and their CRCs), without unpickling it: cheap
+    enough for the tracking callback to run on every checkpoint it stages for upload.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: naming the file, when it is truncated or corrupt.
+    """
+    import zipfile
+
+    file = state_file(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: checkpoint not found")
+    try:
+        with zipfile.ZipFile(file) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ValueError(f"{file}: truncated or corrupt ({exc})") from None
+    if bad is not None:
+        raise ValueError(f"{file}: corrupt record {bad}")
+
+
 def load_checkpoint(path: str | os.PathLike, trainer_class: type[T], device: torch.device | str = "cpu") -> T:
     """Rebuild a trainer from a checkpoint file or folder, with the config stored inside its state.
 
@@ -284,6 +306,6 @@ def best_checkpoint(run_dir: str | os.PathLike, metric: str = "val_dice", mode: 
 
 __all__ = [
     "CHECKPOINT_FILE", "CONFIG_FILE", "METRICS_FILE", "NORMALIZATION_FILE", "OVERLAY_FILE", "VAL_ROWS_FILE", "best_checkpoint",
-    "checkpoint_name", "load_checkpoint", "load_folder", "read_checkpoint", "read_metrics", "read_normalization", "read_val_rows", "save_checkpoint",
+    "checkpoint_name", "load_checkpoint", "load_folder", "read_checkpoint", "read_metrics", "read_normalization", "read_val_rows", "save_checkpoint", "verify_state_file",
     "state_file", "write_checkpoint",
 ]

@@ -172,9 +172,9 @@ def train_worker(cfg: Config, *, rank: int, world: int, device: torch.device, re
     trainer = TeacherStudentTrainer(cfg, device, rank=rank, wrap_model=wrap_model)
     restored: dict[str, Any] = {}
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            trainer.load_state_dict(read_checkpoint(folder))
-            restored = read_metrics(folder)
+        state, restored = _readable_state(checkpoint)
+        if state is not None:
+            trainer.load_state_dict(state)
     if trainer.step >= cfg.train.max_steps and restored:
         # a run restarted after its last checkpoint: report its final metrics again so that the caller
         # (a resumed Tune trial) sees how it ended
@@ -208,6 +208,36 @@ def train_worker(cfg: Config, *, rank: int, world: int, device: torch.device, re
              eval_every=cfg.train.eval_every, evaluate=evaluate, on_eval=on_eval, on_step=lambda _: progress())
     if rank == 0 and staging.is_dir() and not any(staging.iterdir()):
         staging.rmdir()
+
+
+def _read_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    return read_checkpoint(folder), read_metrics(folder)
+
+
+def _readable_state(checkpoint: Any) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The state and metrics of ``checkpoint`` or, when it cannot be read (a truncated ``trainer.pt``, say), of
+    the newest readable checkpoint beside it (``checkpoint_*`` folders of the same trial); (None, {}) when
+    none is readable, and the run starts afresh. Either fallback is said on stderr, in the trial's log."""
+    import sys
+
+    try:
+        with checkpoint.as_directory() as folder:
+            return _read_folder(folder)
+    except (OSError, ValueError) as exc:
+        reason = str(exc)
+    path = Path(getattr(checkpoint, "path", ""))
+    older = sorted((p for p in path.parent.glob("checkpoint_*") if p.is_dir() and p != path), reverse=True)
+    for candidate in older:
+        try:
+            state, metrics = _read_folder(candidate)
+        except (OSError, ValueError):
+            continue
+        print(f"fgi: checkpoint {path} is unreadable ({reason}); resuming from {candidate} (step {state['step']})",
+              file=sys.stderr, flush=True)
+        return state, metrics
+    print(f"fgi: checkpoint {path} is unreadable ({reason}) and no older one is readable; starting afresh",
+          file=sys.stderr, flush=True)
+    return None, {}
 
 
 def _no_progress() -> None:

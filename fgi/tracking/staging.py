@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from fgi.checkpoint import verify_state_file
 from fgi.files import atomic_write_text
 
 STAGED_FILE = "staged.json"  # {"value": metric value, "step": training step} of the staged checkpoint
@@ -35,12 +36,17 @@ def _link_tree(src: Path, dest: Path) -> None:
 def stage(src: str | os.PathLike, root: str | os.PathLike, trial_id: str, value: float, step: int) -> Path:
     """Replace ``<root>/<trial_id>`` by a copy of checkpoint folder ``src`` with its ``staged.json``.
 
+    The source's ``trainer.pt`` is verified first (``fgi.checkpoint.verify_state_file``): a truncated file is never
+    staged, so it never replaces a good staged copy nor reaches MLflow as the trial's best.
+
     Raises:
         FileNotFoundError: ``src`` is not a folder (Tune deleted it already).
+        ValueError: naming the file, when the checkpoint's state is truncated or corrupt.
     """
     src_p, folder = Path(src), Path(root) / trial_id
     if not src_p.is_dir():
         raise FileNotFoundError(f"checkpoint folder {src_p} does not exist")
+    verify_state_file(src_p)  # the copy hard-links (or copies) these very bytes
     tmp = Path(root) / f".{trial_id}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     _link_tree(src_p, tmp)

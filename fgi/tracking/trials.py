@@ -228,7 +228,7 @@ class TrialLogger(Callback):
             try:  # before Tune's num_to_keep can delete it
                 stage(path, self.staging, tid, float(value), step)
                 self.best[tid] = {"value": float(value), "step": step}
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: a truncated checkpoint, never uploaded as best
                 self._warn(f"trial {tid}: best checkpoint {path} not staged ({exc})")
 
     def _warn(self, message: str) -> None:
