@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from fgi.config import Config, override
+from fgi.config import Config, ConfigError, override
 from fgi.fields import OptionError
 from fgi.paths import staging_dir
 from fgi.search.watchdog import Watchdog
@@ -181,7 +181,16 @@ def start_ray(verbose: bool) -> None:
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=verbose, configure_logging=False)
+        try:
+            ray.init(address=address, log_to_driver=verbose, configure_logging=False)
+        except ConnectionError as exc:
+            # Ray says why only in its C++ log: a cluster of `ray start --head` (Ray >= 2.60) wants a token
+            hint = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
+                    "; a cluster started with `ray start --head` uses token authentication by default: set "
+                    "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to its token (the head's ~/.ray/auth_token)")
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"RAY_ADDRESS={address}: cannot join the Ray cluster ({first}){hint}; or unset "
+                              "RAY_ADDRESS to run on a local Ray of this machine") from None
     else:
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=verbose,
                  configure_logging=False)

@@ -57,3 +57,16 @@ def test_a_dead_tracking_server_fails_in_seconds_and_writes_nothing(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: --mlflow-uri: {dead}: no MLflow tracking server answers")
     assert not storage.exists() and not (tmp_path / "home" / "ray_results").exists()
+
+
+def test_joining_a_token_cluster_without_the_token_says_what_to_set(ray_head, tmp_path):
+    env = {k: v for k, v in ray_head.env.items() if not k.startswith("RAY_AUTH")}
+    env["RAY_ADDRESS"] = ray_head.gcs
+    proc = subprocess.run([str(BIN / "python"), "tune.py", "--dataset", "synthetic", "--budget", "smoke",
+                           "--num-samples", "1", "--storage", str(tmp_path / "storage"),
+                           "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, (proc.stdout[-2000:], proc.stderr[-3000:])
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: RAY_ADDRESS={ray_head.gcs}: cannot join the Ray cluster") and \
+        "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN" in last
