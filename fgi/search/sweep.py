@@ -187,7 +187,7 @@ def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage
 def run_sweep(options: SweepOptions) -> SweepResult:
     """Validate everything, prepare the data once, run (or resume) the sweep, export the best config.
 
-    Starts a local Ray (127.0.0.1 only) unless one is initialized or ``RAY_ADDRESS`` names a cluster.
+    Starts a local Ray unless one is initialized or ``RAY_ADDRESS`` names a cluster.
 
     Raises:
         ConfigError: bad options, config, data paths, sweep file (``SearchSpaceError`` for the space) or a

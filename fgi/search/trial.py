@@ -169,7 +169,11 @@ def run_distributed(config: dict[str, Any], settings: TrialSettings) -> None:
 
 
 def start_ray(verbose: bool) -> None:
-    """Connect to ``RAY_ADDRESS`` or start a local Ray bound to 127.0.0.1, without dashboard; quiet unless verbose.
+    """Connect to ``RAY_ADDRESS`` or start a local Ray without dashboard; quiet unless verbose.
+
+    ``ray.init`` cannot keep a local Ray on loopback: it replaces 127.0.0.1 by the machine's address
+    (``ray._private.services.resolve_ip_for_localhost``), so its servers listen there; a loopback-only sweep
+    joins a head started with ``ray start --head --node-ip-address 127.0.0.1`` (README, "one machine").
 
     Without ``RAY_ADDRESS`` the sweep starts its own Ray (``address="local"``): Ray's default would attach to
     the cluster this machine last started with ``ray start --head`` (``/tmp/ray/ray_current_cluster``), even a
@@ -192,7 +196,7 @@ def start_ray(verbose: bool) -> None:
             raise ConfigError(f"RAY_ADDRESS={address}: cannot join the Ray cluster ({first}){hint}; or unset "
                               "RAY_ADDRESS to run on a local Ray of this machine") from None
     else:
-        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=verbose,
+        ray.init(address="local", include_dashboard=False, log_to_driver=verbose,
                  configure_logging=False)
 
 
