@@ -11,6 +11,7 @@ from fgi.commands import error_line
 from fgi.config import ConfigError
 from fgi.data.errors import DataError
 from fgi.datasets import DATASET_NAMES
+from fgi.search.stop import SweepStopped
 from fgi.search.sweep import (
     DEFAULT_TRIAL_TIMEOUT,
     METRIC_MODES,
@@ -139,6 +140,13 @@ def main(args: argparse.Namespace) -> int:
     """Run the sweep; bad settings or data print one line naming the option, key or file and exit 2."""
     try:
         return report(run_sweep(options_of(args)))
+    except SweepStopped as stop:
+        resume = ["python", "tune.py", "--dataset", args.dataset, "--resume"]
+        resume += ["--name", args.name] if args.name else []
+        resume += ["--storage", args.storage] if args.storage else []
+        print(f"stopped by {stop} (the trials' MLflow runs and the sweep's end as KILLED); resume with: "
+              f"{shlex.join(resume)}", file=sys.stderr)
+        return 128 + stop.signum
     except (ConfigError, DataError, FileNotFoundError) as exc:
         print(error_line(exc, TUNE_FLAGS), file=sys.stderr)
         return 2

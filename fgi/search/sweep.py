@@ -21,6 +21,7 @@ Layering: ``search`` builds trials with ``fgi.search.trial`` and logs through ``
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -261,7 +262,16 @@ def run_sweep(options: SweepOptions) -> SweepResult:
             ConsoleCallback(record.num_samples, record.metric, record.mode, length),
         ]
         tuner = _new_tuner(trainable(settings), space, record, storage, callbacks, options.verbose)
-    results = tuner.fit()
+    from fgi.search.stop import SweepStopped, UserStop
+
+    with UserStop() as stop:
+        try:
+            results = tuner.fit()
+        except KeyboardInterrupt:
+            stop.requested = stop.requested or signal.SIGINT
+    if stop.requested:
+        tracker.stop()
+        raise SweepStopped(stop.requested)
     return _finish(results, space, record, tracker, path, uri, time.monotonic() - t0)
 
 

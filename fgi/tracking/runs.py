@@ -98,12 +98,10 @@ def check_server(uri: str, timeout_s: float = SERVER_CHECK_TIMEOUT_S) -> None:
     except urllib.error.HTTPError as exc:
         status = exc.code
     except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise OptionError("mlflow_uri", f"{uri}: no MLflow tracking server answers ({reason}); start it "
-                                        "(mlflow server ...) or give another tracking URI") from None
+        raise OptionError("mlflow_uri", f"{uri}: no MLflow tracking server answers ({getattr(exc, 'reason', exc)}); "
+                                        "start it (mlflow server ...) or give another tracking URI") from None
     if status >= 500 or status == 404:
-        raise OptionError("mlflow_uri", f"{uri}: the server answered its health check with HTTP {status}; "
-                                        "is it an MLflow tracking server?")
+        raise OptionError("mlflow_uri", f"{uri}: its health check gave HTTP {status}; is it an MLflow server?")
 
 
 def _client(uri: str) -> MlflowClient:
@@ -255,8 +253,8 @@ class SweepTracker:
                importances: Mapping[str, float] | None, failed: bool = False,
                texts: Mapping[str, str] | None = None, metrics: Mapping[str, float] | None = None) -> int:
         """Log the best trial (metrics, ``fgi.best_trial_run_id``), ``best_config.yaml``, the parameter
-        importances, ``texts`` (artifact path -> text) and ``metrics`` (name -> value), close the run, then flush the queue; returns how many
-        operations were spooled.
+        importances, ``texts`` (artifact path -> text) and ``metrics`` (name -> value), close the run, then
+        flush the queue; returns how many operations were spooled.
 
         ``best_config_text`` is logged verbatim: the portable best config (``fgi.budgets.portable_config_text``),
         the same text as the sweep's local ``best_configs/<dataset>.yaml``."""
@@ -300,6 +298,22 @@ class SweepTracker:
         return spooled
 
 
+    def stop(self) -> int:
+        """End a sweep the user stopped: the parent and its open trial runs KILLED (``fgi.outcome=stopped``),
+        after what is queued is sent or spooled; returns how many operations were spooled."""
+        q, run_id = self.queue or QUEUES[self.parent_run_id], self.parent_run_id
+        q.put("log_batch", run=run_id, tags={OUTCOME_TAG: "stopped"})
+        q.put("status", run=run_id, status="KILLED")
+        UNFINISHED.pop(run_id, None)
+        self._wait_out(q)
+        spooled = q.close(0.0)
+        if not spooled:
+            try:
+                reconcile(self.uri, self.experiment_id, self.sweep, {}, outcome="stopped")
+            except (MlflowException, OSError) as exc:
+                print(f"fgi tracking: open trial runs not closed ({exc})", file=sys.stderr)
+        return spooled
+
     def _wait_out(self, q: LogQueue) -> None:
         """Wait up to ``flush_timeout_s`` for the queue, saying what it waits for (every ``PROGRESS_S``)."""
         pending = q.pending()
@@ -323,11 +337,12 @@ class TrialCallback(TrialLogger):
     is_permanent = staticmethod(is_permanent)
 
 
-def reconcile(uri: str, experiment_id: str, sweep: str, tune_status: Mapping[str, str]) -> list[str]:
+def reconcile(uri: str, experiment_id: str, sweep: str, tune_status: Mapping[str, str],
+              outcome: str = "orphaned") -> list[str]:
     """Close the child runs of ``sweep`` left RUNNING whose trial Tune does not hold as live.
 
     For ``--resume``: a child whose trial Tune holds as TERMINATED or ERROR (or not at all) lost its ending
-    in a crash; it ends KILLED with ``fgi.outcome=orphaned``.
+    in a crash; it ends KILLED with ``fgi.outcome`` ``outcome`` (``stopped`` when the user stopped the sweep).
 
     Args:
         uri: tracking URI.
@@ -340,7 +355,7 @@ def reconcile(uri: str, experiment_id: str, sweep: str, tune_status: Mapping[str
     client, closed = _client(uri), []
     for run in find_runs(client, experiment_id, {SWEEP_TAG: sweep, KIND_TAG: "trial"}):
         if run.info.status == "RUNNING" and tune_status.get(run.data.tags.get(TRIAL_TAG, "")) not in _LIVE:
-            client.set_tag(run.info.run_id, OUTCOME_TAG, "orphaned")
+            client.set_tag(run.info.run_id, OUTCOME_TAG, outcome)
             client.set_terminated(run.info.run_id, "KILLED")
             closed.append(run.info.run_id)
     return closed

@@ -80,7 +80,8 @@ def test_a_warm_started_screening_stage(ray_head, mlflow_server, tmp_path):
 
     # the final stage: the best screened config and the published point, two seeds each, to the end
     out = run_cli(_tune(mlflow_server, tmp_path, "final", "--name", "final", "--final-stage", "mlflow:full-sweep",
-                        "mlflow:screen", "--rank-step", "8", "--top-k", "1", "--stage-seeds", "0", "1", trials=()),
+                        "mlflow:screen", "--rank-step", "8", "--top-k", "1", "--stage-seeds", "0", "1",
+                        "--max-concurrent", "2", trials=()),
                   env, TIMEOUT_S).stdout
     final = _trials(client, "final")
     assert len(final) == 4, out

@@ -28,7 +28,7 @@ def test_a_server_that_is_not_mlflow_is_named(tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        with pytest.raises(OptionError, match="HTTP 404; is it an MLflow tracking server"):
+        with pytest.raises(OptionError, match="health check gave HTTP 404; is it an MLflow server"):
             check_server(f"http://127.0.0.1:{server.server_address[1]}")
         (tmp_path / "health").write_text("OK")
         check_server(f"http://127.0.0.1:{server.server_address[1]}")  # answers: passes
