@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fgi.cli import main
 from fgi.config import TextConfig
-from tests.synthetic import make_split
 from fgi.datasets import dataset_context
 from fgi.text.cache import build_text_cache, load_descriptions
 from fgi.text.items import TextItem
+from tests.synthetic import make_split
 from tests.text.conftest import gaze_region
 
 

@@ -10,12 +10,12 @@ import torch
 
 from fgi.checkpoint import write_checkpoint
 from fgi.cli import main
-from tests.synthetic import make_split
 from fgi.method.engine import TeacherStudentTrainer
 from fgi.method.metrics import image_metrics
 from fgi.run.evaluation import predict_full_size
 from tests.core.helpers import make_batches, tiny_config
 from tests.data.conftest import make_isic, make_kvasir
+from tests.synthetic import make_split
 
 NORM = {"image_size": 32, "channels": 3, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 

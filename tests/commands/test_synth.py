@@ -11,9 +11,9 @@ import torch
 
 from fgi.checkpoint import write_checkpoint
 from fgi.cli import main
-from tests.synthetic import make_split
 from fgi.method.engine import TeacherStudentTrainer
 from tests.core.helpers import make_batches, tiny_config
+from tests.synthetic import make_split
 
 NORM = {"image_size": 32, "channels": 3, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 

@@ -9,9 +9,9 @@ import pytest
 
 from fgi.config import DataConfig, GazeConfig, TextConfig
 from fgi.data.gaze import gaze_heatmap
-from tests.synthetic import make_split
 from fgi.text.encode import TextEncoder
 from fgi.text.items import TextItem
+from tests.synthetic import make_split
 
 
 def disc(size: int, cy: float, cx: float, radius: float) -> np.ndarray:

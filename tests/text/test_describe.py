@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from fgi.config import ConfigError, TextConfig, field_spec
-from tests.synthetic import make_split
 from fgi.datasets import dataset_context
 from fgi.text.cache import build_text_cache, load_descriptions
 from fgi.text.describe import DESCRIBERS, describer_model_id, make_describer
 from fgi.text.items import DescriberError, TextItem
 from fgi.text.morphology import MorphologyDescriber, measure_region
 from fgi.text.templates import get_template
+from tests.synthetic import make_split
 
 from .conftest import gaze_region
 
