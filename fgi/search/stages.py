@@ -129,9 +129,9 @@ def plan_final_stage(sources: Sequence[str], space: SearchSpace, metric: str, mo
     def screen(points: list[WarmPoint]) -> float:
         return statistics.fmean(p.value for p in points)
 
-    ranked = sorted((g for k, g in screened.items() if k != _key(published)), key=lambda g: -sign * screen(g))
-    candidates = [{"name": PUBLISHED, "values": published, "runs": len(screened.get(_key(published), [])),
-                   "screen": screen(screened[_key(published)]) if _key(published) in screened else None}]
+    own = screened.get(_key(published), [])
+    ranked = sorted((g for g in screened.values() if g is not own), key=lambda g: -sign * screen(g))
+    candidates = [{"name": PUBLISHED, "values": published, "runs": len(own), "screen": screen(own) if own else None}]
     candidates += [{"name": f"top{i + 1}", "values": g[0].values, "screen": screen(g), "runs": len(g)}
                    for i, g in enumerate(ranked[:top_k])]
     runs = []
@@ -187,6 +187,11 @@ class FinalChoice:
     reason: str
 
 
+def _rows_of(run: FinalRun, rows: Mapping[tuple[str, int], Mapping[str, float]]) -> Mapping[str, float] | None:
+    """A run's per-image val Dice: the reused run's, else its trial's (None when it did not finish)."""
+    return run.val_rows or rows.get((run.candidate, run.seed))
+
+
 def choose(plan: FinalPlan, rows: Mapping[tuple[str, int], Mapping[str, float]], seed: int = 0) -> FinalChoice:
     """The final stage's export from each run's per-image val Dice (``(candidate, seed) -> {id: Dice}``; the
     reused runs' rows come from the plan).
@@ -196,8 +201,7 @@ def choose(plan: FinalPlan, rows: Mapping[tuple[str, int], Mapping[str, float]],
     """
     per: dict[str, list[Mapping[str, float]]] = {}
     for run in plan.runs:
-        got = run.val_rows or rows.get((run.candidate, run.seed))
-        if got:
+        if got := _rows_of(run, rows):
             per.setdefault(run.candidate, []).append(got)
     if PUBLISHED not in per:
         raise ConfigError("final stage: no run of the published point finished, so nothing can be compared")
@@ -222,7 +226,7 @@ def choice_table(plan: FinalPlan, choice: FinalChoice, rows: Mapping[tuple[str, 
     for c in plan.candidates:
         screen = "—" if c["screen"] is None else f"{c['screen']:.4f}"
         for run in (r for r in plan.runs if r.candidate == c["name"]):
-            got = run.val_rows or rows.get((run.candidate, run.seed))
+            got = _rows_of(run, rows)
             dice = f"{statistics.fmean(got.values()):.4f}" if got else "did not finish"
             lines.append(f"| {c['name']} | {screen} | {run.seed} | {run.reused or 'trial'} | {dice} |")
     return "\n".join([*lines, "", choice.reason, ""])
