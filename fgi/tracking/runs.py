@@ -319,14 +319,14 @@ class SweepTracker:
         pending = q.pending()
         if not pending:
             return
-        print(f"fgi tracking: sending {pending} operation(s) to MLflow at {self.uri} (waiting up to "
+        print(f"sending {pending} operation(s) to MLflow at {self.uri} (waiting up to "
               f"{self.flush_timeout_s:.0f} s)", file=sys.stderr, flush=True)
         deadline = time.monotonic() + self.flush_timeout_s
         while (left := deadline - time.monotonic()) > 0:
             wait, t0 = min(PROGRESS_S, left), time.monotonic()
             if q.flush(wait) or time.monotonic() - t0 < wait / 2:  # all sent, or the sender is gone
                 return
-            print(f"fgi tracking: {q.pending()} operation(s) still waiting for MLflow at {self.uri}",
+            print(f"{q.pending()} operation(s) still waiting for MLflow at {self.uri}",
                   file=sys.stderr, flush=True)
 
 

@@ -60,7 +60,8 @@ def test_two_workers_match_one_worker(ray_head, tmp_path):
     assert res["max_abs_diff"] < 1e-3 * res["moved"], res
     for folder in res["folders"].values():
         # rank 0 wrote the complete checkpoint folder of fgi.checkpoint
-        assert folder["files"] == ["config.yaml", "metrics.json", "normalization.json", "overlay.png", "trainer.pt"]
+        assert folder["files"] == ["config.yaml", "metrics.json", "normalization.json", "overlay.png", "trainer.pt",
+                                   "val_rows.json"]
         assert folder["metrics"]["step"] == 3 and 0.0 <= folder["metrics"]["val_dice"] <= 1.0
         assert {"loss", "epoch", "val_n"} <= set(folder["metrics"])
 
