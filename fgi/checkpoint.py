@@ -9,6 +9,11 @@ A checkpoint folder holds::
     overlay.png          validation predictions at the checkpoint's step (optional)
     val_rows.json        per-image val Dice at the checkpoint's step, ``[{"id", "dice"}]`` (optional)
 
+A released folder (``fgi release``) holds an inference-only state: the models' weights, config and step, with
+``"inference_only": True`` and no optimizer, scheduler or RNG state, its floating tensors optionally stored
+in half precision (``"precision": "fp16"``); it predicts and evaluates like any checkpoint but cannot resume
+training.
+
 Writes are atomic: a folder is filled under a temporary name next to its destination and renamed into
 place, and a lone ``trainer.pt`` goes through a temporary file and a rename. Reading uses
 ``torch.load(weights_only=True)``: a file that holds anything but tensors and plain data (a pickle that
@@ -45,6 +50,8 @@ NORMALIZATION_FILE = "normalization.json"  # image normalization of the prepared
 OVERLAY_FILE = "overlay.png"  # validation predictions at the checkpoint's step
 VAL_ROWS_FILE = "val_rows.json"  # per-image val Dice at the checkpoint's step (a staged search pairs runs on it)
 STATE_KEYS = ("config", "models", "step")  # what marks a trainer state; the engine checks the rest as it loads
+INFERENCE_ONLY = "inference_only"  # state key of a released state: weights only, no optimizer or RNG state
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}  # how a released state stores its floating weights
 NORMALIZATION_KEYS = ("image_size", "channels", "mean", "std")
 
 
@@ -69,9 +76,30 @@ def checkpoint_name(step: int) -> str:
     return f"step_{int(step):07d}"
 
 
-def _state_bytes(trainer: Trainer) -> bytes:
+def inference_state(state: Mapping[str, Any], precision: str = "fp32") -> dict[str, Any]:
+    """The inference-only part of a trainer state: the models' weights, config and step.
+
+    Args:
+        state: a trainer state (``state_dict``).
+        precision: a key of ``PRECISIONS``: the dtype floating weights are stored in (integer buffers, such
+            as batch norm's counters, stay as they are). The engine casts them back to its own dtype on load.
+
+    Raises:
+        ValueError: an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {sorted(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    models = {name: {k: (v.to(dtype) if torch.is_floating_point(v) else v) for k, v in weights.items()}
+              for name, weights in state["models"].items()}
+    return {"models": models, "config": state["config"], "step": state["step"], INFERENCE_ONLY: True,
+            "precision": precision}
+
+
+def _state_bytes(trainer: Trainer, precision: str | None = None) -> bytes:
+    state = trainer.state_dict()
     buffer = io.BytesIO()
-    torch.save(trainer.state_dict(), buffer)
+    torch.save(state if precision is None else inference_state(state, precision), buffer)
     return buffer.getvalue()
 
 
@@ -87,7 +115,7 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
 
 def write_checkpoint(folder: str | os.PathLike, trainer: Trainer, metrics: Mapping[str, Any],
                      normalization: Mapping[str, Any], overlay: bytes | None = None,
-                     val_rows: Sequence[Mapping[str, Any]] | None = None) -> Path:
+                     val_rows: Sequence[Mapping[str, Any]] | None = None, release: str | None = None) -> Path:
     """Write a complete checkpoint folder, atomically: built under a temporary name, then renamed.
 
     An existing folder of the same name is replaced as a whole, so a reader never sees the state of one
@@ -100,6 +128,8 @@ def write_checkpoint(folder: str | os.PathLike, trainer: Trainer, metrics: Mappi
         normalization: ``image_size``, ``channels``, ``mean`` and ``std`` of the training images.
         overlay: PNG bytes of the validation overlay, or None.
         val_rows: per-image val Dice (``id``, ``dice``) at this step, or None.
+        release: None for the full state (training resumes from it), or a key of ``PRECISIONS`` for an
+            inference-only state whose floating weights are stored at that precision (``inference_state``).
 
     Returns:
         The folder.
@@ -113,7 +143,7 @@ def write_checkpoint(folder: str | os.PathLike, trainer: Trainer, metrics: Mappi
     try:
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0o700 would hide it on shared storage
         files = {
-            CHECKPOINT_FILE: _state_bytes(trainer),
+            CHECKPOINT_FILE: _state_bytes(trainer, release),
             CONFIG_FILE: dump_yaml(trainer.cfg).encode(),
             METRICS_FILE: json.dumps({"step": trainer.step, **metrics}, indent=1).encode(),
             NORMALIZATION_FILE: json.dumps(dict(normalization)).encode(),
@@ -127,14 +157,14 @@ def write_checkpoint(folder: str | os.PathLike, trainer: Trainer, metrics: Mappi
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        _replace_dir(tmp, dest)
+        replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
 
 
-def _replace_dir(src: Path, dest: Path) -> None:
+def replace_dir(src: Path, dest: Path) -> None:
     """Rename ``src`` to ``dest``; an existing ``dest`` is moved aside first and removed after."""
     if not dest.exists():
         os.replace(src, dest)
@@ -305,7 +335,7 @@ def best_checkpoint(run_dir: str | os.PathLike, metric: str = "val_dice", mode: 
 
 
 __all__ = [
-    "CHECKPOINT_FILE", "CONFIG_FILE", "METRICS_FILE", "NORMALIZATION_FILE", "OVERLAY_FILE", "VAL_ROWS_FILE", "best_checkpoint",
-    "checkpoint_name", "load_checkpoint", "load_folder", "read_checkpoint", "read_metrics", "read_normalization", "read_val_rows", "save_checkpoint", "verify_state_file",
-    "state_file", "write_checkpoint",
+    "CHECKPOINT_FILE", "CONFIG_FILE", "INFERENCE_ONLY", "METRICS_FILE", "PRECISIONS", "NORMALIZATION_FILE", "OVERLAY_FILE", "VAL_ROWS_FILE", "best_checkpoint",
+    "checkpoint_name", "inference_state", "load_checkpoint", "load_folder", "read_checkpoint", "read_metrics", "read_normalization", "read_val_rows", "save_checkpoint", "verify_state_file",
+    "replace_dir", "state_file", "write_checkpoint",
 ]

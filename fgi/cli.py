@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "best": ("fgi.commands.best", "fetch a sweep's best_config.yaml from MLflow"),
     "predict": ("fgi.commands.predict", "write PNG masks and overlays for a folder of images with a registered model"),
     "evaluate": ("fgi.commands.evaluate", "Dice, IoU, HD95 and ASD of a model or checkpoint on a split"),
+    "ensemble": ("fgi.commands.ensemble", "one model from a sweep's best K trials (mean of probabilities), scored on val, registered"),
+    "release": ("fgi.commands.release", "a model folder to ship: weights only, optionally fp16, its val Dice checked"),
     "fidelity": ("fgi.commands.fidelity", "how well val Dice at an early step ranks the final val Dice of finished runs"),
 }
 

@@ -7,14 +7,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fgi.checkpoint import load_folder
 from fgi.commands import error_line
 from fgi.data.errors import DataError
 
 if TYPE_CHECKING:
+    from fgi.ensemble import Ensemble
     from fgi.method.engine import TeacherStudentTrainer
 
-MODEL_HELP = "models:/fgi-<dataset>/<version>, runs:/<run>/model, or a checkpoint folder or its trainer.pt"
+MODEL_HELP = ("models:/<name>/<version>, runs:/<run>/model, a checkpoint folder or its trainer.pt, or an ensemble "
+              "folder (fgi ensemble)")
 URI_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI or $FGI_HOME)"
 THRESHOLD_HELP = "probability above which a pixel is lesion"
 
@@ -34,16 +35,18 @@ def check_threshold(value: float) -> None:
         raise ValueError(f"--threshold: {value} must lie in (0, 1)")
 
 
-def load_model(model: str, mlflow_uri: str | None) -> tuple[TeacherStudentTrainer, dict[str, Any]]:
-    """The engine and image normalization of ``--model`` (see ``fgi.tracking.fetch_model``), on CUDA when available."""
+def load_model(model: str, mlflow_uri: str | None) -> tuple[TeacherStudentTrainer | Ensemble, dict[str, Any]]:
+    """The predictor (an engine, or an ensemble of them) and image normalization of ``--model`` (see
+    ``fgi.tracking.fetch_model``), on CUDA when available."""
     import torch
 
     from fgi import tracking
+    from fgi.ensemble import load_model_folder
     from fgi.method.engine import TeacherStudentTrainer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tracking.fetch_model(model, mlflow_uri) as folder:
-        return load_folder(folder, TeacherStudentTrainer, device)
+        return load_model_folder(folder, TeacherStudentTrainer, device)
 
 
 def main(args: argparse.Namespace) -> int:

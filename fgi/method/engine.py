@@ -26,6 +26,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from fgi.checkpoint import INFERENCE_ONLY
 from fgi.config import Config, dump_yaml, load_yaml_text
 from fgi.method.losses import (
     ConfidenceWeightedConsistency,
@@ -47,13 +48,9 @@ MODEL_DICE = ("dice_teacher", "dice_student", "dice_ensemble")  # per-model Dice
 
 def _unwrap(model: nn.Module) -> nn.Module:
     """The plain module under DDP and ``torch.compile`` wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(getattr(model, "module", None), nn.Module):
-            model = model.module
-        else:
-            return model
+    while hasattr(model, "_orig_mod") or isinstance(getattr(model, "module", None), nn.Module):
+        model = model._orig_mod if hasattr(model, "_orig_mod") else model.module
+    return model
 
 
 def schedule_steps(fraction: float, max_steps: int) -> int:
@@ -91,6 +88,7 @@ class TeacherStudentTrainer:
         self.device = torch.device(device)
         self.rank = rank
         self.step = 0
+        self.inference_only = False  # loaded from a released state: it predicts, it cannot train
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         # model init is identical on every rank and reproducible, and leaves the global RNG as it was:
@@ -209,6 +207,8 @@ class TeacherStudentTrainer:
 
     def train_step(self, batch: Mapping) -> dict[str, float]:
         """One optimizer step of both models; returns every loss term, the ramp weight and the lr."""
+        if self.inference_only:
+            raise ValueError("this trainer was loaded from a released (inference-only) state; it cannot train")
         for model in self.models.values():
             model.train()
         batch = self._to_device(batch)
@@ -436,12 +436,15 @@ class TeacherStudentTrainer:
         if not same_model or saved.train.method != self.cfg.train.method:
             raise ValueError("checkpoint was saved with a different model config; build the trainer from its config")
         for name, model in self.models.items():
-            _unwrap(model).load_state_dict(state["models"][name])
+            _unwrap(model).load_state_dict(state["models"][name])  # copies cast a half-precision release back
+        self.step = int(state["step"])
+        self.inference_only = bool(state.get(INFERENCE_ONLY))
+        if self.inference_only:
+            return
         for name, opt in self.optimizers.items():
             # the optimizer would otherwise share moment tensors with the source of ``state``
             opt.load_state_dict(copy.deepcopy(state["optimizers"][name]))
         for name, sched in self.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
         self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
         self.generator.set_state(state["generator"])

@@ -30,7 +30,8 @@ from fgi.data.errors import DataError
 from fgi.data.io import list_images, load_image, load_mask, resize_image
 from fgi.data.sources import IsicSource
 from fgi.datasets import get_dataset
-from fgi.method.metrics import METRICS, image_metrics, summarize
+from fgi.ensemble import Ensemble
+from fgi.method.metrics import METRICS, batch_metrics, image_metrics, summarize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
@@ -181,7 +182,7 @@ def evaluate_split(trainer: Any, split: str = "test", num_workers: int | None = 
     """Mean Dice, IoU, HD95 and ASD of ``trainer`` on one split of its prepared cache.
 
     Args:
-        trainer: a ``TeacherStudentTrainer``; its config names the cache.
+        trainer: a ``TeacherStudentTrainer`` or an ``fgi.ensemble.Ensemble`` (scored on images alone); its config names the cache.
         split: "train", "val" or "test".
         num_workers: DataLoader processes (default: the config's ``data.num_workers``).
 
@@ -202,8 +203,29 @@ def evaluate_split(trainer: Any, split: str = "test", num_workers: int | None = 
         raise ValueError(f"split {split!r} is not in the prepared data; splits there: {sorted(datasets)}")
     workers = cfg.data.num_workers if num_workers is None else num_workers
     loader = DataLoader(datasets[split], batch_size=cfg.train.batch_size, num_workers=workers)
-    means = trainer.evaluate(loader)
+    if isinstance(trainer, Ensemble):
+        rows = predictor_rows(trainer, loader)
+        means = {f"val_{m}": float(np.mean([r[m] for r in rows])) for m in METRICS} | {"n": float(len(rows))}
+    else:
+        means = trainer.evaluate(loader)
     return {k.replace("val_", f"{split}_") if k != "n" else f"{split}_n": v for k, v in means.items()}
+
+
+def predictor_rows(predictor: Any, loader: Any, threshold: float = 0.5) -> list[dict[str, Any]]:
+    """Per-image metrics (with "id") of a predictor that answers on the image alone, as on a new image.
+
+    Args:
+        predictor: anything with ``predict(image) -> probabilities`` (a deployable trainer, an ``Ensemble``).
+        loader: batches with "image", "mask" and "id", at the prepared cache's resolution.
+        threshold: probability above which a pixel is lesion.
+    """
+    rows = []
+    with torch.no_grad():
+        for batch in loader:
+            pred = (predictor.predict(batch["image"]) > threshold).cpu().numpy()
+            for item_id, metrics in zip(batch["id"], batch_metrics(pred, batch["mask"].bool().numpy()), strict=True):
+                rows.append({"id": str(item_id), **metrics})
+    return rows
 
 
 def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", device: str | None = None) -> dict[str, float]:

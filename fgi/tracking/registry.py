@@ -1,4 +1,4 @@
-"""The MLflow model registry: log a checkpoint folder as a pyfunc model and register it; fetch a model's files.
+"""The MLflow model registry: log a checkpoint or ensemble folder as a pyfunc model and register it; fetch a model's files.
 
 Trust: a ``models:/`` pyfunc wrapper is cloudpickled (``mlflow.pyfunc.load_model`` runs registry code); fgi
 downloads only the files and reads ``trainer.pt`` with ``torch.load(weights_only=True)``.
@@ -17,7 +17,8 @@ from typing import Any
 import mlflow
 
 import fgi
-from fgi.checkpoint import CHECKPOINT_FILE, NORMALIZATION_FILE, load_folder
+from fgi.checkpoint import CHECKPOINT_FILE, NORMALIZATION_FILE
+from fgi.ensemble import ENSEMBLE_FILE, is_ensemble, load_model_folder
 from fgi.fields import OptionError
 from fgi.tracking.runs import _client, resolve_uri
 
@@ -60,8 +61,11 @@ def model_class() -> type:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            folder = Path(context.artifacts["checkpoint"]).parent
-            self.trainer, self.normalization = load_folder(folder, self.trainer_class, device)
+            if "ensemble" in context.artifacts:
+                folder = Path(context.artifacts["ensemble"])
+            else:
+                folder = Path(context.artifacts["checkpoint"]).parent
+            self.trainer, self.normalization = load_model_folder(folder, self.trainer_class, device)
 
         def predict(self, context, model_input, params=None):
             import numpy as np
@@ -75,7 +79,8 @@ def model_class() -> type:
 
 def register_model(uri: str, run_id: str, checkpoint_dir: str | os.PathLike, name: str, trainer_class: type, *,
                    aliases: Sequence[str] = (), tags: Mapping[str, str] | None = None) -> str:
-    """Log a checkpoint folder on ``run_id`` as a pyfunc model and register it as ``name``; returns the version.
+    """Log a checkpoint folder (or an ensemble folder, ``fgi.ensemble``) on ``run_id`` as a pyfunc model and
+    register it as ``name``; returns the version.
 
     ``trainer_class`` is the engine class the pyfunc wrapper rebuilds (``fgi.method.engine.TeacherStudentTrainer``),
     pickled by reference. The new version gets ``tags`` and points the aliases ``aliases`` (e.g. ``champion``)
@@ -83,7 +88,10 @@ def register_model(uri: str, run_id: str, checkpoint_dir: str | os.PathLike, nam
     """
     client = _client(uri)
     folder = Path(checkpoint_dir)
-    artifacts = {"checkpoint": str(folder / CHECKPOINT_FILE), "normalization": str(folder / NORMALIZATION_FILE)}
+    if is_ensemble(folder):
+        artifacts = {"ensemble": str(folder)}
+    else:
+        artifacts = {"checkpoint": str(folder / CHECKPOINT_FILE), "normalization": str(folder / NORMALIZATION_FILE)}
     with _fluent_uri(uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=model_class()(trainer_class), artifacts=artifacts,
@@ -98,7 +106,8 @@ def register_model(uri: str, run_id: str, checkpoint_dir: str | os.PathLike, nam
 
 @contextmanager
 def fetch_model(model: str, uri: str | None = None) -> Iterator[Path]:
-    """A local checkpoint folder (``trainer.pt``, ``normalization.json``) of ``model`` during the ``with`` block.
+    """A local checkpoint folder (``trainer.pt``, ``normalization.json``) or ensemble folder of ``model`` during
+    the ``with`` block.
 
     ``model`` is ``models:/<name>/<version>``, a ``runs:/<id>/<path>`` model logged by ``register_model``,
     or a local checkpoint folder or its ``trainer.pt``. A registered model's files are downloaded into a
@@ -119,9 +128,12 @@ def fetch_model(model: str, uri: str | None = None) -> Iterator[Path]:
         except mlflow.exceptions.MlflowException as exc:
             raise OptionError("model", f"cannot load {model!r} from {tracking_uri} ({exc.message})") from None
         folder = local / MODEL_ARTIFACTS
-        if not (folder / CHECKPOINT_FILE).is_file():
-            raise OptionError("model", f"{model!r} holds no {MODEL_ARTIFACTS}/{CHECKPOINT_FILE}; it was not "
-                             "registered by fgi")
+        ensembles = sorted(p.parent for p in folder.glob(f"*/{ENSEMBLE_FILE}"))
+        if len(ensembles) == 1 and not (folder / CHECKPOINT_FILE).is_file():
+            folder = ensembles[0]
+        elif not (folder / CHECKPOINT_FILE).is_file():
+            raise OptionError("model", f"{model!r} holds no {MODEL_ARTIFACTS}/{CHECKPOINT_FILE} and no one "
+                             f"{MODEL_ARTIFACTS}/*/{ENSEMBLE_FILE}; it was not registered by fgi")
         yield folder
 
 
