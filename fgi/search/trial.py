@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,41 @@ def run_distributed(config: dict[str, Any], settings: TrialSettings) -> None:
                     mode=settings.mode, trial_timeout=settings.trial_timeout)
 
 
+def private_token() -> None:
+    """Make the token a new local Ray will use readable by its owner only, before Ray writes one.
+
+    A local ``ray.init`` with token authentication (Ray's default since 2.60) writes a missing
+    ``~/.ray/auth_token`` with the process umask (0644: any local user could read it and drive the cluster).
+    Unless the mode is set otherwise or ``RAY_AUTH_TOKEN`` gives the token, the token is written here first,
+    0600 from its creation; an existing one readable by others is made 0600, and said so.
+    """
+    import secrets
+    import stat
+
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token" or os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if path.is_file():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            path.chmod(0o600)
+            print(f"fgi: {path} was readable by others ({mode:o}); made it 0600", file=sys.stderr, flush=True)
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)  # whole or absent, and never over a token another sweep wrote meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def start_ray(verbose: bool) -> None:
     """Connect to ``RAY_ADDRESS`` or start a local Ray without dashboard; quiet unless verbose.
 
@@ -196,6 +232,7 @@ def start_ray(verbose: bool) -> None:
             raise ConfigError(f"RAY_ADDRESS={address}: cannot join the Ray cluster ({first}){hint}; or unset "
                               "RAY_ADDRESS to run on a local Ray of this machine") from None
     else:
+        private_token()
         ray.init(address="local", include_dashboard=False, log_to_driver=verbose,
                  configure_logging=False)
 

@@ -70,3 +70,31 @@ def test_joining_a_token_cluster_without_the_token_says_what_to_set(ray_head, tm
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: RAY_ADDRESS={ray_head.gcs}: cannot join the Ray cluster") and \
         "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN" in last
+
+
+def _token_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(base_env(tmp_path / "fgi"), HOME=str(tmp_path / "user"))
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(key, None)
+    return env
+
+
+def test_the_token_of_a_local_ray_is_readable_by_its_owner_only(tmp_path):
+    import stat
+
+    env = _token_env(tmp_path)
+    token = tmp_path / "user" / ".ray" / "auth_token"
+    proc = subprocess.run([str(BIN / "python"), "-c", START], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and len(token.read_text()) == 64
+    assert [p.name for p in token.parent.iterdir()] == ["auth_token"], "no temporary file left beside it"
+
+    # a token Ray wrote earlier with the umask's 0644 is tightened, kept, and the sweep says so
+    token.chmod(0o644)
+    before = token.read_text()
+    proc = subprocess.run([str(BIN / "python"), "-c", START], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and token.read_text() == before
+    assert f"fgi: {token} was readable by others (644); made it 0600" in proc.stderr
