@@ -67,14 +67,10 @@ def _members(uri: str, candidates: Sequence[Any], top: int, tmp: Path) -> tuple[
 
 def build(args: argparse.Namespace) -> dict[str, Any]:
     """Choose, score, write and log the ensemble; returns what was done (for the summary lines)."""
-    from torch.utils.data import DataLoader
-
     from fgi import tracking
-    from fgi.data.dataset import build_datasets, ensure_prepared
     from fgi.ensemble import Ensemble, write_ensemble
     from fgi.method.engine import TeacherStudentTrainer
-    from fgi.run.evaluation import predictor_rows
-    from fgi.search.compare import paired_bootstrap
+    from fgi.search.ensembles import score_ensemble
     from fgi.tracking.ensemble import listed_trials, log_ensemble, ranked_trials
 
     if args.top < 1:
@@ -82,9 +78,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     uri = tracking.resolve_uri(args.mlflow_uri)
     if uri.startswith(("http://", "https://")):
         tracking.check_server(uri)
-    mode = METRIC_MODES[args.metric]
     if args.sweep:
-        candidates, left_out = ranked_trials(uri, args.experiment, args.sweep, args.metric, mode)
+        candidates, left_out = ranked_trials(uri, args.experiment, args.sweep, args.metric, METRIC_MODES[args.metric])
         wanted = args.top
     else:
         candidates, left_out, wanted = listed_trials(uri, args.runs, args.metric), 0, len(args.runs)
@@ -93,43 +88,31 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         if len(chosen) < wanted:
             raise OptionError("top", f"{wanted} members wanted but {len(chosen)} of {len(candidates)} finished "
                               f"trial(s) are deployable on images alone ({left_out} unfinished left out)")
-        names = [f"trial {t.trial_id}" for t, _, _ in chosen]
-        ensemble = Ensemble([tr for _, tr, _ in chosen], [n for _, _, n in chosen], names)
-        cfg = ensemble.cfg
-        ensure_prepared(cfg)
-        val = build_datasets(cfg, cfg.train.seed).get("val")
-        if val is None or len(val) == 0:
-            raise DataError(f"dataset {cfg.data.dataset}: the members' split has no val part to score on")
-        loader = DataLoader(val, batch_size=cfg.train.batch_size, num_workers=0)
-        member_rows = [predictor_rows(tr, loader) for _, tr, _ in chosen]
-        rows = predictor_rows(ensemble, loader)
-    member_dice = [sum(r["dice"] for r in mr) / len(mr) for mr in member_rows]
-    best = max(range(len(chosen)), key=lambda i: member_dice[i])
-    diff, low, high = paired_bootstrap({r["id"]: r["dice"] for r in rows},
-                                       {r["id"]: r["dice"] for r in member_rows[best]}, seed=cfg.train.seed)
-    metrics = {f"val_{m}": sum(r[m] for r in rows) / len(rows) for m in ("dice", "iou", "hd95", "asd")}
-    metrics |= {"val_dice_best_member": member_dice[best], "val_dice_gain": diff, "val_dice_gain_ci_low": low,
-                "val_dice_gain_ci_high": high}
+        ensemble = Ensemble([tr for _, tr, _ in chosen], [n for _, _, n in chosen],
+                            [f"trial {t.trial_id}" for t, _, _ in chosen])
+        score = score_ensemble(ensemble)
+    trials = [t for t, _, _ in chosen]
     members = [{"run_id": t.run_id, "trial_id": t.trial_id, f"best_{args.metric}": t.value, "step": t.step,
-                "metrics": {"val_dice": d}} for (t, _, _), d in zip(chosen, member_dice, strict=True)]
+                "metrics": {"val_dice": d}} for t, d in zip(trials, score.member_dice, strict=True)]
     source = {"experiment": args.experiment, "sweep": args.sweep, "top": wanted, "metric": args.metric,
               "tracking_uri": uri}
-    folder = write_ensemble(args.out, ensemble, {"source": source, "val": metrics}, members, args.precision)
+    folder = write_ensemble(args.out, ensemble, {"source": source, "val": score.tracked()}, members, args.precision)
     table = "\n".join(f"| {i} | {t.trial_id} | {t.run_id} | {t.value:.4f} | {d:.4f} |"
-                      for i, ((t, _, _), d) in enumerate(zip(chosen, member_dice, strict=True), start=1))
-    report = (f"# Ensemble of {len(chosen)} ({'sweep ' + args.sweep if args.sweep else 'listed runs'})\n\n"
-              f"val Dice {metrics['val_dice']:.4f}; best member {member_dice[best]:.4f}; ensemble − best member "
-              f"{diff:+.4f} (95 % CI {low:+.4f} to {high:+.4f}, paired over {len(rows)} val images)\n\n"
+                      for i, (t, d) in enumerate(zip(trials, score.member_dice, strict=True), start=1))
+    report = (f"# Ensemble of {len(trials)} ({'sweep ' + args.sweep if args.sweep else 'listed runs'})\n\n"
+              f"val Dice {score.metrics['val_dice']:.4f}; best member {score.member_dice[score.best]:.4f}; "
+              f"ensemble − best member {score.gain:+.4f} (95 % CI {score.ci_low:+.4f} to {score.ci_high:+.4f}, "
+              f"paired over {score.images} val images)\n\n"
               "| member | trial | run | sweep's best | val Dice (image only) |\n|---|---|---|---|---|\n"
               f"{table}\n" + "".join(f"\n{n}" for n in notes))
     run_id = version = None
-    register_as = args.register_as or f"fgi-{cfg.data.dataset}-ensemble"
+    register_as = args.register_as or f"fgi-{ensemble.cfg.data.dataset}-ensemble"
     if not args.no_log:
-        params = {"ensemble.members": [t.run_id for t, _, _ in chosen], "ensemble.top": wanted,
+        params = {"ensemble.members": [t.run_id for t in trials], "ensemble.top": wanted,
                   "ensemble.metric": args.metric, "ensemble.precision": args.precision, "ensemble.combine": "mean"}
         run_id, version = log_ensemble(uri, args.experiment, args.sweep, folder, run_name=f"ensemble-top{wanted}",
-                                       params=params, metrics=metrics, report=report, register_as=register_as,
-                                       trainer_class=TeacherStudentTrainer)
+                                       params=params, metrics=score.tracked(), report=report,
+                                       register_as=register_as, trainer_class=TeacherStudentTrainer)
     return {"folder": folder, "report": report, "run_id": run_id, "version": version, "name": register_as}
 
 
@@ -146,6 +129,5 @@ def main(args: argparse.Namespace) -> int:
     print(done["report"])
     print(f"wrote {done['folder'].resolve()}")
     if done["run_id"]:
-        registered = f"; registered as {done['name']} version {done['version']}" if done["version"] else ""
-        print(f"logged as MLflow run {done['run_id']}{registered}")
+        print(f"logged as MLflow run {done['run_id']}; registered as {done['name']} version {done['version']}")
     return 0

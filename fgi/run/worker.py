@@ -16,7 +16,7 @@ the data order. This module imports nothing from Ray or MLflow.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -163,18 +163,22 @@ def train_worker(cfg: Config, *, rank: int, world: int, device: torch.device, re
         checkpoint: the checkpoint to restore (anything with ``as_directory()``), or None.
         staging: where rank 0 writes checkpoint folders before the reporter persists them.
         wrap_model: wraps the models (DDP); None keeps them as they are.
-        beat: called at every optimizer step and after every report (a ``fgi.search.watchdog.Watchdog``'s beat).
+        beat: called at every optimizer step, every val batch, after every report and after each start-up
+            phase (model build, restore, data loading): a ``fgi.search.watchdog.Watchdog``'s beat, so that
+            only a phase that stops progressing, not a slow run, outlasts its timeout.
     """
     from fgi.method.engine import TeacherStudentTrainer
     from fgi.viz import validation_overlay
 
     progress = beat or _no_progress
     trainer = TeacherStudentTrainer(cfg, device, rank=rank, wrap_model=wrap_model)
+    progress()
     restored: dict[str, Any] = {}
     if checkpoint is not None:
         state, restored = _readable_state(checkpoint)
         if state is not None:
             trainer.load_state_dict(state)
+        progress()
     if trainer.step >= cfg.train.max_steps and restored:
         # a run restarted after its last checkpoint: report its final metrics again so that the caller
         # (a resumed Tune trial) sees how it ended
@@ -183,11 +187,12 @@ def train_worker(cfg: Config, *, rank: int, world: int, device: torch.device, re
 
     loaders = build_loaders(cfg, rank, world)
     norm = loaders["normalization"]
+    progress()
 
     val_rows: list[dict[str, Any]] = []  # per-image val Dice of the latest evaluation, all ranks
 
     def evaluate() -> dict[str, float]:
-        rows = trainer.evaluate_rows(loaders["val"])
+        rows = trainer.evaluate_rows(_beating(loaders["val"], progress))
         val_rows[:] = _gather_rows([{"id": r["id"], "dice": r["dice"]} for r in rows])
         return _means(_all_reduce_sums(trainer.row_sums(rows), device))
 
@@ -208,6 +213,13 @@ def train_worker(cfg: Config, *, rank: int, world: int, device: torch.device, re
              eval_every=cfg.train.eval_every, evaluate=evaluate, on_eval=on_eval, on_step=lambda _: progress())
     if rank == 0 and staging.is_dir() and not any(staging.iterdir()):
         staging.rmdir()
+
+
+def _beating(batches: Iterable[Any], beat: Callable[[], None]) -> Iterator[Any]:
+    """The batches, with a beat before each (a long val pass is progress too)."""
+    for batch in batches:
+        beat()
+        yield batch
 
 
 def _read_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:

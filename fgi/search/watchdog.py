@@ -6,8 +6,9 @@ exception raised into it waits until it runs bytecode again, which it never does
 to end the process; Ray then sees the trial's actor (or the Train worker) die, and Tune fails the trial
 or retries it from its latest checkpoint as ``FailureConfig(max_failures)`` says.
 
-``Watchdog`` knows nothing of Ray: the trial code calls ``beat()`` at every optimizer step and after
-every report, and the watchdog's thread ends the process when no beat came for ``timeout_s`` seconds.
+``Watchdog`` knows nothing of Ray: the trial code calls ``beat()`` at every optimizer step, val batch and
+report and after each start-up phase (``fgi.run.worker.train_worker``), and the watchdog's thread ends the
+process when no beat came for ``timeout_s`` seconds: a slow trial is never ended, a stalled one is.
 """
 
 from __future__ import annotations

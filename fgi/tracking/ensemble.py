@@ -105,14 +105,14 @@ def download_checkpoint(uri: str, run_id: str, dst: str | os.PathLike) -> Path:
 
 def log_ensemble(uri: str, experiment: str, sweep: str | None, folder: str | os.PathLike, *, run_name: str,
                  params: Mapping[str, Any], metrics: Mapping[str, float], report: str,
-                 register_as: str | None, trainer_class: type) -> tuple[str, str | None]:
-    """Log an ensemble folder as a run (its params, val metrics, report ``ensemble.md`` and files) and
-    register it as ``register_as`` (None: not registered).
+                 register_as: str, trainer_class: type) -> tuple[str, str]:
+    """Log an ensemble folder as a run (its params, val metrics, report ``ensemble.md``) and register its files
+    as model ``register_as``.
 
     The run is a child of ``sweep``'s parent run when ``sweep`` is given.
 
     Returns:
-        (run id, registered version or None).
+        (run id, registered version).
     """
     client = _client(uri)
     exp_id = experiment_id(uri, experiment)
@@ -127,12 +127,7 @@ def log_ensemble(uri: str, experiment: str, sweep: str | None, folder: str | os.
         _log_params(client, run_id, params)
         _log_metrics(client, run_id, metrics, 0)
         client.log_text(run_id, report, "ensemble.md")
-        version = None
-        if register_as:
-            version = register_model(uri, run_id, folder, register_as, trainer_class,
-                                     tags={KIND_TAG: ENSEMBLE_KIND})
-        else:
-            client.log_artifacts(run_id, str(folder), "ensemble")
+        version = register_model(uri, run_id, folder, register_as, trainer_class, tags={KIND_TAG: ENSEMBLE_KIND})
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise

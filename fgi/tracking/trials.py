@@ -159,6 +159,7 @@ class TrialLogger(Callback):
         self.staging = Path(staging) if staging else None
         self.best: dict[str, dict[str, Any]] = {}  # trial id -> {"value", "step"} of its staged checkpoint
         self.last_step: dict[str, int] = {}  # newest logged step per trial: a replayed report is not logged twice
+        self.finished: dict[str, float] = {}  # trial id -> best value, of the trials that ran to their end
         self._seen: set[str] = set()  # trials whose run this process has asked the queue to set up
         self._warned = False
 
@@ -170,11 +171,12 @@ class TrialLogger(Callback):
         self._seen, self._warned = set(), False
 
     def get_state(self) -> dict:
-        return {"best": dict(self.best), "last_step": dict(self.last_step)}
+        return {"best": dict(self.best), "last_step": dict(self.last_step), "finished": dict(self.finished)}
 
     def set_state(self, state: dict) -> None:
         self.best.update(state.get("best", {}))
         self.last_step.update(state.get("last_step", {}))
+        self.finished.update(state.get("finished", {}))
 
     def ref(self, trial: Any) -> dict[str, str]:
         """How queued operations name the trial's run (found by tags or created on the queue's thread)."""
@@ -266,6 +268,23 @@ class TrialLogger(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         early = int((trial.last_result or {}).get("step", 0)) < self.max_steps
         self._end(trial, "FINISHED", "stopped_early" if early else "finished")
+        if not early:
+            self._best_so_far(trial)
+
+    def _best_so_far(self, trial: Any) -> None:
+        """Log the sweep's best value so far on the parent run, one point per trial that ran to its end (the
+        MLflow UI draws it against the finished-trial count while the sweep runs); early-stopped trials hold
+        values of a shorter run and do not count, as for the sweep's best config."""
+        staged_best = self.best.get(trial.trial_id, {}).get("value")
+        value = staged_best if staged_best is not None else (trial.last_result or {}).get(self.metric)
+        if value is None or not math.isfinite(float(value)) or trial.trial_id in self.finished:
+            return
+        self.finished[trial.trial_id] = float(value)
+        pick = max if self.mode == "max" else min
+        best_id = pick(self.finished, key=self.finished.__getitem__)
+        self.queue(trial).put("log_batch", run=self.parent_run_id, metrics=[
+            [f"best_so_far_{self.metric}", self.finished[best_id], int(time.time() * 1000), len(self.finished)]],
+            tags={"fgi.best_so_far_trial": best_id})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.error_file and Path(trial.error_file).is_file():

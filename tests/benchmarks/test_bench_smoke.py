@@ -45,3 +45,20 @@ def test_budget_probe_smoke():
     out = run_script("budget_probe.py", "--budget", "smoke", "--steps", "8")
     lines = [line for line in out.splitlines() if line.startswith("max_steps")]
     assert [int(line.split()[3]) for line in lines] == [4, 8], out  # one line per evaluation of the smoke budget
+
+
+def test_bench_ensemble_smoke(tmp_path):
+    import torch
+
+    from fgi.budgets import apply_budget
+    from fgi.checkpoint import write_checkpoint
+    from fgi.config import Config, override
+    from fgi.method.engine import TeacherStudentTrainer
+    from fgi.run.worker import build_loaders, prepare
+
+    cfg = prepare(apply_budget(Config(), "smoke"))
+    norm = build_loaders(cfg, 0, 1)["normalization"]
+    folders = [write_checkpoint(tmp_path / f"seed{seed}", TeacherStudentTrainer(override(cfg, {"train.seed": seed}),
+                                torch.device("cpu")), {}, norm) for seed in (0, 1)]
+    out = run_script("bench_ensemble.py", "--members", *map(str, folders))
+    assert "| ensemble (mean of 2) |" in out and "(best member)" in out and "ensemble − best member:" in out, out

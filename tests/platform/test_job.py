@@ -212,6 +212,32 @@ def test_mlflow_ui_shows_trials(sweep, mlflow_server, tmp_path):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_the_parent_run_shows_the_best_so_far_as_trials_finish(sweep, mlflow_server, tmp_path):
+    """The parent run's ``best_so_far_val_dice`` gets one point per finished trial, when it finishes (the live
+    view of a running sweep in the MLflow UI), and the parent's page in Chromium shows it."""
+    from mlflow.tracking import MlflowClient
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name(sweep["experiment"])
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("fgi.kind") == "sweep")
+    trials = sorted((r for r in runs if r.data.tags.get("fgi.kind") == "trial"), key=lambda r: r.info.end_time)
+    history = sorted(client.get_metric_history(parent.info.run_id, "best_so_far_val_dice"), key=lambda m: m.step)
+    assert [m.step for m in history] == [1, 2, 3]
+    # in the order the trials ended: the running best of their best val Dice
+    running = np.maximum.accumulate([r.data.metrics["best_val_dice"] for r in trials])
+    assert [m.value for m in history] == pytest.approx(list(running))
+    assert history[-1].value == pytest.approx(parent.data.metrics["best_val_dice"])
+    best_trial = max(trials, key=lambda r: r.data.metrics["best_val_dice"])
+    assert parent.data.tags["fgi.best_so_far_trial"] == best_trial.data.tags["fgi.trial_id"]
+    # logged as each trial finished, not at the sweep's end: the first point came before the last trial ended
+    assert history[0].timestamp < trials[-1].info.end_time
+    with _chromium(tmp_path) as browser:
+        browser.get(f"{mlflow_server.uri}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}")
+        WebDriverWait(browser, 90).until(lambda drv: "best_so_far_val_dice" in _body(drv))
+
+
 def test_mlflow_compare_view_shows_the_tuned_params(sweep, mlflow_server, tmp_path):
     """The compare-runs page of the sweep's trials lists the tuned parameters, not the whole config."""
     from mlflow.tracking import MlflowClient
