@@ -40,3 +40,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text (UTF-8) through a temporary file in the same folder and a rename."""
     atomic_write_bytes(path, text.encode())
+
+
+def folder_bytes(path: str | os.PathLike) -> int:
+    """Total size of the files under ``path`` (0 when it does not exist)."""
+    p = Path(path)
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else 0

@@ -22,6 +22,7 @@ from fgi.commands import error_line
 from fgi.commands.predict import MODEL_HELP, URI_HELP, load_model
 from fgi.data.errors import DataError
 from fgi.fields import OptionError
+from fgi.files import folder_bytes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,11 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check-decimals", type=int, default=3,
                         help="decimals to which the release's val Dice must equal the source's (default 3)")
     parser.add_argument("--mlflow-uri", default=None, help=URI_HELP)
-
-
-def folder_bytes(folder: Path) -> int:
-    """Total size of the files under ``folder``."""
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def release(model: str, out: Path, precision: str = "fp16", check_decimals: int = 3,

@@ -11,7 +11,7 @@ from fgi.commands import error_line
 from fgi.config import ConfigError
 from fgi.data.errors import DataError
 from fgi.datasets import DATASET_NAMES
-from fgi.search.stop import SweepStopped
+from fgi.search.stop import DiskFull, SweepStopped
 from fgi.search.sweep import (
     DEFAULT_TRIAL_TIMEOUT,
     METRIC_MODES,
@@ -22,6 +22,7 @@ from fgi.search.sweep import (
     run_sweep,
 )
 
+DISK_FULL_EXIT = 75  # EX_TEMPFAIL (sysexits.h): try again once there is room
 # library options whose flag here is not "--" plus the option's name
 TUNE_FLAGS = {"workers": "--workers-per-trial"}
 
@@ -136,17 +137,26 @@ def report(result: SweepResult) -> int:
     return 0 if result.best_metrics is not None else 1
 
 
+def _resume_command(args: argparse.Namespace) -> str:
+    """The command that resumes the sweep ``args`` started."""
+    resume = ["python", "tune.py", "--dataset", args.dataset, "--resume"]
+    resume += ["--name", args.name] if args.name else []
+    resume += ["--storage", args.storage] if args.storage else []
+    return shlex.join(resume)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the sweep; bad settings or data print one line naming the option, key or file and exit 2."""
     try:
         return report(run_sweep(options_of(args)))
     except SweepStopped as stop:
-        resume = ["python", "tune.py", "--dataset", args.dataset, "--resume"]
-        resume += ["--name", args.name] if args.name else []
-        resume += ["--storage", args.storage] if args.storage else []
         print(f"stopped by {stop} (the trials' MLflow runs and the sweep's end as KILLED); resume with: "
-              f"{shlex.join(resume)}", file=sys.stderr)
+              f"{_resume_command(args)}", file=sys.stderr)
         return 128 + stop.signum
+    except DiskFull as full:
+        print(f"stopped: {full}; the sweep's state is saved (the trials' MLflow runs end as KILLED). Free space, "
+              f"then resume with: {_resume_command(args)}", file=sys.stderr)
+        return DISK_FULL_EXIT
     except (ConfigError, DataError, FileNotFoundError) as exc:
         print(error_line(exc, TUNE_FLAGS), file=sys.stderr)
         return 2

@@ -22,6 +22,10 @@ class SweepStopped(Exception):  # noqa: N818 - a stop, not an error
         self.signum = signum
 
 
+class DiskFull(Exception):  # noqa: N818 - a stop, not an error
+    """The sweep stopped because its storage ran out of space (``fgi.search.disk``); resumable under its name."""
+
+
 class UserStop:
     """Context manager around ``Tuner.fit``: ``requested`` holds the stopping signal, or 0."""
 
@@ -51,4 +55,4 @@ class UserStop:
         return False
 
 
-__all__ = ["SweepStopped", "UserStop"]
+__all__ = ["DiskFull", "SweepStopped", "UserStop"]

@@ -249,6 +249,8 @@ def run_sweep(options: SweepOptions) -> SweepResult:
                                     metric=record.metric)
     tracker.start(record.space_text, space.base, record.tracked_settings())
 
+    from fgi.search.disk import FULL, DiskFull, DiskGuard
+
     t0 = time.monotonic()
     if record.num_samples == 0:  # a final stage whose every run was measured before
         return _finish([], space, record, tracker, path, uri, time.monotonic() - t0)
@@ -260,6 +262,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
             tracking.TrialCallback(uri, tracker.experiment_id, tracker.parent_run_id, record.name,
                                    ParamsOf(prepared, keys), length, record.metric, record.mode),
             ConsoleCallback(record.num_samples, record.metric, record.mode, length),
+            DiskGuard(path, record.max_concurrent or _slots(record)),
         ]
         tuner = _new_tuner(trainable(settings), space, record, storage, callbacks, options.verbose)
     from fgi.search.stop import SweepStopped, UserStop
@@ -269,10 +272,21 @@ def run_sweep(options: SweepOptions) -> SweepResult:
             results = tuner.fit()
         except KeyboardInterrupt:
             stop.requested = stop.requested or signal.SIGINT
+    if path in FULL:
+        tracker.stop()
+        raise DiskFull(FULL.pop(path))
     if stop.requested:
         tracker.stop()
         raise SweepStopped(stop.requested)
     return _finish(results, space, record, tracker, path, uri, time.monotonic() - t0)
+
+
+def _slots(record: SweepRecord) -> int:
+    """Trials the Ray cluster can run at once, by CPUs (an upper bound where GPUs are the limit)."""
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    return max(int(cpus // max(record.cpus_per_worker * record.workers, 1e-9)), 1)
 
 
 def _best_row(result: Any, metric: str, mode: str, length: int = 0) -> dict[str, Any] | None:
