@@ -203,10 +203,12 @@ def run_sweep(options: SweepOptions) -> SweepResult:
         # a sweep file written before records kept their store resolves it now, once
         uri = record.mlflow_uri or tracking.resolve_uri(options.mlflow_uri)
         tracking.check_server(uri)
+        tracking.check_artifacts(uri, record.experiment)
     else:
         uri = tracking.resolve_uri(options.mlflow_uri)
         tracking.check_server(uri)  # a dead server fails here, in seconds, before data or Ray or a sweep file
         record, space = new_record(options, uri, storage)
+        tracking.check_artifacts(uri, record.experiment)  # so does one that cannot store artifacts
         if options.warm_start:
             from fgi.search.warm import with_warm_start
 

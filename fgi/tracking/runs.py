@@ -33,7 +33,7 @@ from ray.train import UserCallback
 
 import fgi
 from fgi.config import Config, ConfigError, dump_yaml, flatten
-from fgi.fields import OptionError, OptionNotFound
+from fgi.fields import OptionNotFound
 from fgi.paths import fgi_home, git_commit
 from fgi.tracking.best import BEST_CONFIG_ARTIFACT, SweepChoice, best_sweep
 from fgi.tracking.queue import QUEUES, SPOOL_FILE, LogQueue, replay, take_spool
@@ -76,32 +76,6 @@ def resolve_uri(uri: str | None = None) -> str:
         except MlflowException as exc:
             raise ConfigError(f"MLflow tracking URI {uri}: {str(exc).split('. ')[0]}") from None
     return uri
-
-
-SERVER_CHECK_TIMEOUT_S = 10.0  # a live tracking server answers its health check well within this
-
-
-def check_server(uri: str, timeout_s: float = SERVER_CHECK_TIMEOUT_S) -> None:
-    """Fail fast when an ``http(s)`` tracking URI has no MLflow server behind it (other stores pass).
-
-    Raises:
-        OptionError: naming the URI and what the connection said, within ``timeout_s`` seconds.
-    """
-    import urllib.error
-    import urllib.request
-
-    if get_uri_scheme(uri) not in ("http", "https"):
-        return
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as response:  # noqa: S310
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except (urllib.error.URLError, OSError) as exc:
-        raise OptionError("mlflow_uri", f"{uri}: no MLflow tracking server answers ({getattr(exc, 'reason', exc)}); "
-                                        "start it (mlflow server ...) or give another tracking URI") from None
-    if status >= 500 or status == 404:
-        raise OptionError("mlflow_uri", f"{uri}: its health check gave HTTP {status}; is it an MLflow server?")
 
 
 def _client(uri: str) -> MlflowClient:
@@ -445,5 +419,5 @@ def log_run_text(uri: str, run_id: str, text: str, path: str) -> None:
 __all__ = [
     "BEST_CONFIG_ARTIFACT", "EXPERIMENT_KIND", "Executor", "SweepChoice", "SweepTracker", "TrainCallback", "TrialCallback",
     "config_of_run", "end_run", "experiment_id", "fetch_best_config", "is_permanent", "log_final_metrics",
-    "check_server", "log_run_text", "reconcile", "replay_spool", "resolve_uri", "start_final_run",
+    "log_run_text", "reconcile", "replay_spool", "resolve_uri", "start_final_run",
 ]
