@@ -16,6 +16,7 @@ import errno
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +29,29 @@ FULL: dict[str, str] = {}  # storage path -> why its sweep stopped (read by the 
 NO_SPACE = (f"[Errno {errno.ENOSPC}]", os.strerror(errno.ENOSPC))  # how an ENOSPC reads in a trial's error
 
 
+def graceful_stop() -> None:
+    """Ask Tune to stop the way it always handles: SIGUSR1 saves the sweep's state and returns from ``fit``."""
+    os.kill(os.getpid(), signal.SIGUSR1)
+
+
 class DiskGuard(Callback):
     """Tune callback that stops the sweep when its storage is about to fill up, or has.
 
     Args:
         storage: the sweep's folder (``<storage>/<name>``): the filesystem watched.
         writers: trials that may write a checkpoint at once (the sweep's concurrency).
+        on_full: called once, after the reason is recorded in ``FULL``; default ``graceful_stop``.
     """
 
-    def __init__(self, storage: str, writers: int) -> None:
+    def __init__(self, storage: str, writers: int, on_full: Callable[[], None] | None = None) -> None:
         self.storage, self.writers = str(storage), max(int(writers), 1)
+        self.on_full = on_full
         self.largest = 0  # bytes of the largest checkpoint folder reported so far
 
     def _stop(self, why: str) -> None:
         if self.storage not in FULL:
             FULL[self.storage] = why
-            os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop: it saves the sweep's state and returns
+            (self.on_full or graceful_stop)()
 
     def free_bytes(self) -> int:
         """Free bytes on the storage's filesystem (its nearest existing folder)."""
