@@ -10,7 +10,7 @@ recorded trials, checks that they agree on the best one, and writes its config a
 config::
 
     python benchmarks/protocol_kvasir.py --write-config /tmp/d_fgi.yaml
-    python benchmarks/replay_e_sweep.py --config /tmp/d_fgi.yaml --out best_configs/kvasir.yaml
+    python benchmarks/replay_e_sweep.py --config /tmp/d_fgi.yaml --out benchmarks/results/e_sweep_kvasir.yaml
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ def test_the_replayed_sweep_rebuilds_the_committed_kvasir_config(d_fgi_config, t
     out = tmp_path / "kvasir.yaml"
     assert replay.main(["--config", str(d_fgi_config), "--out", str(out)]) == 0
     assert "8 finishing orders reproduce all 7 recorded trials; they agree on b22e9403" in capsys.readouterr().out
-    committed = (ROOT / "best_configs" / "kvasir.yaml").read_text()
+    committed = (ROOT / "benchmarks" / "results" / "e_sweep_kvasir.yaml").read_text()
     assert _without_commit_line(out.read_text()) == _without_commit_line(committed)
 
 
