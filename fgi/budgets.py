@@ -80,6 +80,13 @@ def compute_keys() -> frozenset[str]:
     return frozenset(k for b in BUDGETS.values() for k in b) | frozenset(MACHINE_KEYS)
 
 
+def without_machine(cfg: Config) -> Config:
+    """``cfg`` with every ``MACHINE_KEYS`` entry at its default: no path or setting of the machine it ran on, so
+    a released model's config travels to another machine."""
+    defaults = flatten(Config())
+    return override(cfg, {k: defaults[k] for k in MACHINE_KEYS})
+
+
 def method_dict(cfg: Config, keep: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
     """The config's method hyperparameters as nested sections (compute keys dropped unless in ``keep``)."""
     drop = compute_keys() - set(keep)
@@ -126,4 +133,4 @@ def apply_budget(cfg: Config, name: str) -> Config:
 
 
 __all__ = ["BUDGETS", "MACHINE_KEYS", "apply_budget", "budget_names", "budget_overrides", "compute_keys", "method_dict",
-           "portable_config_text"]
+           "portable_config_text", "without_machine"]

@@ -40,6 +40,7 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
+from fgi.budgets import without_machine
 from fgi.config import Config, dump_yaml, load_yaml_text
 from fgi.files import atomic_write_bytes, current_umask
 
@@ -76,11 +77,12 @@ def checkpoint_name(step: int) -> str:
     return f"step_{int(step):07d}"
 
 
-def inference_state(state: Mapping[str, Any], precision: str = "fp32") -> dict[str, Any]:
+def inference_state(state: Mapping[str, Any], precision: str = "fp32", config: str | None = None) -> dict[str, Any]:
     """The inference-only part of a trainer state: the models' weights, config and step.
 
     Args:
         state: a trainer state (``state_dict``).
+        config: YAML text that replaces the state's config (the machine-free one of a release); None keeps it.
         precision: a key of ``PRECISIONS``: the dtype floating weights are stored in (integer buffers, such
             as batch norm's counters, stay as they are). The engine casts them back to its own dtype on load.
 
@@ -92,14 +94,14 @@ def inference_state(state: Mapping[str, Any], precision: str = "fp32") -> dict[s
     dtype = PRECISIONS[precision]
     models = {name: {k: (v.to(dtype) if torch.is_floating_point(v) else v) for k, v in weights.items()}
               for name, weights in state["models"].items()}
-    return {"models": models, "config": state["config"], "step": state["step"], INFERENCE_ONLY: True,
-            "precision": precision}
+    return {"models": models, "config": state["config"] if config is None else config, "step": state["step"],
+            INFERENCE_ONLY: True, "precision": precision}
 
 
-def _state_bytes(trainer: Trainer, precision: str | None = None) -> bytes:
+def _state_bytes(trainer: Trainer, precision: str | None = None, config: str | None = None) -> bytes:
     state = trainer.state_dict()
     buffer = io.BytesIO()
-    torch.save(state if precision is None else inference_state(state, precision), buffer)
+    torch.save(state if precision is None else inference_state(state, precision, config), buffer)
     return buffer.getvalue()
 
 
@@ -129,7 +131,9 @@ def write_checkpoint(folder: str | os.PathLike, trainer: Trainer, metrics: Mappi
         overlay: PNG bytes of the validation overlay, or None.
         val_rows: per-image val Dice (``id``, ``dice``) at this step, or None.
         release: None for the full state (training resumes from it), or a key of ``PRECISIONS`` for an
-            inference-only state whose floating weights are stored at that precision (``inference_state``).
+            inference-only state whose floating weights are stored at that precision (``inference_state``);
+            a release's config (in the state and ``config.yaml``) drops the machine's paths and settings
+            (``fgi.budgets.without_machine``), so the folder travels.
 
     Returns:
         The folder.
@@ -142,9 +146,10 @@ def write_checkpoint(folder: str | os.PathLike, trainer: Trainer, metrics: Mappi
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
     try:
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0o700 would hide it on shared storage
+        config = dump_yaml(trainer.cfg if release is None else without_machine(trainer.cfg))
         files = {
-            CHECKPOINT_FILE: _state_bytes(trainer, release),
-            CONFIG_FILE: dump_yaml(trainer.cfg).encode(),
+            CHECKPOINT_FILE: _state_bytes(trainer, release, None if release is None else config),
+            CONFIG_FILE: config.encode(),
             METRICS_FILE: json.dumps({"step": trainer.step, **metrics}, indent=1).encode(),
             NORMALIZATION_FILE: json.dumps(dict(normalization)).encode(),
         }

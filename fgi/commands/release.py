@@ -47,8 +47,7 @@ def release(model: str, out: Path, precision: str = "fp16", check_decimals: int 
     """
     from fgi.checkpoint import METRICS_FILE, replace_dir, write_checkpoint
     from fgi.data.dataset import ensure_prepared
-    from fgi.ensemble import Ensemble, load_model_folder, write_ensemble
-    from fgi.method.engine import TeacherStudentTrainer
+    from fgi.ensemble import Ensemble, write_ensemble
     from fgi.run.evaluation import evaluate_split
 
     if not 0 <= check_decimals <= 6:
@@ -69,19 +68,43 @@ def release(model: str, out: Path, precision: str = "fp16", check_decimals: int 
                                                   for m in trainer.info["members"]], precision)
         else:
             write_checkpoint(built, trainer, {}, normalization, release=precision)
-        released, _ = load_model_folder(built, TeacherStudentTrainer)
-        after = evaluate_split(released, "val", num_workers=0)
+        after = evaluate_split(_released_weights(built, trainer), "val", num_workers=0)
         if round(after["val_dice"], check_decimals) != round(before["val_dice"], check_decimals):
             raise OptionError("precision", f"{precision} changes val Dice from {before['val_dice']:.6f} to "
                               f"{after['val_dice']:.6f} at {check_decimals} decimals; nothing was written "
                               "(try --precision fp32)")
         if not isinstance(trainer, Ensemble):  # the folder is still private: rewritten in place, renamed whole
-            (built / METRICS_FILE).write_text(json.dumps({"step": trainer.step, **after, "released_from": model,
+            (built / METRICS_FILE).write_text(json.dumps({"step": trainer.step, **after, "released_from": _source_name(model),
                                                           "source_val_dice": before["val_dice"]}, indent=1))
         replace_dir(built, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"precision": precision, "source_val": before, "release_val": after, "bytes": folder_bytes(out), "out": out}
+
+
+def _source_name(model: str) -> str:
+    """How the release names its source: a registry URI as given, a local folder by its last two parts (a
+    machine's absolute path would not travel with the folder)."""
+    path = Path(model)
+    return "/".join(path.resolve().parts[-2:]) if path.exists() else model
+
+
+def _released_weights(folder: Path, source: Any) -> Any:
+    """The released weights under the source's configs: a release keeps no data paths (``without_machine``),
+    so it is scored on the source's prepared val part."""
+    from fgi.checkpoint import read_checkpoint
+    from fgi.ensemble import Ensemble, read_ensemble_info
+
+    def rebuilt(member_folder: Path, member: Any) -> Any:
+        trainer = type(member)(member.cfg, member.device)
+        trainer.load_state_dict(read_checkpoint(member_folder))
+        return trainer
+
+    if not isinstance(source, Ensemble):
+        return rebuilt(folder, source)
+    folders = [folder / m["folder"] for m in read_ensemble_info(folder)["members"]]
+    return Ensemble([rebuilt(f, m) for f, m in zip(folders, source.members, strict=True)],
+                    [source.normalization] * len(folders), [str(f) for f in folders])
 
 
 def main(args: argparse.Namespace) -> int:

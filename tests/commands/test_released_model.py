@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fgi.checkpoint import INFERENCE_ONLY, read_checkpoint
+from fgi.config import load_yaml
 from fgi.ensemble import deployable, load_model_folder
 from fgi.files import folder_bytes
 from fgi.method.engine import TeacherStudentTrainer
@@ -28,6 +29,10 @@ def test_the_released_model_is_small_weights_only_and_deployable():
     assert state[INFERENCE_ONLY] is True and "optimizers" not in state
     trainer, norm = load_model_folder(MODEL, TeacherStudentTrainer)
     assert deployable(trainer.cfg) is None, "it answers on the image alone"
+    # it travels: no path of the machine it was trained on, in the state or in config.yaml
+    data = trainer.cfg.data
+    assert (data.root, data.cache_dir, data.fixations, data.split_dir) == ("", "", "", "")
+    assert load_yaml(MODEL / "config.yaml") == trainer.cfg
     side = int(norm["image_size"])
     probs = trainer.predict(torch.zeros(2, int(norm["channels"]), side, side))
     assert probs.shape == (2, 1, side, side) and 0.0 <= float(probs.min()) <= float(probs.max()) <= 1.0
