@@ -87,7 +87,12 @@ class Ensemble:
         Shape:
             image (B, C, H, W). Returns (B, 1, H, W) float32.
         """
-        return torch.stack([m.predict(image).float() for m in self.members]).mean(0)
+        return self.combine([m.predict(image).float() for m in self.members])
+
+    @staticmethod
+    def combine(probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The ensemble's answer from its members' probabilities (``COMBINE``: their mean)."""
+        return torch.stack(list(probabilities)).mean(0)
 
 
 def is_ensemble(folder: str | os.PathLike) -> bool:

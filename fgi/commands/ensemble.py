@@ -76,8 +76,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     if args.top < 1:
         raise OptionError("top", f"{args.top} must be at least 1")
     uri = tracking.resolve_uri(args.mlflow_uri)
-    if uri.startswith(("http://", "https://")):
-        tracking.check_server(uri)
+    tracking.check_server(uri)  # a database or file store passes
     if args.sweep:
         candidates, left_out = ranked_trials(uri, args.experiment, args.sweep, args.metric, METRIC_MODES[args.metric])
         wanted = args.top

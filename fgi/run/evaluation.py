@@ -204,28 +204,46 @@ def evaluate_split(trainer: Any, split: str = "test", num_workers: int | None = 
     workers = cfg.data.num_workers if num_workers is None else num_workers
     loader = DataLoader(datasets[split], batch_size=cfg.train.batch_size, num_workers=workers)
     if isinstance(trainer, Ensemble):
-        rows = predictor_rows(trainer, loader)
-        means = {f"val_{m}": float(np.mean([r[m] for r in rows])) for m in METRICS} | {"n": float(len(rows))}
+        rows = ensemble_rows(trainer, loader)[1]
+        means = row_means(rows) | {"n": float(len(rows))}
     else:
         means = trainer.evaluate(loader)
     return {k.replace("val_", f"{split}_") if k != "n" else f"{split}_n": v for k, v in means.items()}
 
 
-def predictor_rows(predictor: Any, loader: Any, threshold: float = 0.5) -> list[dict[str, Any]]:
-    """Per-image metrics (with "id") of a predictor that answers on the image alone, as on a new image.
+def ensemble_rows(ensemble: Ensemble, loader: Any, threshold: float = 0.5) -> tuple[list[list[dict[str, Any]]],
+                                                                                  list[dict[str, Any]]]:
+    """Per-image metrics (with "id") of each member of an ensemble and of the ensemble, on the image alone (as
+    on a new image); each member predicts once per batch and the ensemble's answer is the mean of theirs.
 
     Args:
-        predictor: anything with ``predict(image) -> probabilities`` (a deployable trainer, an ``Ensemble``).
+        ensemble: the members and how they are combined (``Ensemble.combine``).
         loader: batches with "image", "mask" and "id", at the prepared cache's resolution.
         threshold: probability above which a pixel is lesion.
+
+    Returns:
+        (one list of rows per member, the ensemble's rows).
     """
-    rows = []
+    members: list[list[dict[str, Any]]] = [[] for _ in ensemble.members]
+    rows: list[dict[str, Any]] = []
+
+    def add(out: list[dict[str, Any]], batch: Mapping[str, Any], probs: torch.Tensor) -> None:
+        pred = (probs > threshold).cpu().numpy()
+        for item_id, metrics in zip(batch["id"], batch_metrics(pred, batch["mask"].bool().numpy()), strict=True):
+            out.append({"id": str(item_id), **metrics})
+
     with torch.no_grad():
         for batch in loader:
-            pred = (predictor.predict(batch["image"]) > threshold).cpu().numpy()
-            for item_id, metrics in zip(batch["id"], batch_metrics(pred, batch["mask"].bool().numpy()), strict=True):
-                rows.append({"id": str(item_id), **metrics})
-    return rows
+            probs = [m.predict(batch["image"]).float() for m in ensemble.members]
+            for out, p in zip(members, probs, strict=True):
+                add(out, batch, p)
+            add(rows, batch, ensemble.combine(probs))
+    return members, rows
+
+
+def row_means(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Mean of each of ``METRICS`` over per-image rows, as "val_<metric>"."""
+    return {f"val_{m}": float(np.mean([r[m] for r in rows])) for m in METRICS}
 
 
 def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", device: str | None = None) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Scoring an ensemble of a sweep's trials against its members, on the val part of their shared split.
 
 Every member and the ensemble answer on the image alone (as on a new image), through one function
-(``fgi.run.evaluation.predictor_rows``), so the comparison is like for like; the gain of the ensemble over its
+(``fgi.run.evaluation.ensemble_rows``, each member predicting once), so the comparison is like for like; the gain of the ensemble over its
 best member comes with a paired bootstrap interval over val images (``fgi.search.compare``).
 """
 
@@ -54,7 +54,7 @@ def score_ensemble(ensemble: Any) -> EnsembleScore:
     from torch.utils.data import DataLoader
 
     from fgi.data.dataset import build_datasets, ensure_prepared
-    from fgi.run.evaluation import predictor_rows
+    from fgi.run.evaluation import ensemble_rows, row_means
 
     cfg = ensemble.cfg
     ensure_prepared(cfg)
@@ -62,14 +62,12 @@ def score_ensemble(ensemble: Any) -> EnsembleScore:
     if val is None or len(val) == 0:
         raise DataError(f"dataset {cfg.data.dataset}: the members' split has no val part to score on")
     loader = DataLoader(val, batch_size=cfg.train.batch_size, num_workers=0)
-    member_rows = [predictor_rows(member, loader) for member in ensemble.members]
-    rows = predictor_rows(ensemble, loader)
+    member_rows, rows = ensemble_rows(ensemble, loader)
     member_dice = [sum(r["dice"] for r in mr) / len(mr) for mr in member_rows]
     best = max(range(len(member_dice)), key=lambda i: member_dice[i])
     gain, low, high = paired_bootstrap({r["id"]: r["dice"] for r in rows},
                                        {r["id"]: r["dice"] for r in member_rows[best]}, seed=cfg.train.seed)
-    metrics = {f"val_{m}": sum(r[m] for r in rows) / len(rows) for m in METRICS}
-    return EnsembleScore(metrics, member_dice, best, gain, low, high, len(rows))
+    return EnsembleScore(row_means(rows), member_dice, best, gain, low, high, len(rows))
 
 
 __all__ = ["EnsembleScore", "score_ensemble"]
