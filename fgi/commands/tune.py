@@ -69,8 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank-step", type=int, default=None,
                         help="with --final-stage: the step the screening runs are ranked at (their --stop-step)")
     parser.add_argument("--top-k", type=int, default=1, help="with --final-stage: candidates besides the published point")
-    parser.add_argument("--stage-seeds", nargs="+", type=int, default=(0, 1), metavar="SEED",
-                        help="with --final-stage: seeds of every candidate's runs (at least two; default 0 1)")
+    parser.add_argument("--stage-seeds", nargs="+", type=int, default=(), metavar="SEED",
+                        help="with --final-stage: seeds of every candidate's runs (at least two; default "
+                             "--seeds-per-trial seeds from --seed when that is 2 or more, else 0 1)")
+    parser.add_argument("--seeds-per-trial", type=int, default=1, metavar="N",
+                        help="run every proposed config with N seeds (--seed, --seed + 1, ...): its value is their "
+                             "mean, told to TPE once all ended, their spread logged; needs --scheduler none "
+                             "(--num-samples counts configs)")
     parser.add_argument("--metric", default="val_dice", choices=sorted(METRIC_MODES),
                         help="validation metric to optimize (Dice and IoU up, HD95 and ASD down)")
     parser.add_argument("--storage", default=None,
@@ -106,7 +111,7 @@ def options_of(args: argparse.Namespace) -> SweepOptions:
         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, search=args.search,
         startup_trials=args.startup_trials, scheduler=args.scheduler, max_steps=args.max_steps, grace_steps=args.grace_steps, stop_step=args.stop_step,
         warm_start=tuple(args.warm_start), final_stage=tuple(args.final_stage), rank_step=args.rank_step,
-        top_k=args.top_k, stage_seeds=tuple(args.stage_seeds), metric=args.metric, root=args.root,
+        top_k=args.top_k, stage_seeds=tuple(args.stage_seeds), seeds_per_trial=args.seeds_per_trial, metric=args.metric, root=args.root,
         storage=args.storage, name=args.name, resume=args.resume, mlflow_uri=args.mlflow_uri,
         experiment=args.experiment, time_budget=args.time_budget, seed=args.seed, max_failures=args.max_failures,
         trial_timeout=args.trial_timeout, best_dir=args.best_dir, verbose=args.verbose)

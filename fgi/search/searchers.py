@@ -34,6 +34,7 @@ class SearcherRequest:
             a trial that reports fewer is told to a model-based searcher as pruned.
         warm: earlier runs told to a model-based searcher before it proposes (``WarmPoint.to_dict`` form).
         points: the trial configs (dotted key -> plain value) of a searcher that runs fixed points.
+        seeds: runs of every proposed config (``fgi.search.seeds.SeedGroups``), seeds from ``seed``.
     """
 
     space: SearchSpace
@@ -45,6 +46,7 @@ class SearcherRequest:
     length: int = 0
     warm: tuple[dict[str, Any], ...] = ()
     points: tuple[dict[str, Any], ...] = ()
+    seeds: int = 1
 
 
 SearcherFactory = Callable[[SearcherRequest], tuple[Any, dict[str, Any]]]
@@ -75,6 +77,10 @@ def _tpe(req: SearcherRequest) -> tuple[Any, dict[str, Any]]:
     searcher = finished_only_search(req.length, OptunaDefineByRun(req.space), metric=req.metric, mode=req.mode,
                                     sampler=tpe_sampler(req.seed, req.startup_trials), points_to_evaluate=first,
                                     warm=req.warm)
+    if req.seeds > 1:
+        from fgi.search.seeds import SeedGroups
+
+        searcher = SeedGroups(searcher, req.seeds, req.seed, req.length)
     return ConcurrencyLimiter(searcher, max_concurrent=req.concurrent), {}
 
 

@@ -82,7 +82,11 @@ class SweepOptions:
             published point each run once per ``stage_seeds`` seed to the end, with no early stopping.
         rank_step: the step the screening runs are ranked at (their stop step); needed with ``final_stage``.
         top_k: candidates of the final stage besides the published point.
-        stage_seeds: the final stage's seeds (at least two: the choice is tested against the seed noise).
+        stage_seeds: the final stage's seeds (at least two: the choice is tested against the seed noise); default
+            ``seeds_per_trial`` seeds from ``seed`` when that is 2 or more, else 0 and 1.
+        seeds_per_trial: runs of every proposed config, with seeds ``seed``, ``seed + 1``, ...; the config's value
+            is their mean (``fgi.groups``), told to TPE once all have ended. Not with ASHA, which would stop
+            seeds of one config apart.
         metric: validation metric to optimize (``METRIC_MODES``).
         root: raw dataset folder (``data.root``); default the config's.
         storage: local folder or URI for Tune state and checkpoints; default ``$FGI_HOME/ray_results``.
@@ -118,7 +122,8 @@ class SweepOptions:
     final_stage: tuple[str, ...] = ()
     rank_step: int | None = None
     top_k: int = 1
-    stage_seeds: tuple[int, ...] = (0, 1)
+    stage_seeds: tuple[int, ...] = ()
+    seeds_per_trial: int = 1
     metric: str = "val_dice"
     root: str | None = None
     storage: str | None = None
@@ -135,7 +140,7 @@ class SweepOptions:
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "max_concurrent", "workers_per_trial", "max_steps", "grace_steps", "stop_step",
-                     "cpus_per_worker", "time_budget", "startup_trials"):
+                     "cpus_per_worker", "time_budget", "startup_trials", "seeds_per_trial"):
             _positive(name, getattr(self, name))
         for name in ("max_failures", "gpus_per_worker", "trial_timeout"):
             _positive(name, getattr(self, name), allow_zero=True)
@@ -153,18 +158,37 @@ class SweepOptions:
         _one_of("metric", self.metric, sorted(METRIC_MODES))
         if self.final_stage:
             self._check_final_stage()
+        elif self.seeds_per_trial > 1:
+            self._check_seed_groups()
         if self.name is not None:
             check_name(self.name)
 
+
+    def _check_seed_groups(self) -> None:
+        if self.scheduler != "none":
+            raise OptionError("seeds_per_trial", f"needs scheduler 'none', not {self.scheduler!r}: early stopping "
+                                                 "would stop the seeds of one config apart (use stop_step to screen)")
+        if self.search not in MODEL_BASED:
+            raise OptionError("seeds_per_trial", f"only for search 'tpe', not {self.search!r}")
+
+    def final_seeds(self, first: int) -> tuple[int, ...]:
+        """The final stage's seeds: ``stage_seeds``, else ``seeds_per_trial`` seeds from ``first`` when that is
+        2 or more, else 0 and 1."""
+        if self.stage_seeds:
+            return tuple(self.stage_seeds)
+        return tuple(range(first, first + self.seeds_per_trial)) if self.seeds_per_trial > 1 else (0, 1)
 
     def _check_final_stage(self) -> None:
         if self.rank_step is None:
             raise OptionError("rank_step", "the final stage ranks the screening runs at this step (their stop step)")
         _positive("rank_step", self.rank_step)
         _positive("top_k", self.top_k)
-        if len(set(self.stage_seeds)) < 2:
+        if self.stage_seeds and len(set(self.stage_seeds)) < 2:
             raise OptionError("stage_seeds", f"at least two different seeds, got {list(self.stage_seeds)} (the "
                                              "final choice is tested against the seed noise)")
+        if self.stage_seeds and self.seeds_per_trial > 1 and len(self.stage_seeds) != self.seeds_per_trial:
+            raise OptionError("seeds_per_trial", f"{self.seeds_per_trial} seeds, but stage_seeds lists "
+                                                 f"{len(self.stage_seeds)}; give one of them")
         if self.metric != "val_dice":
             raise OptionError("metric", f"the final stage compares per-image val Dice, not {self.metric}")
         # the final stage decides these itself: one full-length trial per candidate and seed, told to no searcher
@@ -247,12 +271,17 @@ class SweepRecord:
     rank_step: int = 0
     top_k: int = 0
     stage_seeds: tuple[int, ...] = ()
+    seeds_per_trial: int = 1  # runs per proposed config (files written before seed groups: one)
     final_candidates: tuple[dict[str, Any], ...] = ()  # fgi.search.stages.FinalPlan.candidates
     final_runs: tuple[dict[str, Any], ...] = ()  # FinalRun.to_dict of each run, reused ones with their rows
 
     def length(self, max_steps: int) -> int:
         """Steps a trial of this sweep runs unless stopped early: the stop step, else ``max_steps``."""
         return min(self.stop_step, max_steps) if self.stop_step else max_steps
+
+    def trial_count(self) -> int:
+        """Tune trials of the sweep: every proposed config once per seed (a final stage: one per run)."""
+        return self.num_samples * (1 if self.final_stage else self.seeds_per_trial)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -282,7 +311,8 @@ class SweepRecord:
     def tracked_settings(self) -> dict[str, Any]:
         """The settings logged as ``sweep.*`` params of the parent run."""
         keys = ("budget", "num_samples", "workers", "cpus_per_worker", "gpus_per_worker", "search", "scheduler",
-                "grace_steps", "metric", "seed", "max_failures", "trial_timeout", "startup_trials", "stop_step")
+                "grace_steps", "metric", "seed", "max_failures", "trial_timeout", "startup_trials", "stop_step",
+                "seeds_per_trial")
         stage = "final" if self.final_stage else "screening" if self.stop_step else "single"
         final = ({"final_stage": ",".join(self.final_stage), "rank_step": self.rank_step, "top_k": self.top_k,
                   "stage_seeds": ",".join(map(str, self.stage_seeds)),
@@ -390,11 +420,11 @@ def new_record(options: SweepOptions, mlflow_uri: str = "", storage: str = "") -
         experiment=options.experiment or f"fgi-{options.dataset}", best_dir=default_best_dir(options.best_dir),
         mlflow_uri=mlflow_uri, storage=storage, trial_timeout=options.trial_timeout,
         startup_trials=options.startup_trials or default_startup_trials(num_samples),
-        stop_step=options.stop_step or 0)
+        stop_step=options.stop_step or 0, seeds_per_trial=options.seeds_per_trial)
     if options.final_stage:
         record = dataclasses.replace(record, search="points", scheduler="none", final_stage=tuple(options.final_stage),
                                      rank_step=int(options.rank_step or 0), top_k=options.top_k,
-                                     stage_seeds=tuple(options.stage_seeds))
+                                     stage_seeds=options.final_seeds(base.train.seed))
     return record, space
 
 

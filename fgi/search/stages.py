@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fgi.config import ConfigError, flatten, load_yaml_text
+from fgi.groups import SEED_KEY
 from fgi.search.compare import mean_over_seeds, paired_bootstrap, seed_image_bootstrap
 from fgi.search.params import canonical, plain
 from fgi.search.settings import SweepRecord
 from fgi.search.space import SearchSpace
 from fgi.search.warm import WarmPoint, read_source, run_point
 
-SEED_KEY = "train.seed"  # a final-stage trial sets it besides the searched keys
 PUBLISHED = "published"
 
 

@@ -34,6 +34,7 @@ from fgi.config import Config, ConfigError, flatten, load_yaml_text
 from fgi.fields import OptionError
 from fgi.files import atomic_write_text
 from fgi.paths import git_commit, storage_path
+from fgi.search.ranking import best_row, importances
 from fgi.search.searchers import SearcherRequest, build_searcher
 from fgi.search.settings import (
     DATA_PATHS,
@@ -150,11 +151,11 @@ def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     concurrent = record.max_concurrent or _cluster_slots(record.workers, record.cpus_per_worker, record.gpus_per_worker)
-    concurrent = min(concurrent, record.num_samples)
+    concurrent = min(concurrent, record.trial_count())
     searcher, param_space = build_searcher(record.search, SearcherRequest(
         space=space, metric=record.metric, mode=record.mode, seed=record.seed, startup_trials=record.startup_trials,
         concurrent=concurrent, length=record.length(space.base.train.max_steps), warm=record.warm_points,
-        points=_final_points(record)))
+        points=_final_points(record), seeds=record.seeds_per_trial))
     length = record.length(space.base.train.max_steps)
     scheduler = (ASHAScheduler(time_attr="step", max_t=length, grace_period=min(record.grace_steps, length),
                                reduction_factor=record.reduction_factor)
@@ -172,7 +173,7 @@ def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage
         param_space=param_space,
         tune_config=tune.TuneConfig(metric=record.metric, mode=record.mode, search_alg=searcher, scheduler=scheduler,
                                     # a final stage's grid holds its runs: one sample of it
-                                    num_samples=1 if record.final_stage else record.num_samples,
+                                    num_samples=1 if record.final_stage else record.trial_count(),
                                     time_budget_s=record.time_budget,
                                     max_concurrent_trials=concurrent, trial_dirname_creator=_trial_dirname,
                                     # an in-process trial reuses the previous one's process: no new torch import
@@ -227,16 +228,19 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     quiet_ray(options.verbose)
     verb = "resuming sweep" if options.resume else "sweep"
     mode = "in-process trials" if record.workers == 1 else f"Ray Train trials of {record.workers} workers"
-    print(f"{verb} {record.name}: {record.num_samples} trials ({mode}), storage {storage}/{record.name}, "
+    count = (f"{record.num_samples} configs x {record.seeds_per_trial} seeds = {record.trial_count()} trials"
+             if record.seeds_per_trial > 1 and not record.final_stage else f"{record.num_samples} trials")
+    print(f"{verb} {record.name}: {count} ({mode}), storage {storage}/{record.name}, "
           f"MLflow {uri} (experiment {record.experiment})", flush=True)
     if record.warm_note:
         print(record.warm_note, flush=True)
     keys = tuple(space.keys)
-    if record.final_stage:
+    if record.final_stage or record.seeds_per_trial > 1:
         from fgi.search.stages import SEED_KEY, plan_of
 
-        print(plan_of(record).summary(), flush=True)
-        keys = (*keys, SEED_KEY)
+        keys = (*keys, SEED_KEY)  # the trial's seed travels in its Tune config
+        if record.final_stage:
+            print(plan_of(record).summary(), flush=True)
 
     prepared = prepare(space.base)
     if not options.resume:
@@ -262,8 +266,10 @@ def run_sweep(options: SweepOptions) -> SweepResult:
         length = record.length(space.base.train.max_steps)  # a trial that ends before it was stopped early
         callbacks = [
             tracking.TrialCallback(uri, tracker.experiment_id, tracker.parent_run_id, record.name,
-                                   ParamsOf(prepared, keys), length, record.metric, record.mode),
-            ConsoleCallback(record.num_samples, record.metric, record.mode, length),
+                                   ParamsOf(prepared, keys), length, record.metric, record.mode,
+                                   seeds=1 if record.final_stage else record.seeds_per_trial,
+                                   group_keys=tuple(space.keys)),
+            ConsoleCallback(record.trial_count(), record.metric, record.mode, length),
             DiskGuard(path, record.max_concurrent or _slots(record)),
         ]
         tuner = _new_tuner(trainable(settings), space, record, storage, callbacks, options.verbose)
@@ -289,42 +295,6 @@ def _slots(record: SweepRecord) -> int:
 
     cpus = float(ray.cluster_resources().get("CPU", 1))
     return max(int(cpus // max(record.cpus_per_worker * record.workers, 1e-9)), 1)
-
-
-def _best_row(result: Any, metric: str, mode: str, length: int = 0) -> dict[str, Any] | None:
-    """The report of a trial that competes for best: its best report by ``metric`` when it ran to ``length``
-    steps; None for a trial stopped before (its early values never compete with finished ones) or never scored.
-    In a screening stage (``stop_step``) that is its report at the stop step, the figure TPE was told."""
-    df = result.metrics_dataframe
-    if df is None or metric not in getattr(df, "columns", ()) or df[metric].dropna().empty:
-        return None
-    if "step" in df.columns and int(df["step"].max()) < length:
-        return None
-    idx = df[metric].idxmax() if mode == "max" else df[metric].idxmin()
-    return {k: v for k, v in df.loc[idx].to_dict().items() if isinstance(v, (int, float, str))}
-
-
-def importances(space: SearchSpace, points: list[tuple[Mapping[str, Any], float]], mode: str, seed: int) -> dict[str, float]:
-    """Optuna fANOVA importances of the searched keys from finished trials (needs two or more).
-
-    Args:
-        space: the search space.
-        points: (config values, best metric) of each trial.
-        mode: "max" or "min".
-        seed: seed of the fANOVA forest.
-    """
-    import optuna
-
-    if len(points) < 2:
-        return {}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    dists = space.optuna_distributions()
-    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-    for values, score in points:
-        params = {p.key: p.search_value(values[p.key]) for p in space.params}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(score)))
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-    return {k: float(v) for k, v in optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
 
 
 def best_config_header(record: SweepRecord, trial: str, row: Mapping[str, Any], final: str = "") -> str:
@@ -361,7 +331,7 @@ def _final_rows(results: Any, record: SweepRecord, length: int) -> dict[tuple[st
     runs = [r for r in plan_of(record).runs if not r.reused]
     for result in results:
         df = result.metrics_dataframe
-        if _best_row(result, record.metric, record.mode, length) is None or CHECKPOINT_PATH_KEY not in df.columns:
+        if best_row(result, record.metric, record.mode, length) is None or CHECKPOINT_PATH_KEY not in df.columns:
             continue
         got = {k: canonical(v) for k, v in result.config.items()}
         run = next((r for r in runs if all(got.get(k) == canonical(v) for k, v in r.point().items())), None)
@@ -408,7 +378,7 @@ def _finish_final(results: Any, space: SearchSpace, record: SweepRecord, tracker
 def _finish(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any, path: str, uri: str,
             seconds: float) -> SweepResult:
     length = record.length(space.base.train.max_steps)
-    scored = [(r, row) for r in results if (row := _best_row(r, record.metric, record.mode, length)) is not None]
+    scored = [(r, row) for r in results if (row := best_row(r, record.metric, record.mode, length)) is not None]
     failed = sum(1 for r in results if r.error is not None)
     common = {"name": record.name, "path": path, "trials": len(results), "failed": failed, "metric": record.metric,
               "experiment": record.experiment, "parent_run_id": tracker.parent_run_id, "mlflow_uri": uri,
@@ -419,6 +389,16 @@ def _finish(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any,
         tracker.finish(None, None, None, failed=True)
         return SweepResult(best_metrics=None, best_config=None, best_config_path=None, best_trial=None,
                            importances={}, **common)
+    groups, extra = [], {}
+    if record.seeds_per_trial > 1:
+        from fgi.search.seeds import grouped_rows
+
+        scored, groups = grouped_rows(scored, space.keys, record.seeds_per_trial, record.metric)
+        if not scored:
+            print(f"no config ran all its {record.seeds_per_trial} seeds to the end; no best config", file=sys.stderr)
+            tracker.finish(None, None, None, failed=True)
+            return SweepResult(best_metrics=None, best_config=None, best_config_path=None, best_trial=None,
+                               importances={}, **common)
     sign = 1.0 if record.mode == "max" else -1.0
     best, row = max(scored, key=lambda item: sign * float(item[1][record.metric]))
     best_cfg = space.apply(space.values_of(best.config))
@@ -429,8 +409,15 @@ def _finish(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any,
         print(f"parameter importances skipped: {exc}", file=sys.stderr)
         imps = {}
     trial = Path(best.path).name.removeprefix("trial_")
-    text = portable_config_text(best_cfg, space.keys, best_config_header(record, trial, row))
-    tracker.finish(row, text, imps)
+    lines = ""
+    if groups:
+        from fgi.search.seeds import group_header, group_table
+
+        chosen = next(g for g in groups if g.members[0][0] == row["trial_id"])
+        trial, lines = f"{trial} (group {chosen.group}, mean of its seeds)", group_header(groups, chosen, record.metric)
+        extra = {"texts": {"seed_groups.md": group_table(groups, record.metric)}}
+    text = portable_config_text(best_cfg, space.keys, best_config_header(record, trial, row, lines))
+    tracker.finish(row, text, imps, **extra)
     out = Path(record.best_dir).expanduser().resolve() / f"{record.dataset}.yaml"
     atomic_write_text(out, text)
     return SweepResult(best_metrics=row, best_config=best_cfg, best_config_path=out, best_trial=trial,

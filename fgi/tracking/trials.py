@@ -21,6 +21,7 @@ import yaml
 from ray.tune import Callback
 
 from fgi.checkpoint import OVERLAY_FILE, read_metrics
+from fgi.groups import GROUP_TAG, SEED_KEY, SEED_TAG, best_group, group_id, group_scores
 from fgi.paths import fgi_home
 from fgi.tracking.queue import QUEUES, SPOOL_FILE, Execute, LogQueue, take_spool
 from fgi.tracking.staging import stage, staged
@@ -146,6 +147,10 @@ class TrialLogger(Callback):
         metric: the metric whose best step picks the uploaded checkpoint.
         mode: "max" or "min".
         staging: folder of the staged checkpoints; default ``<sweep storage>/mlflow_staging``.
+        seeds: runs per config (``fgi.groups``): with 2 or more, each child is tagged with its group and seed, a
+            group's mean and spread are logged on its children once all its seeds ended, and the parent's
+            best-so-far counts whole groups by their mean.
+        group_keys: the searched keys, whose values name a trial's group (its seed is not among them).
     """
 
     make_executor: Callable[[str], Execute]  # set by fgi.tracking.TrialCallback
@@ -153,13 +158,16 @@ class TrialLogger(Callback):
 
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, sweep: str,
                  params_of: Callable[[Mapping[str, Any]], Mapping[str, Any]], max_steps: int,
-                 metric: str = "val_dice", mode: str = "max", staging: str | Path | None = None) -> None:
+                 metric: str = "val_dice", mode: str = "max", staging: str | Path | None = None, seeds: int = 1,
+                 group_keys: tuple[str, ...] = ()) -> None:
         self.uri, self.experiment_id, self.parent_run_id, self.sweep = uri, experiment_id, parent_run_id, sweep
         self.params_of, self.max_steps, self.metric, self.mode = params_of, max_steps, metric, mode
         self.staging = Path(staging) if staging else None
         self.best: dict[str, dict[str, Any]] = {}  # trial id -> {"value", "step"} of its staged checkpoint
         self.last_step: dict[str, int] = {}  # newest logged step per trial: a replayed report is not logged twice
         self.finished: dict[str, float] = {}  # trial id -> best value, of the trials that ran to their end
+        self.seeds, self.group_keys = int(seeds), tuple(group_keys)
+        self.groups: dict[str, tuple[str, int]] = {}  # trial id -> (group id, seed), with seeds > 1
         self._seen: set[str] = set()  # trials whose run this process has asked the queue to set up
         self._warned = False
 
@@ -171,16 +179,18 @@ class TrialLogger(Callback):
         self._seen, self._warned = set(), False
 
     def get_state(self) -> dict:
-        return {"best": dict(self.best), "last_step": dict(self.last_step), "finished": dict(self.finished)}
+        return {"best": dict(self.best), "last_step": dict(self.last_step), "finished": dict(self.finished),
+                "groups": dict(self.groups)}
 
     def set_state(self, state: dict) -> None:
         self.best.update(state.get("best", {}))
         self.last_step.update(state.get("last_step", {}))
         self.finished.update(state.get("finished", {}))
+        self.groups.update({k: tuple(v) for k, v in state.get("groups", {}).items()})
 
     def ref(self, trial: Any) -> dict[str, str]:
         """How queued operations name the trial's run (found by tags or created on the queue's thread)."""
-        return {"exp": self.experiment_id, "sweep": self.sweep, "trial": trial.trial_id, "parent": self.parent_run_id}
+        return self.ref_of(trial.trial_id)
 
     def queue(self, trial: Any) -> LogQueue:
         """The sweep's log queue; made here (spooling beside the sweep storage) when no tracker made one."""
@@ -204,7 +214,12 @@ class TrialLogger(Callback):
             full = dict(self.params_of(trial.config))
             tuned = {k: trial.config[k] for k in trial.config if k in full}
             q.put("params", run=self.ref(trial), params=tuned)
-            q.put("log_batch", run=self.ref(trial), tags={TUNED_TAG: ",".join(sorted(tuned))})
+            tags = {TUNED_TAG: ",".join(sorted(tuned))}
+            if self.seeds > 1:
+                group = group_id({k: trial.config[k] for k in self.group_keys if k in trial.config})
+                self.groups[tid] = (group, int(full.get(SEED_KEY, 0)))
+                tags.update({GROUP_TAG: group, SEED_TAG: str(self.groups[tid][1])})
+            q.put("log_batch", run=self.ref(trial), tags=tags)
             q.put("text", run=self.ref(trial), text=yaml.safe_dump(nest(full), sort_keys=False), path="config.yaml")
             OPEN_CHILDREN.setdefault(self.parent_run_id, {})[tid] = self.ref(trial)
         return q
@@ -280,11 +295,38 @@ class TrialLogger(Callback):
         if value is None or not math.isfinite(float(value)) or trial.trial_id in self.finished:
             return
         self.finished[trial.trial_id] = float(value)
+        q, now = self.queue(trial), int(time.time() * 1000)
+        if self.seeds > 1:
+            self._group_so_far(q, trial.trial_id, now)
+            return
         pick = max if self.mode == "max" else min
         best_id = pick(self.finished, key=self.finished.__getitem__)
-        self.queue(trial).put("log_batch", run=self.parent_run_id, metrics=[
-            [f"best_so_far_{self.metric}", self.finished[best_id], int(time.time() * 1000), len(self.finished)]],
+        q.put("log_batch", run=self.parent_run_id, metrics=[
+            [f"best_so_far_{self.metric}", self.finished[best_id], now, len(self.finished)]],
             tags={"fgi.best_so_far_trial": best_id})
+
+    def _group_so_far(self, q: LogQueue, tid: str, now: int) -> None:
+        """When ``tid`` completes its group: the group's mean and spread on its children, and the parent's
+        best-so-far over the whole groups, one point per whole group."""
+        if tid not in self.groups:
+            return
+        items = [(*self.groups[t], t, v) for t, v in self.finished.items() if t in self.groups]
+        whole = group_scores(((g, t, seed, v) for g, seed, t, v in items), self.seeds)
+        done = next((g for g in whole if g.group == self.groups[tid][0]), None)
+        if done is None:
+            return
+        for member, _, _ in done.members:
+            q.put("log_batch", run={**self.ref_of(member)}, metrics=[
+                [f"seed_mean_{self.metric}", done.mean, now, 0], [f"seed_std_{self.metric}", done.std, now, 0]])
+        best = best_group(whole, self.mode)
+        q.put("log_batch", run=self.parent_run_id, metrics=[
+            [f"best_so_far_{self.metric}", best.mean, now, len(whole)],
+            [f"best_so_far_{self.metric}_seed_std", best.std, now, len(whole)]],
+            tags={"fgi.best_so_far_group": best.group, "fgi.best_so_far_trial": best.members[0][0]})
+
+    def ref_of(self, trial_id: str) -> dict[str, str]:
+        """``ref`` of a trial known by its id."""
+        return {"exp": self.experiment_id, "sweep": self.sweep, "trial": trial_id, "parent": self.parent_run_id}
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.error_file and Path(trial.error_file).is_file():

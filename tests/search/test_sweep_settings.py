@@ -159,3 +159,28 @@ def test_a_name_too_long_for_a_folder_is_refused_before_anything_starts():
     with pytest.raises(ConfigError, match="^name: 300 characters; at most 200"):
         SweepOptions(dataset="synthetic", name="a" * 300)
     assert SweepOptions(dataset="synthetic", name="a" * 200).name == "a" * 200
+
+
+def test_seeds_per_trial_needs_no_early_stopping_and_tpe():
+    from fgi.fields import OptionError
+    from fgi.search.settings import SweepOptions
+
+    with pytest.raises(OptionError, match="seeds_per_trial.*needs scheduler 'none', not 'asha'"):
+        SweepOptions(dataset="synthetic", seeds_per_trial=2)
+    with pytest.raises(OptionError, match="seeds_per_trial.*only for search 'tpe', not 'random'"):
+        SweepOptions(dataset="synthetic", seeds_per_trial=2, scheduler="none", search="random")
+    with pytest.raises(OptionError, match="seeds_per_trial"):
+        SweepOptions(dataset="synthetic", seeds_per_trial=0)
+    assert SweepOptions(dataset="synthetic", seeds_per_trial=3, scheduler="none").seeds_per_trial == 3
+
+
+def test_a_final_stage_takes_its_seeds_from_seeds_per_trial():
+    from fgi.fields import OptionError
+    from fgi.search.settings import SweepOptions
+
+    final = {"dataset": "synthetic", "final_stage": ("somewhere",), "rank_step": 8}
+    assert SweepOptions(**final).final_seeds(7) == (0, 1)
+    assert SweepOptions(**final, seeds_per_trial=3).final_seeds(7) == (7, 8, 9)
+    assert SweepOptions(**final, stage_seeds=(4, 2)).final_seeds(7) == (4, 2)
+    with pytest.raises(OptionError, match="3 seeds, but stage_seeds lists 2"):
+        SweepOptions(**final, seeds_per_trial=3, stage_seeds=(4, 2))
