@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -126,6 +126,27 @@ def importance_figure(importances: Mapping[str, float]) -> Any:
     return fig
 
 
+def front_figure(points: Sequence[Mapping[str, float]], front: Sequence[int], objectives: Sequence[str]) -> Any:
+    """Every trial on its first two objectives, the Pareto front's points joined and circled; a matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, y = objectives[0], objectives[1]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter([p[x] for p in points], [p[y] for p in points], color="#9a9a9a", label="trials")
+    on = sorted((points[i] for i in front), key=lambda p: p[x])
+    ax.plot([p[x] for p in on], [p[y] for p in on], "o-", color="#c0392b", label="Pareto front")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    title = "Pareto front" + (f" (first two of {len(objectives)} objectives)" if len(objectives) > 2 else "")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def validation_overlay(trainer: Any, batch: Mapping[str, Any], mean: np.ndarray, std: np.ndarray, step: int,
                        threshold: float = 0.5) -> bytes:
     """``prediction_figure`` of a batch's first image as ``trainer`` predicts it at ``step``.
@@ -179,4 +200,4 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = ["importance_figure", "overlay_figure", "png_bytes", "prediction_figure", "tint", "validation_overlay", "weak_label_figure"]
+__all__ = ["front_figure", "importance_figure", "overlay_figure", "png_bytes", "prediction_figure", "tint", "validation_overlay", "weak_label_figure"]

@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker; 0 trains on CPU (gloo)")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker")
     parser.add_argument("--search", default="tpe", choices=tuple(SEARCHERS),
-                        help="Optuna TPE (multivariate, seeded), or Ray Tune random search over the same space")
+                        help="Optuna TPE (multivariate, seeded), Optuna NSGA-II (seeded; for several --metric), "
+                             "or Ray Tune random search over the same space")
     parser.add_argument("--startup-trials", type=int, default=None,
                         help="finished trials before TPE models the results; random proposals until then "
                              "(default: a third of --num-samples, 1 to 10; kept by --resume)")
@@ -76,8 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run every proposed config with N seeds (--seed, --seed + 1, ...): its value is their "
                              "mean, told to TPE once all ended, their spread logged; needs --scheduler none "
                              "(--num-samples counts configs)")
-    parser.add_argument("--metric", default="val_dice", choices=sorted(METRIC_MODES),
-                        help="validation metric to optimize (Dice and IoU up, HD95 and ASD down)")
+    parser.add_argument("--metric", action="append", default=None, choices=sorted(METRIC_MODES),
+                        help="metric to optimize (Dice and IoU up; HD95, ASD and the inference cost infer_ms and "
+                             "infer_mparams down; default val_dice); give it twice or more for a multi-objective "
+                             "sweep (--search tpe or nsga2, --scheduler none) whose Pareto front is logged")
     parser.add_argument("--storage", default=None,
                         help="local folder or URI for Tune state and checkpoints (default: $FGI_HOME/ray_results); "
                              "shared storage on a multi-node cluster")
@@ -111,7 +114,8 @@ def options_of(args: argparse.Namespace) -> SweepOptions:
         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, search=args.search,
         startup_trials=args.startup_trials, scheduler=args.scheduler, max_steps=args.max_steps, grace_steps=args.grace_steps, stop_step=args.stop_step,
         warm_start=tuple(args.warm_start), final_stage=tuple(args.final_stage), rank_step=args.rank_step,
-        top_k=args.top_k, stage_seeds=tuple(args.stage_seeds), seeds_per_trial=args.seeds_per_trial, metric=args.metric, root=args.root,
+        top_k=args.top_k, stage_seeds=tuple(args.stage_seeds), seeds_per_trial=args.seeds_per_trial,
+        metric=(args.metric or ['val_dice'])[0], objectives=tuple(args.metric) if len(args.metric or ()) > 1 else (), root=args.root,
         storage=args.storage, name=args.name, resume=args.resume, mlflow_uri=args.mlflow_uri,
         experiment=args.experiment, time_budget=args.time_budget, seed=args.seed, max_failures=args.max_failures,
         trial_timeout=args.trial_timeout, best_dir=args.best_dir, verbose=args.verbose)

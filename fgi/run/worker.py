@@ -138,6 +138,35 @@ def epoch_batches(loaders: Mapping[str, Any], start_step: int = 0) -> Iterator[M
         epoch, done = epoch + 1, 0
 
 
+COST_REPEATS = 3  # timed passes over one val batch for the inference cost; the median is kept
+
+
+def inference_cost(trainer: Any, batch: Mapping[str, Any]) -> dict[str, float]:
+    """What the deployable predictor (``model.predictor``) costs: ``infer_ms`` per image, the median of
+    ``COST_REPEATS`` passes over ``batch`` after one untimed pass, and ``infer_mparams``, its networks'
+    parameters in millions. A multi-objective sweep can trade them against the val metrics."""
+    import time
+
+    from fgi.method.engine import PREDICTOR_MODELS
+
+    names = PREDICTOR_MODELS[trainer.cfg.model.predictor]
+    text = None if trainer.cfg.text.mode == "none" else batch.get("text")
+    text_mask = None if text is None else batch.get("text_mask")
+    image = batch["image"]
+
+    def one_pass() -> float:
+        t0 = time.perf_counter()
+        trainer.predict(image, text, text_mask)
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)
+        return time.perf_counter() - t0
+
+    one_pass()
+    seconds = float(np.median([one_pass() for _ in range(COST_REPEATS)]))
+    params = sum(p.numel() for name in names for p in trainer.models[name].parameters())
+    return {"infer_ms": 1000.0 * seconds / max(len(image), 1), "infer_mparams": params / 1e6}
+
+
 def _means(sums: Mapping[str, float]) -> dict[str, float]:
     n = max(sums["n"], 1.0)
     out = {k: v / n for k, v in sums.items() if k != "n"}
@@ -200,6 +229,7 @@ def train_worker(cfg: Config, *, rank: int, world: int, device: torch.device, re
         train_means = _all_reduce_sums(losses, device)
         metrics = {k: v / world for k, v in train_means.items()}
         metrics.update(val)
+        metrics.update(inference_cost(trainer, next(iter(loaders["val"]))))
         metrics.update({"step": step, "epoch": step / loaders["steps_per_epoch"]})
         folder = None
         if rank == 0:
@@ -263,4 +293,4 @@ def prepare(cfg: Config) -> Config:
     return override(cfg, {"data.cache_dir": str(ensure_prepared(cfg))})
 
 
-__all__ = ["build_loaders", "epoch_batches", "local_batch_size", "prepare", "train_worker"]
+__all__ = ["COST_REPEATS", "build_loaders", "epoch_batches", "inference_cost", "local_batch_size", "prepare", "train_worker"]

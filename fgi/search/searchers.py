@@ -35,6 +35,9 @@ class SearcherRequest:
         warm: earlier runs told to a model-based searcher before it proposes (``WarmPoint.to_dict`` form).
         points: the trial configs (dotted key -> plain value) of a searcher that runs fixed points.
         seeds: runs of every proposed config (``fgi.search.seeds.SeedGroups``), seeds from ``seed``.
+        objectives: two or more metrics optimized at once (``metric`` is the first), each in its
+            ``METRIC_MODES`` direction; empty for one.
+        modes: the objectives' directions.
     """
 
     space: SearchSpace
@@ -47,6 +50,8 @@ class SearcherRequest:
     warm: tuple[dict[str, Any], ...] = ()
     points: tuple[dict[str, Any], ...] = ()
     seeds: int = 1
+    objectives: tuple[str, ...] = ()
+    modes: tuple[str, ...] = ()
 
 
 SearcherFactory = Callable[[SearcherRequest], tuple[Any, dict[str, Any]]]
@@ -67,21 +72,33 @@ def finished_only_search(length: int, *args: Any, **kwargs: Any) -> Any:
     return FinishedOnlySearch(length, *args, **kwargs)
 
 
-def _tpe(req: SearcherRequest) -> tuple[Any, dict[str, Any]]:
+def nsga2_sampler(seed: int) -> Any:
+    """Optuna's NSGA-II sampler, seeded (its first generation is random)."""
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed)
+
+
+def _tpe(req: SearcherRequest, sampler: Any = None) -> tuple[Any, dict[str, Any]]:
     from ray.tune.search import ConcurrencyLimiter
 
     published = req.space.published_point()
     # a warm run of the published point already measured it at this fidelity: no trial spent re-running it
     measured = any({k: canonical(v) for k, v in w["values"].items()} == published for w in req.warm)
     first = [] if measured else [req.space.search_point(published)]
-    searcher = finished_only_search(req.length, OptunaDefineByRun(req.space), metric=req.metric, mode=req.mode,
-                                    sampler=tpe_sampler(req.seed, req.startup_trials), points_to_evaluate=first,
-                                    warm=req.warm)
+    metric, mode = (list(req.objectives), list(req.modes)) if req.objectives else (req.metric, req.mode)
+    searcher = finished_only_search(req.length, OptunaDefineByRun(req.space), metric=metric, mode=mode,
+                                    sampler=sampler or tpe_sampler(req.seed, req.startup_trials),
+                                    points_to_evaluate=first, warm=req.warm)
     if req.seeds > 1:
         from fgi.search.seeds import SeedGroups
 
         searcher = SeedGroups(searcher, req.seeds, req.seed, req.length)
     return ConcurrencyLimiter(searcher, max_concurrent=req.concurrent), {}
+
+
+def _nsga2(req: SearcherRequest) -> tuple[Any, dict[str, Any]]:
+    return _tpe(req, nsga2_sampler(req.seed))
 
 
 def _random(req: SearcherRequest) -> tuple[Any, dict[str, Any]]:
@@ -124,6 +141,7 @@ def _points(req: SearcherRequest) -> tuple[Any, dict[str, Any]]:
 SEARCHERS: dict[str, SearcherFactory] = {
     "tpe": _tpe,  # Optuna TPE (multivariate, seeded) through Ray Tune's OptunaSearch
     "random": _random,  # Ray Tune's random search over the space's Tune form
+    "nsga2": _nsga2,  # Optuna NSGA-II (seeded) through Ray Tune's OptunaSearch, for several objectives
 }
 MODEL_BASED = frozenset({"tpe"})  # searchers that take startup_trials
 # searchers a sweep chooses itself, never named by a user: a final stage runs its fixed points

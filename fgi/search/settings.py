@@ -8,9 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +18,19 @@ from fgi.config import Config, ConfigError, dump_yaml, from_dict, load_yaml, loa
 from fgi.fields import OptionError
 from fgi.files import atomic_write_text
 from fgi.paths import fgi_home
+from fgi.search.checks import (
+    DATA_PATHS,
+    METRIC_MODES,
+    check_data_paths,
+    check_name,
+    check_objectives,
+    one_of,
+    positive,
+)
 from fgi.search.searchers import MODEL_BASED, SEARCHERS
 from fgi.search.space import SearchSpace, dataset_space, load_space, space_from_text
 
 SWEEP_FILE = "fgi_sweep.json"
-METRIC_MODES = {"val_dice": "max", "val_iou": "max", "val_hd95": "min", "val_asd": "min"}
 SCHEDULERS = ("asha", "none")  # ASHA early stopping, or every trial runs to the end
 DEFAULT_BUDGET = {"synthetic": "cpu"}  # other datasets default to "full"
 # per budget: trials, ASHA grace period in evaluations, ASHA reduction factor
@@ -33,23 +39,9 @@ SEARCH_DEFAULTS = {"smoke": (3, 1, 2), "cpu": (10, 3, 2), "laptop": (10, 2, 2), 
 # 10-trial sweep random from start to end, so a sweep models after a third of its trials, at most Optuna's 10.
 TPE_STARTUP_SHARE = 3
 TPE_STARTUP_MAX = 10
-SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")  # a folder name (not hidden) and an MLflow tag value
-MAX_NAME = 200  # characters: the sweep folder's name, with trial folders and files under it, stays under 255
 # seconds a trial may go without an optimizer step or a report before its watchdog ends it (fgi.search.watchdog);
 # generous because the time to the first step (data loading, model build, restore) counts too
 DEFAULT_TRIAL_TIMEOUT = 1800.0
-DATA_PATHS = {"data.root": "--data-root",  # tune also takes --root
-              "data.fixations": "--fixations", "data.split_dir": "--split-dir"}
-
-
-def _positive(name: str, value: float | None, allow_zero: bool = False) -> None:
-    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-        raise OptionError(name, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-
-
-def _one_of(name: str, value: str, valid: Sequence[str]) -> None:
-    if value not in valid:
-        raise OptionError(name, f"{value!r} is not one of {list(valid)}")
 
 
 @dataclass(frozen=True)
@@ -87,7 +79,9 @@ class SweepOptions:
         seeds_per_trial: runs of every proposed config, with seeds ``seed``, ``seed + 1``, ...; the config's value
             is their mean (``fgi.groups``), told to TPE once all have ended. Not with ASHA, which would stop
             seeds of one config apart.
-        metric: validation metric to optimize (``METRIC_MODES``).
+        metric: validation metric to optimize (``METRIC_MODES``); with ``objectives``, the first of them.
+        objectives: two or more metrics to optimize at once (Optuna multi-objective TPE or NSGA-II); the sweep
+            keeps their Pareto front and exports its best ``metric`` point (``fgi best --pick`` takes others).
         root: raw dataset folder (``data.root``); default the config's.
         storage: local folder or URI for Tune state and checkpoints; default ``$FGI_HOME/ray_results``.
         name: sweep name; default ``fgi-<dataset>-<budget>-<time>``.
@@ -125,6 +119,7 @@ class SweepOptions:
     stage_seeds: tuple[int, ...] = ()
     seeds_per_trial: int = 1
     metric: str = "val_dice"
+    objectives: tuple[str, ...] = ()
     root: str | None = None
     storage: str | None = None
     name: str | None = None
@@ -141,25 +136,28 @@ class SweepOptions:
     def __post_init__(self) -> None:
         for name in ("num_samples", "max_concurrent", "workers_per_trial", "max_steps", "grace_steps", "stop_step",
                      "cpus_per_worker", "time_budget", "startup_trials", "seeds_per_trial"):
-            _positive(name, getattr(self, name))
+            positive(name, getattr(self, name))
         for name in ("max_failures", "gpus_per_worker", "trial_timeout"):
-            _positive(name, getattr(self, name), allow_zero=True)
+            positive(name, getattr(self, name), allow_zero=True)
         if not math.isfinite(self.trial_timeout):
             raise OptionError("trial_timeout", f"must be a finite number of seconds (0 disables), got {self.trial_timeout}")
         if self.budget is not None:
             budgets.budget_overrides(self.budget)
-        _one_of("search", self.search, SEARCHERS)
-        _one_of("scheduler", self.scheduler, SCHEDULERS)
+        one_of("search", self.search, SEARCHERS)
+        one_of("scheduler", self.scheduler, SCHEDULERS)
         if self.startup_trials is not None and self.search not in MODEL_BASED:
             raise OptionError("startup_trials", f"only for search 'tpe', not {self.search!r}")
         if self.warm_start and self.search not in MODEL_BASED:
             raise OptionError("warm_start", f"only for search 'tpe', not {self.search!r} "
                               "(random search learns nothing from earlier runs)")
-        _one_of("metric", self.metric, sorted(METRIC_MODES))
+        one_of("metric", self.metric, sorted(METRIC_MODES))
         if self.final_stage:
             self._check_final_stage()
         elif self.seeds_per_trial > 1:
             self._check_seed_groups()
+        check_objectives(self.objectives, self.metric, scheduler=self.scheduler, search=self.search,
+                         warm_start=bool(self.warm_start), final_stage=bool(self.final_stage),
+                         seeds_per_trial=self.seeds_per_trial)
         if self.name is not None:
             check_name(self.name)
 
@@ -181,8 +179,8 @@ class SweepOptions:
     def _check_final_stage(self) -> None:
         if self.rank_step is None:
             raise OptionError("rank_step", "the final stage ranks the screening runs at this step (their stop step)")
-        _positive("rank_step", self.rank_step)
-        _positive("top_k", self.top_k)
+        positive("rank_step", self.rank_step)
+        positive("top_k", self.top_k)
         if self.stage_seeds and len(set(self.stage_seeds)) < 2:
             raise OptionError("stage_seeds", f"at least two different seeds, got {list(self.stage_seeds)} (the "
                                              "final choice is tested against the seed noise)")
@@ -202,35 +200,6 @@ class SweepOptions:
 def default_startup_trials(num_samples: int) -> int:
     """Random trials before TPE models the results: a third of the sweep, at least 1, at most Optuna's 10."""
     return max(1, min(TPE_STARTUP_MAX, num_samples // TPE_STARTUP_SHARE))
-
-
-def check_name(name: str) -> None:
-    """A sweep name is letters, digits and ``._-``, at most ``MAX_NAME`` long, not starting with ``.``
-    (a visible folder name; no ``..``).
-
-    Raises:
-        OptionError: naming the bad name.
-    """
-    if len(name) > MAX_NAME:
-        raise OptionError("name", f"{len(name)} characters; at most {MAX_NAME} (it names a folder)")
-    if not SAFE_NAME.fullmatch(name) or ".." in name:
-        raise OptionError("name", f"{name!r} is not a safe name (letters, digits and ._- only, not starting "
-                                  "with '.', no '..')")
-
-
-def check_data_paths(cfg: Config) -> None:
-    """Every local data path the config names exists (checked before Ray or MLflow start).
-
-    Raises:
-        ConfigError: naming the option and the missing path.
-    """
-    for key, flag in DATA_PATHS.items():
-        section, field = key.split(".")
-        value = getattr(getattr(cfg, section), field)
-        if value and "://" not in value and not Path(value).expanduser().exists():
-            raise ConfigError(f"{flag}: {value} not found ({key})")
-
-
 
 
 @dataclass(frozen=True)
@@ -272,6 +241,7 @@ class SweepRecord:
     top_k: int = 0
     stage_seeds: tuple[int, ...] = ()
     seeds_per_trial: int = 1  # runs per proposed config (files written before seed groups: one)
+    objectives: tuple[str, ...] = ()  # several metrics at once (none: the one metric)
     final_candidates: tuple[dict[str, Any], ...] = ()  # fgi.search.stages.FinalPlan.candidates
     final_runs: tuple[dict[str, Any], ...] = ()  # FinalRun.to_dict of each run, reused ones with their rows
 
@@ -303,7 +273,8 @@ class SweepRecord:
         if missing:
             raise ConfigError(f"{source}: missing sweep settings {missing}")
         values = {f.name: data[f.name] for f in fields if f.name in data}
-        for name in ("warm_start", "warm_points", "final_stage", "stage_seeds", "final_candidates", "final_runs"):
+        for name in ("warm_start", "warm_points", "final_stage", "stage_seeds", "final_candidates", "final_runs",
+                     "objectives"):
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)
@@ -317,7 +288,8 @@ class SweepRecord:
         final = ({"final_stage": ",".join(self.final_stage), "rank_step": self.rank_step, "top_k": self.top_k,
                   "stage_seeds": ",".join(map(str, self.stage_seeds)),
                   "reused_runs": sum(1 for r in self.final_runs if r.get("reused"))} if self.final_stage else {})
-        return {**{k: getattr(self, k) for k in keys}, "warm_start": ",".join(self.warm_start) or "none",
+        return {**{k: getattr(self, k) for k in keys}, "objectives": ",".join(self.objectives) or self.metric,
+                "warm_start": ",".join(self.warm_start) or "none",
                 "warm_points": len(self.warm_points), "stage": stage, **final}
 
 
@@ -420,7 +392,7 @@ def new_record(options: SweepOptions, mlflow_uri: str = "", storage: str = "") -
         experiment=options.experiment or f"fgi-{options.dataset}", best_dir=default_best_dir(options.best_dir),
         mlflow_uri=mlflow_uri, storage=storage, trial_timeout=options.trial_timeout,
         startup_trials=options.startup_trials or default_startup_trials(num_samples),
-        stop_step=options.stop_step or 0, seeds_per_trial=options.seeds_per_trial)
+        stop_step=options.stop_step or 0, seeds_per_trial=options.seeds_per_trial, objectives=tuple(options.objectives))
     if options.final_stage:
         record = dataclasses.replace(record, search="points", scheduler="none", final_stage=tuple(options.final_stage),
                                      rank_step=int(options.rank_step or 0), top_k=options.top_k,

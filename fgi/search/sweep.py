@@ -155,7 +155,8 @@ def _new_tuner(trainable_: Any, space: SearchSpace, record: SweepRecord, storage
     searcher, param_space = build_searcher(record.search, SearcherRequest(
         space=space, metric=record.metric, mode=record.mode, seed=record.seed, startup_trials=record.startup_trials,
         concurrent=concurrent, length=record.length(space.base.train.max_steps), warm=record.warm_points,
-        points=_final_points(record), seeds=record.seeds_per_trial))
+        points=_final_points(record), seeds=record.seeds_per_trial, objectives=record.objectives,
+        modes=tuple(METRIC_MODES[m] for m in record.objectives)))
     length = record.length(space.base.train.max_steps)
     scheduler = (ASHAScheduler(time_attr="step", max_t=length, grace_period=min(record.grace_steps, length),
                                reduction_factor=record.reduction_factor)
@@ -389,18 +390,31 @@ def _finish(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any,
         tracker.finish(None, None, None, failed=True)
         return SweepResult(best_metrics=None, best_config=None, best_config_path=None, best_trial=None,
                            importances={}, **common)
-    groups, extra = [], {}
+    groups, extra, lines, front = [], {}, "", None
     if record.seeds_per_trial > 1:
         from fgi.search.seeds import grouped_rows
 
         scored, groups = grouped_rows(scored, space.keys, record.seeds_per_trial, record.metric)
-        if not scored:
-            print(f"no config ran all its {record.seeds_per_trial} seeds to the end; no best config", file=sys.stderr)
-            tracker.finish(None, None, None, failed=True)
-            return SweepResult(best_metrics=None, best_config=None, best_config_path=None, best_trial=None,
-                               importances={}, **common)
+    if record.objectives:
+        from fgi.search.front import finish_front
+
+        def config_text(result: Any, report: Mapping[str, Any], header: str) -> str:
+            name = Path(result.path).name.removeprefix("trial_")
+            return portable_config_text(space.apply(space.values_of(result.config)), space.keys,
+                                        best_config_header(record, name, report, header))
+
+        front = finish_front(results, record.objectives, {o: METRIC_MODES[o] for o in record.objectives}, length,
+                             tracker, config_text)
+    if not scored or (record.objectives and front is None):
+        print("no trial (or seed group) ran to the end with every objective; no best config", file=sys.stderr)
+        tracker.finish(None, None, None, failed=True)
+        return SweepResult(best_metrics=None, best_config=None, best_config_path=None, best_trial=None,
+                           importances={}, **common)
     sign = 1.0 if record.mode == "max" else -1.0
     best, row = max(scored, key=lambda item: sign * float(item[1][record.metric]))
+    if front is not None:
+        best, row, lines, texts = front
+        extra = {"texts": texts}
     best_cfg = space.apply(space.values_of(best.config))
     points = [(space.values_of(r.config), float(r_row[record.metric])) for r, r_row in scored]
     try:
@@ -409,7 +423,6 @@ def _finish(results: Any, space: SearchSpace, record: SweepRecord, tracker: Any,
         print(f"parameter importances skipped: {exc}", file=sys.stderr)
         imps = {}
     trial = Path(best.path).name.removeprefix("trial_")
-    lines = ""
     if groups:
         from fgi.search.seeds import group_header, group_table
 

@@ -35,7 +35,7 @@ def test_random_searches_the_tune_form_of_the_space(request_):
 
 
 def test_an_unknown_searcher_lists_the_valid_ones(request_):
-    with pytest.raises(ConfigError, match=r"unknown searcher 'cma'; valid searchers are \['random', 'tpe'\]"):
+    with pytest.raises(ConfigError, match=r"unknown searcher 'cma'; valid searchers are \['nsga2', 'random', 'tpe'\]"):
         build_searcher("cma", request_)
 
 
@@ -79,3 +79,22 @@ def test_without_a_stage_length_every_completed_trial_is_told(request_):
     searcher.suggest("t0")
     searcher.on_trial_complete("t0", {"val_dice": 0.4, "step": 3})
     assert [t.value for t in searcher.searcher._ot_study.get_trials(deepcopy=False)] == [0.4]
+
+
+def test_several_objectives_make_a_multi_objective_study(request_):
+    import dataclasses
+
+    import optuna
+
+    for name, sampler in (("tpe", optuna.samplers.TPESampler), ("nsga2", optuna.samplers.NSGAIISampler)):
+        req = dataclasses.replace(request_, objectives=("val_dice", "infer_ms"), modes=("max", "min"), length=10)
+        searcher, _ = build_searcher(name, req)
+        study = searcher.searcher._ot_study
+        assert isinstance(study.sampler, sampler)
+        assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+        searcher.suggest("t0"), searcher.suggest("t1")
+        searcher.on_trial_complete("t0", {"val_dice": 0.6, "infer_ms": 3.0, "step": 10})
+        searcher.on_trial_complete("t1", {"val_dice": 0.9, "infer_ms": 9.0, "step": 4})  # stopped early
+        trials = study.get_trials(deepcopy=False)
+        assert [(t.state, t.values) for t in trials] == [(optuna.trial.TrialState.COMPLETE, [0.6, 3.0]),
+                                                         (optuna.trial.TrialState.PRUNED, None)]

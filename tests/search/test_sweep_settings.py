@@ -32,7 +32,7 @@ OLD_KEYS = ("dataset", "budget", "name", "base_config", "space_path", "space_tex
     ({"cpus_per_worker": -1.0}, "cpus_per_worker: must be > 0"),
     ({"gpus_per_worker": -0.5}, "gpus_per_worker: must be >= 0"),
     ({"max_failures": -1}, "max_failures: must be >= 0"),
-    ({"search": "grid"}, "search: 'grid' is not one of ['tpe', 'random']"),
+    ({"search": "grid"}, "search: 'grid' is not one of ['tpe', 'random', 'nsga2']"),
     ({"metric": "val_loss"}, "metric: 'val_loss'"),
     ({"budget": "tiny"}, "budget: unknown budget 'tiny'"),
     ({"startup_trials": 0}, "startup_trials: must be > 0, got 0"),
@@ -184,3 +184,31 @@ def test_a_final_stage_takes_its_seeds_from_seeds_per_trial():
     assert SweepOptions(**final, stage_seeds=(4, 2)).final_seeds(7) == (4, 2)
     with pytest.raises(OptionError, match="3 seeds, but stage_seeds lists 2"):
         SweepOptions(**final, seeds_per_trial=3, stage_seeds=(4, 2))
+
+
+@pytest.mark.parametrize(("extra", "option", "message"), [
+    ({}, "scheduler", "not with several objectives"),
+    ({"scheduler": "none", "search": "random"}, "search", "multi-objective searchers are"),
+    ({"scheduler": "none", "seeds_per_trial": 2}, "seeds_per_trial", "seed groups average one metric"),
+    ({"scheduler": "none", "warm_start": ("x",)}, "warm_start", "told one value each"),
+])
+def test_several_objectives_refuse_what_ranks_on_one(extra, option, message):
+    from fgi.fields import OptionError
+    from fgi.search.settings import SweepOptions
+
+    with pytest.raises(OptionError, match=f"{option}.*{message}"):
+        SweepOptions(dataset="synthetic", objectives=("val_dice", "infer_ms"), **extra)
+
+
+def test_objectives_are_distinct_known_metrics_led_by_the_metric():
+    from fgi.fields import OptionError
+    from fgi.search.settings import SweepOptions
+
+    ok = {"dataset": "synthetic", "scheduler": "none"}
+    assert SweepOptions(**ok, objectives=("val_dice", "val_hd95", "infer_mparams")).objectives[2] == "infer_mparams"
+    with pytest.raises(OptionError, match="two or more different objectives"):
+        SweepOptions(**ok, objectives=("val_dice", "val_dice"))
+    with pytest.raises(OptionError, match="'speed' is not one of"):
+        SweepOptions(**ok, objectives=("val_dice", "speed"))
+    with pytest.raises(OptionError, match="first objective 'val_hd95' is the sweep's metric, not 'val_dice'"):
+        SweepOptions(**ok, objectives=("val_hd95", "val_dice"))
