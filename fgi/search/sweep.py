@@ -269,7 +269,8 @@ def run_sweep(options: SweepOptions) -> SweepResult:
             tracking.TrialCallback(uri, tracker.experiment_id, tracker.parent_run_id, record.name,
                                    ParamsOf(prepared, keys), length, record.metric, record.mode,
                                    seeds=1 if record.final_stage else record.seeds_per_trial,
-                                   group_keys=tuple(space.keys)),
+                                   group_keys=tuple(space.keys),
+                                   objectives={o: METRIC_MODES[o] for o in record.objectives}),
             ConsoleCallback(record.trial_count(), record.metric, record.mode, length),
             DiskGuard(path, record.max_concurrent or _slots(record)),
         ]

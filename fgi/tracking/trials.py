@@ -151,6 +151,9 @@ class TrialLogger(Callback):
             group's mean and spread are logged on its children once all its seeds ended, and the parent's
             best-so-far counts whole groups by their mean.
         group_keys: the searched keys, whose values name a trial's group (its seed is not among them).
+        objectives: objective -> direction of a multi-objective sweep: as trials finish, the Pareto front so far
+            is kept on the parent run (``pareto_front.md``, ``pareto_front_size``) and on the children's
+            ``fgi.pareto_front`` tags, so the MLflow UI shows it while the sweep runs.
     """
 
     make_executor: Callable[[str], Execute]  # set by fgi.tracking.TrialCallback
@@ -159,7 +162,7 @@ class TrialLogger(Callback):
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, sweep: str,
                  params_of: Callable[[Mapping[str, Any]], Mapping[str, Any]], max_steps: int,
                  metric: str = "val_dice", mode: str = "max", staging: str | Path | None = None, seeds: int = 1,
-                 group_keys: tuple[str, ...] = ()) -> None:
+                 group_keys: tuple[str, ...] = (), objectives: Mapping[str, str] | None = None) -> None:
         self.uri, self.experiment_id, self.parent_run_id, self.sweep = uri, experiment_id, parent_run_id, sweep
         self.params_of, self.max_steps, self.metric, self.mode = params_of, max_steps, metric, mode
         self.staging = Path(staging) if staging else None
@@ -168,6 +171,9 @@ class TrialLogger(Callback):
         self.finished: dict[str, float] = {}  # trial id -> best value, of the trials that ran to their end
         self.seeds, self.group_keys = int(seeds), tuple(group_keys)
         self.groups: dict[str, tuple[str, int]] = {}  # trial id -> (group id, seed), with seeds > 1
+        self.objectives = dict(objectives or {})
+        self.points: dict[str, dict[str, float]] = {}  # trial id -> objective values, of finished trials
+        self.on_front: list[str] = []  # trial ids of the front so far
         self._seen: set[str] = set()  # trials whose run this process has asked the queue to set up
         self._warned = False
 
@@ -180,13 +186,15 @@ class TrialLogger(Callback):
 
     def get_state(self) -> dict:
         return {"best": dict(self.best), "last_step": dict(self.last_step), "finished": dict(self.finished),
-                "groups": dict(self.groups)}
+                "groups": dict(self.groups), "points": dict(self.points), "on_front": list(self.on_front)}
 
     def set_state(self, state: dict) -> None:
         self.best.update(state.get("best", {}))
         self.last_step.update(state.get("last_step", {}))
         self.finished.update(state.get("finished", {}))
         self.groups.update({k: tuple(v) for k, v in state.get("groups", {}).items()})
+        self.points.update(state.get("points", {}))
+        self.on_front = list(state.get("on_front", self.on_front))
 
     def ref(self, trial: Any) -> dict[str, str]:
         """How queued operations name the trial's run (found by tags or created on the queue's thread)."""
@@ -285,6 +293,28 @@ class TrialLogger(Callback):
         self._end(trial, "FINISHED", "stopped_early" if early else "finished")
         if not early:
             self._best_so_far(trial)
+            if self.objectives:
+                self._front_so_far(trial)
+
+    def _front_so_far(self, trial: Any) -> None:
+        """Add a finished trial's last values and log the front they make with the earlier ones."""
+        from fgi.pareto import pareto_front
+        from fgi.tracking.front import FRONT_TABLE, FRONT_TAG, front_table
+
+        last = trial.last_result or {}
+        if not all(isinstance(last.get(o), (int, float)) and math.isfinite(float(last[o])) for o in self.objectives):
+            return
+        self.points[trial.trial_id] = {o: float(last[o]) for o in self.objectives}
+        ids = list(self.points)
+        front = [ids[i] for i in pareto_front([self.points[t] for t in ids], self.objectives)]
+        q, now = self.queue(trial), int(time.time() * 1000)
+        for tid in set(front) | set(self.on_front):
+            q.put("log_batch", run=self.ref_of(tid), tags={FRONT_TAG: "true" if tid in front else "false"})
+        self.on_front = front
+        table = front_table([{"trial_id": t, "values": self.points[t]} for t in front], list(self.objectives),
+                            self.objectives)
+        q.put("text", run=self.parent_run_id, text=table, path=FRONT_TABLE)
+        q.put("log_batch", run=self.parent_run_id, metrics=[["pareto_front_size", float(len(front)), now, len(ids)]])
 
     def _best_so_far(self, trial: Any) -> None:
         """Log the sweep's best value so far on the parent run, one point per trial that ran to its end (the
