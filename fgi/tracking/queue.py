@@ -47,11 +47,17 @@ class LogQueue:
         maxsize: queue bound; beyond it operations go straight to the spool file.
         base_delay_s: first retry delay; doubled after each failure up to ``max_delay_s``.
         max_delay_s: the longest delay between two tries.
+        explain: the line to print (once per operation kind) when an operation first fails with a transient
+            error, or None for the default; training goes on while it is retried.
     """
 
     def __init__(self, execute: Execute, is_permanent: Callable[[BaseException], bool], spool_path: str | Path,
-                 maxsize: int = 10000, base_delay_s: float = 0.5, max_delay_s: float = 30.0) -> None:
+                 maxsize: int = 10000, base_delay_s: float = 0.5, max_delay_s: float = 30.0,
+                 explain: Callable[[Op, BaseException], str | None] | None = None) -> None:
         self.execute, self.is_permanent, self.spool_path = execute, is_permanent, Path(spool_path)
+        self.explain = explain
+        self.last_error: BaseException | None = None  # the in-flight operation's latest failure (None: none)
+        self.failing_since: float | None = None  # monotonic time its first failure happened
         self.base_delay_s, self.max_delay_s = base_delay_s, max_delay_s
         self._q: queue.Queue[Op] = queue.Queue(maxsize)
         self._lock = threading.Lock()
@@ -132,6 +138,22 @@ class LogQueue:
         self._journal.write(json.dumps(entry, sort_keys=True) + "\n")
         self._journal.flush()
 
+    def failing_for(self) -> float:
+        """Seconds the operation in flight has been failing (0 when none is)."""
+        since = self.failing_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def _retrying(self, item: Op, exc: BaseException) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        self.last_error = exc
+        key = (item["op"], "retrying")
+        if key not in self._reported:
+            self._reported.add(key)
+            line = (self.explain(item, exc) if self.explain else None) or (
+                f"fgi tracking: {item['op']} failed ({type(exc).__name__}: {exc}); retrying in the background")
+            print(line, file=sys.stderr, flush=True)
+
     def _report(self, item: Op, exc: BaseException) -> None:
         key = (item["op"], type(exc).__name__)
         if key not in self._reported:
@@ -154,12 +176,15 @@ class LogQueue:
             while True:
                 try:
                     self.execute(item["op"], item["args"])
+                    self.last_error, self.failing_since = None, None
                     break
                 except Exception as exc:  # noqa: BLE001 - any failure of the tracking server is retried or reported
                     if self.is_permanent(exc):
+                        self.last_error, self.failing_since = None, None
                         self.dropped += 1
                         self._report(item, exc)
                         break
+                    self._retrying(item, exc)
                     if self._stop.wait(delay):
                         return  # close() spools the in-flight operation
                     delay = min(delay * 2, self.max_delay_s)

@@ -36,6 +36,7 @@ from fgi.config import Config, ConfigError, dump_yaml, flatten
 from fgi.fields import OptionNotFound
 from fgi.paths import fgi_home, git_commit
 from fgi.tracking.best import BEST_CONFIG_ARTIFACT, SweepChoice, best_sweep
+from fgi.tracking.faults import explain_failure, is_refusal
 from fgi.tracking.queue import QUEUES, SPOOL_FILE, LogQueue, replay, take_spool
 from fgi.tracking.trials import (
     KIND_TAG,
@@ -58,6 +59,7 @@ from fgi.viz import importance_figure
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3 UI: the training layout
 FLUSH_TIMEOUT_S = 600.0  # how long the end of a sweep waits for MLflow before spooling the rest
 PROGRESS_S = 30.0  # how often that wait says how many operations are left
+REFUSED_S = 60.0  # a server that answers yet fails one operation this long is not waited for further
 _MAX_BATCH = 100  # params per log_batch request (MLflow's limit)
 
 
@@ -218,7 +220,8 @@ class SweepTracker:
         else:
             client.update_run(run_id, status="RUNNING")
         self.parent_run_id = run_id
-        self.queue = QUEUES[run_id] = LogQueue(Executor(self.uri), is_permanent, self.root / SPOOL_FILE)
+        self.queue = QUEUES[run_id] = LogQueue(Executor(self.uri), is_permanent, self.root / SPOOL_FILE,
+                                               explain=explain_failure)
         self.queue.extend(take_spool(self.root / SPOOL_FILE))
         UNFINISHED[run_id] = self.queue
         return run_id
@@ -300,7 +303,12 @@ class SweepTracker:
             wait, t0 = min(PROGRESS_S, left), time.monotonic()
             if q.flush(wait) or time.monotonic() - t0 < wait / 2:  # all sent, or the sender is gone
                 return
-            print(f"{q.pending()} operation(s) still waiting for MLflow at {self.uri}",
+            error = f" (last error: {q.last_error})" if q.last_error is not None else ""
+            if is_refusal(q.last_error) and q.failing_for() > REFUSED_S:
+                print(f"MLflow at {self.uri} has refused the same operation for {q.failing_for():.0f} s{error}; "
+                      "not waiting longer", file=sys.stderr, flush=True)
+                return
+            print(f"{q.pending()} operation(s) still waiting for MLflow at {self.uri}{error}",
                   file=sys.stderr, flush=True)
 
 
@@ -309,6 +317,7 @@ class TrialCallback(TrialLogger):
 
     make_executor = Executor
     is_permanent = staticmethod(is_permanent)
+    explain = staticmethod(explain_failure)
 
 
 def reconcile(uri: str, experiment_id: str, sweep: str, tune_status: Mapping[str, str],

@@ -158,6 +158,7 @@ class TrialLogger(Callback):
 
     make_executor: Callable[[str], Execute]  # set by fgi.tracking.TrialCallback
     is_permanent: Callable[[BaseException], bool]
+    explain: Callable[[Mapping[str, Any], BaseException], str | None] | None = None
 
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, sweep: str,
                  params_of: Callable[[Mapping[str, Any]], Mapping[str, Any]], max_steps: int,
@@ -206,7 +207,7 @@ class TrialLogger(Callback):
         if q is None or q.closed:
             root = _local_experiment_dir(trial) or Path(self.staging or ".").resolve()
             q = QUEUES[self.parent_run_id] = LogQueue(type(self).make_executor(self.uri), type(self).is_permanent,
-                                                      root / SPOOL_FILE)
+                                                      root / SPOOL_FILE, explain=type(self).explain)
         if self.staging is None:
             self.staging = (_local_experiment_dir(trial) or q.spool_path.parent) / STAGING_DIR
         exp_dir = _local_experiment_dir(trial)

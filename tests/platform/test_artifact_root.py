@@ -66,3 +66,48 @@ def test_a_writable_artifact_root_keeps_no_probe(tmp_path):
     finally:
         stop_group(server)
     assert not [p for p in artifacts.rglob("*") if p.is_file()], "the probe file was deleted"
+
+
+def test_an_artifact_store_that_fills_in_the_middle_of_a_sweep(tmp_path):
+    """The probe fits in a 512 KB store, a trial's checkpoint (about 0.6 MB) does not: the sweep says what the
+    HTTP 500 most likely is, trains to its end, gives up waiting on a server that keeps refusing, spools, and a
+    resume after room was made sends the checkpoint."""
+    from mlflow.tracking import MlflowClient
+
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    _mount(artifacts, "size=512k")
+    server = None
+    # MLflow's client retries each 500 seven times with back-off (minutes); fewer keep the test short
+    env = dict(base_env(tmp_path / "home"), MLFLOW_HTTP_REQUEST_MAX_RETRIES="2")
+    try:
+        port = free_port()
+        server = launch_mlflow(port, f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts, tmp_path / "server.log",
+                               base_env(tmp_path), STARTUP_TIMEOUT_S)
+        uri, storage = f"http://127.0.0.1:{port}", tmp_path / "storage"
+        cmd = [str(BIN / "python"), "tune.py", "--dataset", "synthetic", "--budget", "smoke", "--scheduler", "none",
+               "--num-samples", "1", "--mlflow-uri", uri, "--storage", str(storage), "--name", "full",
+               "--experiment", "full", "--best-dir", str(tmp_path / "best")]
+        first = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert first.returncode == 0, first.stderr[-3000:]
+        err = first.stderr
+        assert err.count("the MLflow server refuses to store") == 1, err[-3000:]
+        assert "artifact store (the server's --artifacts-destination or --default-artifact-root) is likely full" in err
+        assert "has refused the same operation for" in err and "not waiting longer" in err
+        assert "resuming the sweep sends them: python tune.py --dataset synthetic --resume --name full" in err
+        assert (tmp_path / "best" / "synthetic.yaml").is_file(), "the sweep's own result is whole"
+        assert "No space left on device" in (tmp_path / "server.log").read_text()
+
+        subprocess.run(["mount", "-o", "remount,size=64m", str(artifacts)], check=True)
+        second = subprocess.run([*cmd, "--resume"], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert "refuses to store" not in second.stderr
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name("full")
+        trial = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("fgi.kind") == "trial")
+        names = {a.path for a in client.list_artifacts(trial.info.run_id, "checkpoint")}
+        assert "checkpoint/trainer.pt" in names, names
+    finally:
+        if server is not None:
+            stop_group(server)
+        subprocess.run(["umount", "-l", str(artifacts)], check=False)
