@@ -82,3 +82,20 @@ def wait_job(head: RayHead, job_id: str, timeout: float) -> str:
                        capture_output=True, timeout=60)
         pytest.fail(f"job {job_id} did not succeed: {status}\n{logs[-8000:]}")
     return logs
+
+
+def ray_workers(actor: str, session: int) -> list[int]:
+    """PIDs of the Ray workers running ``actor`` in the session ``session``: Ray titles them
+    ``ray::<class>.<method>``. The test's head starts a session of its own and its workers stay in it, so
+    another Ray on the machine (a user's sweep) is never touched."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            title = (proc / "cmdline").read_bytes()
+            stat = (proc / "stat").read_text()
+        except OSError:  # the process ended while listing
+            continue
+        # the fields after the ")" that ends the command name: state, ppid, pgrp, session
+        if title.startswith(f"ray::{actor}".encode()) and int(stat.rsplit(")", 1)[1].split()[3]) == session:
+            pids.append(int(proc.name))
+    return pids

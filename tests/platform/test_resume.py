@@ -7,10 +7,9 @@ import re
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
-from fgi_platform import BIN, REPO, run_cli
+from fgi_platform import BIN, REPO, ray_workers, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -41,23 +40,6 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait(30)
-
-
-def _ray_workers(actor: str, session: int) -> list[int]:
-    """PIDs of the Ray workers running ``actor`` in the session ``session``: Ray titles them
-    ``ray::<class>.<method>``. The test's head starts a session of its own and its workers stay in it, so
-    another Ray on the machine (a user's sweep) is never touched."""
-    pids = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            title = (proc / "cmdline").read_bytes()
-            stat = (proc / "stat").read_text()
-        except OSError:  # the process ended while listing
-            continue
-        # the fields after the ")" that ends the command name: state, ppid, pgrp, session
-        if title.startswith(f"ray::{actor}".encode()) and int(stat.rsplit(")", 1)[1].split()[3]) == session:
-            pids.append(int(proc.name))
-    return pids
 
 
 def test_resume_after_driver_is_killed(ray_head, mlflow_server, tmp_path):
@@ -130,7 +112,7 @@ def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path,
         while not pids:  # the actor lives for the whole trial: find it before the first checkpoint
             assert driver.poll() is None, log_path.read_text()[-5000:]
             assert time.time() < deadline, "the trial's actor never started"
-            pids = _ray_workers(actor, ray_head.proc.pid)
+            pids = ray_workers(actor, ray_head.proc.pid)
             time.sleep(0.2)
         # the driver prints a result's checkpoint once it holds it, so the restart resumes from there
         while not re.search(r"checkpoint_path\s+[^\s│]", log_path.read_text()):
