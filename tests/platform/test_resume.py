@@ -90,13 +90,13 @@ def test_resume_after_driver_is_killed(ray_head, mlflow_server, tmp_path):
     assert set(trial_ids) <= set(rungs[-1]["recorded"]), (trial_ids, rungs)
 
 
-# an in-process trial starts in about a second: it runs longer so that the test can kill it mid-way
-@pytest.mark.parametrize("workers, actor, max_steps", [("1", "ImplicitFunc", 120), ("2", "RayTrainWorker", 24)],
-                         ids=["in-process", "ray-train"])
-def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path, workers, actor, max_steps):
-    """A killed training process (the in-process trial's actor, or a Ray Train worker) resumes from the
-    latest checkpoint: Tune retries the in-process trial, Ray Train restarts its worker group."""
+def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path):
+    """A killed in-process trial's actor resumes from the latest checkpoint: Tune retries the trial. (A killed
+    Ray Train worker, on the second node of a two-node cluster: ``test_two_nodes.py``.)"""
     from mlflow.tracking import MlflowClient
+
+    # an in-process trial starts in about a second: it runs longer so that the test can kill it mid-way
+    workers, actor, max_steps = "1", "ImplicitFunc", 120
 
     client = MlflowClient(mlflow_server.uri)
     env = dict(ray_head.env, RAY_ADDRESS=ray_head.gcs)
@@ -128,8 +128,4 @@ def test_worker_fault_resumes_from_checkpoint(ray_head, mlflow_server, tmp_path,
     assert run.info.status == "FINISHED" and run.data.tags["fgi.outcome"] == "finished"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_dice")]
     assert steps == list(range(every, max_steps + 1, every)), f"one continuous history, got {steps}"
-    if workers == "1":
-        assert run.data.tags.get("fgi.retries") == "1", "Tune retried the in-process trial after its actor died"
-    else:
-        log = (tmp_path / "driver.log").read_text()
-        assert "[FailurePolicy] RETRY" in log, "Ray Train restarted the worker group after the killed worker"
+    assert run.data.tags.get("fgi.retries") == "1", "Tune retried the in-process trial after its actor died"

@@ -25,7 +25,7 @@ from tests.servers import free_port, stop_group
 pytestmark = pytest.mark.slow
 
 TIMEOUT_S = 600
-MAX_STEPS = 24
+MAX_STEPS = 12
 EVERY = 4  # the smoke budget's evaluation interval
 
 
