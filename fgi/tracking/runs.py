@@ -60,6 +60,7 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflo
 FLUSH_TIMEOUT_S = 600.0  # how long the end of a sweep waits for MLflow before spooling the rest
 PROGRESS_S = 30.0  # how often that wait says how many operations are left
 REFUSED_S = 30.0  # a server that answers yet fails one operation this long is not waited for further
+REFUSAL_POLL_S = 1.0  # how often that wait checks whether the server keeps refusing
 _MAX_BATCH = 100  # params per log_batch request (MLflow's limit)
 
 
@@ -299,8 +300,9 @@ class SweepTracker:
         print(f"sending {pending} operation(s) to MLflow at {self.uri} (waiting up to "
               f"{self.flush_timeout_s:.0f} s)", file=sys.stderr, flush=True)
         deadline = time.monotonic() + self.flush_timeout_s
+        noted = time.monotonic()
         while (left := deadline - time.monotonic()) > 0:
-            wait, t0 = min(PROGRESS_S, left), time.monotonic()
+            wait, t0 = min(REFUSAL_POLL_S, left), time.monotonic()
             if q.flush(wait) or time.monotonic() - t0 < wait / 2:  # all sent, or the sender is gone
                 return
             error = f" (last error: {q.last_error})" if q.last_error is not None else ""
@@ -308,8 +310,10 @@ class SweepTracker:
                 print(f"MLflow at {self.uri} has refused the same operation for {q.failing_for():.0f} s{error}; "
                       "not waiting longer", file=sys.stderr, flush=True)
                 return
-            print(f"{q.pending()} operation(s) still waiting for MLflow at {self.uri}{error}",
-                  file=sys.stderr, flush=True)
+            if time.monotonic() - noted >= PROGRESS_S:
+                noted = time.monotonic()
+                print(f"{q.pending()} operation(s) still waiting for MLflow at {self.uri}{error}",
+                      file=sys.stderr, flush=True)
 
 
 class TrialCallback(TrialLogger):
