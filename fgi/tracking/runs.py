@@ -59,7 +59,7 @@ from fgi.viz import importance_figure
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3 UI: the training layout
 FLUSH_TIMEOUT_S = 600.0  # how long the end of a sweep waits for MLflow before spooling the rest
 PROGRESS_S = 30.0  # how often that wait says how many operations are left
-REFUSED_S = 30.0  # a server that answers yet fails one operation this long is not waited for further
+REFUSED_S = 15.0  # a server that answers yet fails one operation this long is not waited for further
 REFUSAL_POLL_S = 1.0  # how often that wait checks whether the server keeps refusing
 _MAX_BATCH = 100  # params per log_batch request (MLflow's limit)
 

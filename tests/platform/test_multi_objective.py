@@ -26,7 +26,7 @@ def test_a_two_objective_sweep_logs_its_front_and_best_picks_by_rule(ray_head, m
 
     env = dict(ray_head.env, RAY_ADDRESS=ray_head.gcs)
     cmd = [str(BIN / "python"), "tune.py", "--dataset", "synthetic", "--budget", "smoke", "--scheduler", "none",
-           "--metric", "val_dice", "--metric", "infer_ms", "--num-samples", "4", "--max-concurrent", "2",
+           "--metric", "val_dice", "--metric", "infer_ms", "--num-samples", "3", "--max-concurrent", "2",
            "--mlflow-uri", mlflow_server.uri, "--experiment", "mo", "--storage", str(tmp_path / "storage"),
            "--best-dir", str(tmp_path / "best"), "--name", "mo"]
     run_cli(cmd, env, TIMEOUT_S)
@@ -36,13 +36,13 @@ def test_a_two_objective_sweep_logs_its_front_and_best_picks_by_rule(ray_head, m
     runs = client.search_runs([exp.experiment_id])
     trials = [r for r in runs if r.data.tags.get("fgi.kind") == "trial"]
     parent = next(r for r in runs if r.data.tags.get("fgi.kind") == "sweep")
-    assert len(trials) == 4 and all("infer_ms" in r.data.metrics and "infer_mparams" in r.data.metrics for r in trials)
+    assert len(trials) == 3 and all("infer_ms" in r.data.metrics and "infer_mparams" in r.data.metrics for r in trials)
     # the tagged trials are exactly the non-dominated ones, by the children's own last values
     on = [r for r in trials if r.data.tags.get("fgi.pareto_front") == "true"]
     assert on and {r.info.run_id for r in on} == {r.info.run_id for r in trials if not _dominated(r, trials)}
     # the front so far, logged as each trial finished: one point per finished trial, the last one the final front
     sizes = sorted((m.step, m.value) for m in client.get_metric_history(parent.info.run_id, "pareto_front_size"))
-    assert [step for step, _ in sizes] == [1, 2, 3, 4] and sizes[0][1] == 1 and sizes[-1][1] == len(on)
+    assert [step for step, _ in sizes] == [1, 2, 3] and sizes[0][1] == 1 and sizes[-1][1] == len(on)
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto_front.md", "pareto_front.json", "pareto_front.png", "best_config.yaml"} <= names
     assert parent.data.params["sweep.objectives"] == "val_dice,infer_ms"
