@@ -229,11 +229,12 @@ def train_worker(cfg: Config, *, rank: int, world: int, device: torch.device, re
         train_means = _all_reduce_sums(losses, device)
         metrics = {k: v / world for k, v in train_means.items()}
         metrics.update(val)
-        metrics.update(inference_cost(trainer, next(iter(loaders["val"]))))
+        first = next(iter(loaders["val"]))  # one val batch for the cost and the overlay
+        metrics.update(inference_cost(trainer, first))
         metrics.update({"step": step, "epoch": step / loaders["steps_per_epoch"]})
         folder = None
         if rank == 0:
-            overlay = validation_overlay(trainer, next(iter(loaders["val"])), np.asarray(norm["mean"]),
+            overlay = validation_overlay(trainer, first, np.asarray(norm["mean"]),
                                          np.asarray(norm["std"]), step)
             folder = write_checkpoint(staging / checkpoint_name(step), trainer, metrics, norm, overlay, val_rows)
         reporter.report(metrics, folder)

@@ -347,7 +347,7 @@ class TrialLogger(Callback):
         if done is None:
             return
         for member, _, _ in done.members:
-            q.put("log_batch", run={**self.ref_of(member)}, metrics=[
+            q.put("log_batch", run=self.ref_of(member), metrics=[
                 [f"seed_mean_{self.metric}", done.mean, now, 0], [f"seed_std_{self.metric}", done.std, now, 0]])
         best = best_group(whole, self.mode)
         q.put("log_batch", run=self.parent_run_id, metrics=[

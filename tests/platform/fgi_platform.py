@@ -99,3 +99,11 @@ def ray_workers(actor: str, session: int) -> list[int]:
         if title.startswith(f"ray::{actor}".encode()) and int(stat.rsplit(")", 1)[1].split()[3]) == session:
             pids.append(int(proc.name))
     return pids
+
+
+def smoke_sweep(mlflow_server: MlflowServer, tmp_path: Path, name: str, *extra: str) -> list[str]:
+    """``tune.py`` of a synthetic smoke sweep without early stopping, named ``name`` (sweep and experiment), with
+    its storage and best config under ``tmp_path``."""
+    return [str(BIN / "python"), "tune.py", "--dataset", "synthetic", "--budget", "smoke", "--scheduler", "none",
+            *extra, "--mlflow-uri", mlflow_server.uri, "--experiment", name, "--storage", str(tmp_path / "storage"),
+            "--best-dir", str(tmp_path / "best"), "--name", name]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import yaml
-from fgi_platform import BIN, run_cli
+from fgi_platform import BIN, run_cli, smoke_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -25,10 +25,8 @@ def test_a_two_objective_sweep_logs_its_front_and_best_picks_by_rule(ray_head, m
     from mlflow.tracking import MlflowClient
 
     env = dict(ray_head.env, RAY_ADDRESS=ray_head.gcs)
-    cmd = [str(BIN / "python"), "tune.py", "--dataset", "synthetic", "--budget", "smoke", "--scheduler", "none",
-           "--metric", "val_dice", "--metric", "infer_ms", "--num-samples", "3", "--max-concurrent", "2",
-           "--mlflow-uri", mlflow_server.uri, "--experiment", "mo", "--storage", str(tmp_path / "storage"),
-           "--best-dir", str(tmp_path / "best"), "--name", "mo"]
+    cmd = smoke_sweep(mlflow_server, tmp_path, "mo", "--metric", "val_dice", "--metric", "infer_ms",
+                      "--num-samples", "3", "--max-concurrent", "2")
     run_cli(cmd, env, TIMEOUT_S)
 
     client = MlflowClient(mlflow_server.uri)

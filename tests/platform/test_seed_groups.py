@@ -11,7 +11,7 @@ import statistics
 
 import pytest
 import yaml
-from fgi_platform import BIN, run_cli
+from fgi_platform import run_cli, smoke_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -22,10 +22,8 @@ def test_a_sweep_with_two_seeds_per_config(ray_head, mlflow_server, tmp_path):
     from mlflow.tracking import MlflowClient
 
     env = dict(ray_head.env, RAY_ADDRESS=ray_head.gcs)
-    cmd = [str(BIN / "python"), "tune.py", "--dataset", "synthetic", "--budget", "smoke", "--scheduler", "none",
-           "--num-samples", "2", "--seeds-per-trial", "2", "--seed", "3", "--max-concurrent", "2",
-           "--mlflow-uri", mlflow_server.uri, "--experiment", "seeds", "--storage", str(tmp_path / "storage"),
-           "--best-dir", str(tmp_path / "best"), "--name", "seeds"]
+    cmd = smoke_sweep(mlflow_server, tmp_path, "seeds", "--num-samples", "2", "--seeds-per-trial", "2", "--seed", "3",
+                      "--max-concurrent", "2")
     out = run_cli(cmd, env, TIMEOUT_S).stdout
     assert "2 configs x 2 seeds = 4 trials" in out, out
 
