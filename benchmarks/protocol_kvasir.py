@@ -20,7 +20,9 @@ Arms (``--arms``, ``--seeds``):
     e_tuned     d_fgi with the method knobs of ``--tuned-config`` (a platform sweep on val).
     f_search    d_fgi with the method knobs of ``--search-config``: the config a staged search exported
                 (``tune.py --final-stage``; chosen on val only). ``--reuse DIR`` takes the final stage's runs of
-                that config and seed as its records instead of training them again.
+                that config and seed as its records instead of training them again (a run that differs
+                from it only in ``INFERENCE_KEYS``, the test-time flips, is scored again from its last state
+                under ``--out``).
     d_no_darm   ablation: d_fgi without DARM (mask ratio 0), the term that holds its student back.
     d_decoys    variant: d_fgi with decoy blocks (``masking.decoy_ratio``), so DARM's blocks stop outlining
                 the lesion while it still hides part of the uncertain region.
@@ -164,6 +166,9 @@ GATE_DICE = 0.72  # arm a_full's val Dice needed before comparisons mean anythin
 CACHE_SECTIONS = ("data", "gaze", "crf")
 # where and how fast a run goes, not what it learns: left out when two configs are compared as the same run
 PLACE_KEYS = frozenset(MACHINE_KEYS) - {"train.amp"}
+# how a trained run answers, not what it learns: a finished run that differs only here is scored again under
+# them, from its last state (the curve keeps the values of its training)
+INFERENCE_KEYS = frozenset({"model.tta"})
 
 
 class ProtocolError(RuntimeError):
@@ -327,7 +332,7 @@ def read_record(path: Path) -> tuple[dict[str, Any], Config]:
 
 def reusable(folders: Sequence[Path], cfg: Config) -> Path | None:
     """The first protocol record in ``folders`` of the same run as ``cfg`` (every run field, the seed included,
-    equal), with its test rows."""
+    equal; ``INFERENCE_KEYS`` aside), with its test rows."""
     for folder in folders:
         if not folder.is_dir():
             raise ProtocolError(f"{folder}: no records folder to reuse")
@@ -336,9 +341,44 @@ def reusable(folders: Sequence[Path], cfg: Config) -> Path | None:
                 rec, old = read_record(path)
             except ProtocolError:
                 continue  # another kind of record
-            if "test_rows" in rec and not config_changes(old, cfg):  # a sweep's export has no test rows
+            if "test_rows" in rec and not config_changes(old, cfg, INFERENCE_KEYS):  # a sweep's export has none
                 return path
     return None
+
+
+def rescore(earlier: Path, cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    """The record ``earlier`` scored again under ``cfg``'s ``INFERENCE_KEYS``: val and test rows from the run's
+    last state, ``--out``/<record name>/last (a released, half-precision state loads too).
+
+    Raises:
+        ProtocolError: naming the folder, when the state is missing or of another run.
+    """
+    from fgi.method.engine import TeacherStudentTrainer
+    from fgi.run.worker import build_loaders
+
+    rec, old = read_record(earlier)
+    last = args.out / earlier.stem / "last"
+    if not (last / "config.yaml").is_file():
+        raise ProtocolError(f"{last}: no saved state of {earlier.name} to score under "
+                            f"{', '.join(sorted(INFERENCE_KEYS))}; train the run again (--resume) or restore it there")
+    changes = config_changes(load_yaml(last / "config.yaml"), cfg, INFERENCE_KEYS)
+    if changes:
+        raise ProtocolError(f"{last}: saved by a run of another config ({'; '.join(changes)})")
+    trainer = TeacherStudentTrainer(cfg, torch.device("cpu"))
+    state = read_checkpoint(last)
+    trainer.load_state_dict(state)
+    loaders = build_loaders(cfg, rank=0, world=1)
+    normalization = loaders["normalization"]
+    rescored = {"config_hash": config_hash(cfg), "config": to_dict(cfg),
+                # the curve was scored under the training run's values ("was"), the rows under "now"
+                "rescored": {"from": str(last), "precision": state.get("precision", "fp32"),
+                             "keys": {k: {"was": flatten(old)[k], "now": flatten(cfg)[k]} for k in sorted(INFERENCE_KEYS)}},
+                "val_rows": [{"id": r["id"], "dice": r["dice"]} for r in trainer.evaluate_rows(loaders["val"])],
+                "test_rows": test_rows(trainer, normalization, args.root, args.splits)}
+    if cfg.model.predictor != "student":
+        trainer.cfg = override(cfg, {"model.predictor": "student"})
+        rescored["test_rows_student"] = test_rows(trainer, normalization, args.root, args.splits)
+    return {**rec, **rescored}
 
 
 def check_record(path: Path, cfg: Config) -> None:
@@ -507,7 +547,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             earlier = reusable(args.reuse, cfg)
             if earlier is not None:
-                rec = {**json.loads(earlier.read_text()), "arm": arm, "seed": seed, "reused_from": str(earlier.name)}
+                differs = config_changes(read_record(earlier)[1], cfg)
+                rec = rescore(earlier, cfg, args) if differs else json.loads(earlier.read_text())
+                rec.update(arm=arm, seed=seed, reused_from=str(earlier.name))
                 atomic_write_text(done, json.dumps(rec, indent=None))
                 print(f"[{label}] the same run as {earlier}: its record -> {done}", flush=True)
                 continue

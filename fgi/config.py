@@ -26,6 +26,8 @@ from fgi.yamltext import load_yaml_data
 # checks of data.dataset and text.template against their registries, run on every built config; the dataset
 # registry (fgi.datasets, imported by the package itself) adds its check, so the root imports no part
 NAME_CHECKS: list[Callable[[str, str], None]] = []
+# model.tta's choices: the flipped views fgi.method.views.TTA_VIEWS averages
+TTA_MODES = ("none", "hflip", "flips")
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class ModelConfig(Section):
     attn_heads: int = bounded(4, lo=1, hi=64)  # cross-attention heads; must divide each fused width
     dropout: float = bounded(0.0, lo=0.0, hi=0.9)  # attention dropout
     predictor: str = bounded("student", choices=("student", "teacher", "ensemble"))  # which model predicts at inference
+    tta: str = bounded("none", choices=TTA_MODES)  # test-time flips averaged at inference (reference: none; flips: identity, h, v, both)
     fusion_skip: bool = True  # reference: fusion on skip features through an aligned projection; false chains fusion in the encoder
     student_adapter: str = bounded("projection", choices=("projection", "linear"))  # reference projection + conv-norm-ReLU, or one 1x1 conv
     level_init: str = bounded("copy", choices=("copy", "independent"))  # two_level baseline: GazeMedSeg deep-copies the first network; independent draws each
@@ -388,7 +391,7 @@ def config_hash(obj: Any) -> str:
 
 __all__ = [
     "AugmentConfig", "CRFConfig", "Config", "ConfigError", "DataConfig", "GazeConfig", "LossConfig",
-    "MaskingConfig", "MixConfig", "ModelConfig", "OptimConfig", "TextConfig", "TrainConfig",
+    "MaskingConfig", "MixConfig", "ModelConfig", "OptimConfig", "TTA_MODES", "TextConfig", "TrainConfig",
     "atomic_write_bytes", "atomic_write_text", "check_consistency", "config_hash", "dump_yaml", "field_spec",
     "flatten", "from_dict", "load_yaml", "load_yaml_data", "load_yaml_text", "override", "save_yaml", "to_dict",
 ]

@@ -7,8 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from fgi.commands import error_line
-from fgi.commands.predict import MODEL_HELP, THRESHOLD_HELP, URI_HELP, check_threshold, load_model
+from fgi.commands.predict import MODEL_HELP, THRESHOLD_HELP, TTA_HELP, URI_HELP, check_threshold, load_model
+from fgi.config import TTA_MODES
 from fgi.data.errors import DataError
 from fgi.datasets import FILE_DATASETS
 from fgi.files import atomic_write_text
@@ -17,7 +20,8 @@ from fgi.run.evaluation import SPLITS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fgi evaluate``."""
-    parser.add_argument("--model", required=True, help=MODEL_HELP)
+    parser.add_argument("--model", required=True, action="append",
+                        help=MODEL_HELP + "; repeat it (seeds of one config) to compare --tta modes over them")
     parser.add_argument("--mlflow-uri", default=None, help=URI_HELP)
     parser.add_argument("--split", default="test", choices=SPLITS,
                         help="split of the model's prepared dataset to score (without --root); with --root and "
@@ -33,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", type=Path, default=None,
                         help="with --root, also write the per-image metrics here as CSV (nothing is written without it)")
     parser.add_argument("--out", type=Path, default=None, help="write the mean metrics as JSON here too")
+    parser.add_argument("--tta", nargs="+", default=None, choices=TTA_MODES, metavar="MODE",
+                        help=f"{TTA_HELP}; several modes ({', '.join(TTA_MODES)}) compare each with the first on the "
+                             "split (choose on val), per-image Dice averaged over the --model runs first")
 
 
 def evaluate_root(args: argparse.Namespace) -> int:
@@ -49,7 +56,7 @@ def evaluate_root(args: argparse.Namespace) -> int:
 
     check_threshold(args.threshold)
     ids = read_ids(args.split_file) if args.split_file is not None else folder_ids(args.root, args.dataset, args.split)
-    trainer, normalization = load_model(args.model, args.mlflow_uri)
+    trainer, normalization = load_model(args.model[0], args.mlflow_uri, args.tta and args.tta[0])
     rows = evaluate_folder(trainer, normalization, args.root, ids, args.threshold, args.dataset, args.split)
     print(format_summary(rows))
     if args.csv:
@@ -65,7 +72,7 @@ def evaluate_prepared(args: argparse.Namespace) -> int:
     from fgi.data.dataset import ensure_prepared
     from fgi.run.evaluation import evaluate_split
 
-    trainer, _ = load_model(args.model, args.mlflow_uri)
+    trainer, _ = load_model(args.model[0], args.mlflow_uri, args.tta and args.tta[0])
     ensure_prepared(trainer.cfg)
     text = json.dumps(evaluate_split(trainer, args.split, num_workers=0), indent=1)
     print(text)
@@ -74,9 +81,55 @@ def evaluate_prepared(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_tta(args: argparse.Namespace) -> int:
+    """Dice of each ``--tta`` mode against the first, paired over images (per-image Dice averaged over the
+    ``--model`` runs first): a table on stdout, the mode to choose (the best one whose interval lies above 0,
+    else the first) on its last line, and the figures as JSON with ``--out``."""
+    from fgi.data.dataset import ensure_prepared
+    from fgi.run.evaluation import evaluate_folder, folder_ids, read_ids, split_rows
+    from fgi.search.compare import mean_over_seeds, paired_bootstrap
+
+    check_threshold(args.threshold)
+    dice: dict[str, dict[str, float]] = {}
+    for mode in args.tta:
+        runs = []
+        for model in args.model:
+            trainer, normalization = load_model(model, args.mlflow_uri, mode)
+            if args.root is None:
+                ensure_prepared(trainer.cfg)
+                rows = split_rows(trainer, args.split, num_workers=0)
+            else:
+                ids = (read_ids(args.split_file) if args.split_file is not None
+                       else folder_ids(args.root, args.dataset, args.split))
+                rows = evaluate_folder(trainer, normalization, args.root, ids, args.threshold, args.dataset, args.split)
+            runs.append({r["id"]: r["dice"] for r in rows})
+        dice[mode] = mean_over_seeds(runs)
+    first = args.tta[0]
+    table = {first: {"dice": float(np.mean(list(dice[first].values())))}}
+    print(f"{'tta':<6} {'dice':>7} {'vs ' + first:>10}  95 % CI (paired over {len(dice[first])} images, "
+          f"{len(args.model)} run(s) averaged)")
+    print(f"{first:<6} {table[first]['dice']:7.4f}")
+    for mode in args.tta[1:]:
+        delta, lo, hi = paired_bootstrap(dice[mode], dice[first])
+        table[mode] = {"dice": float(np.mean(list(dice[mode].values()))), "delta": delta, "lo": lo, "hi": hi}
+        print(f"{mode:<6} {table[mode]['dice']:7.4f} {delta * 100:+9.2f}  [{lo * 100:+.2f}, {hi * 100:+.2f}]")
+    above = [m for m in args.tta[1:] if table[m]["lo"] > 0]
+    choice = max(above, key=lambda m: table[m]["delta"]) if above else first
+    why = "its interval lies above 0" if above else "no mode's interval lies above 0"
+    print(f"choose tta {choice}: {why}")
+    if args.out:
+        atomic_write_text(args.out, json.dumps({"split": args.split, "models": args.model, "modes": table,
+                                                "choice": choice}, indent=1) + "\n")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     """Evaluate; bad input prints one line naming it and exits 2."""
     try:
+        if args.tta is not None and len(args.tta) > 1:
+            return compare_tta(args)
+        if len(args.model) > 1:
+            raise ValueError("--model: give one model, or several with two or more --tta modes to compare")
         return evaluate_root(args) if args.root is not None else evaluate_prepared(args)
     except (DataError, ValueError, FileNotFoundError) as exc:
         print(error_line(exc), file=sys.stderr)

@@ -38,6 +38,7 @@ from fgi.method.masking import apply_darm, darm_mask, uncertain_region
 from fgi.method.metrics import METRICS, batch_metrics, dice_per_image
 from fgi.method.mixing import apply_mix, cutmix_boxes, reference_cutmix_boxes, uniform_noise
 from fgi.method.terms import LOSS_TERMS, sum_terms
+from fgi.method.views import flip_averaged
 from fgi.models import Student, Teacher, TwoLevel
 from fgi.seed import derive_seed, make_generator
 
@@ -296,22 +297,21 @@ class TeacherStudentTrainer:
     @torch.no_grad()
     def _probabilities(self, image: torch.Tensor, text: torch.Tensor | None, text_mask: torch.Tensor | None,
                        names: Iterable[str]) -> dict[str, torch.Tensor]:
-        """Foreground probabilities of each named model, one forward pass each (float32)."""
+        """Foreground probabilities of each named model, one forward pass per ``model.tta`` view (float32)."""
         for model in self.models.values():
             model.eval()
         image = image.to(self.device, non_blocking=True)
         if self.cfg.train.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
+        text = None if text is None else text.to(self.device)
+        text_mask = None if text_mask is None else text_mask.to(self.device)
+        models = {"student": lambda x: self.models["student"](x)["logits"],
+                  "teacher": lambda x: self.models["teacher"](x, text, text_mask)["logits"]}
         probs = {}
         with self.autocast():
             for name in names:
-                if name == "student":
-                    logits = self.models["student"](image)["logits"]
-                else:
-                    text = None if text is None else text.to(self.device)
-                    text_mask = None if text_mask is None else text_mask.to(self.device)
-                    logits = self.models["teacher"](image, text, text_mask)["logits"]
-                probs[name] = torch.sigmoid(logits.float())
+                probs[name] = flip_averaged(lambda x, f=models[name]: torch.sigmoid(f(x).float()), image,
+                                            self.cfg.model.tta)
         return probs
 
     def _predictor_models(self) -> tuple[str, ...]:
@@ -431,9 +431,9 @@ class TeacherStudentTrainer:
     def load_state_dict(self, state: Mapping) -> None:
         """Restore everything ``state_dict`` saved; the saved config must match this trainer's."""
         saved = load_yaml_text(state["config"], "checkpoint config")
-        # the predictor only chooses which trained models answer, so a state loads under any predictor
-        same_model = dataclasses.replace(saved.model, predictor=self.cfg.model.predictor) == self.cfg.model
-        if not same_model or saved.train.method != self.cfg.train.method:
+        # the predictor and the test-time flips only choose how trained models answer: a state loads under any
+        as_here = dataclasses.replace(saved.model, predictor=self.cfg.model.predictor, tta=self.cfg.model.tta)
+        if as_here != self.cfg.model or saved.train.method != self.cfg.train.method:
             raise ValueError("checkpoint was saved with a different model config; build the trainer from its config")
         for name, model in self.models.items():
             _unwrap(model).load_state_dict(state["models"][name])  # copies cast a half-precision release back

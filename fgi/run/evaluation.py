@@ -178,16 +178,13 @@ def write_summary_json(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
                                         **{f"{k}_sd": sd for k, (_, sd) in stats.items()}}, indent=1) + "\n")
 
 
-def evaluate_split(trainer: Any, split: str = "test", num_workers: int | None = None) -> dict[str, float]:
-    """Mean Dice, IoU, HD95 and ASD of ``trainer`` on one split of its prepared cache.
+def split_rows(trainer: Any, split: str = "test", num_workers: int | None = None) -> list[dict[str, Any]]:
+    """Per-image metrics (with "id") of ``trainer`` on one split of its prepared cache.
 
     Args:
         trainer: a ``TeacherStudentTrainer`` or an ``fgi.ensemble.Ensemble`` (scored on images alone); its config names the cache.
         split: "train", "val" or "test".
         num_workers: DataLoader processes (default: the config's ``data.num_workers``).
-
-    Returns:
-        ``{split}_dice``, ``{split}_iou``, ``{split}_hd95``, ``{split}_asd`` and ``{split}_n``.
 
     Raises:
         ValueError: when the prepared data has no such split.
@@ -204,10 +201,23 @@ def evaluate_split(trainer: Any, split: str = "test", num_workers: int | None = 
     workers = cfg.data.num_workers if num_workers is None else num_workers
     loader = DataLoader(datasets[split], batch_size=cfg.train.batch_size, num_workers=workers)
     if isinstance(trainer, Ensemble):
-        rows = ensemble_rows(trainer, loader)[1]
+        return ensemble_rows(trainer, loader)[1]
+    return [{**r, "id": str(r["id"])} for r in trainer.evaluate_rows(loader)]
+
+
+def evaluate_split(trainer: Any, split: str = "test", num_workers: int | None = None) -> dict[str, float]:
+    """Mean Dice, IoU, HD95 and ASD of ``trainer`` on one split of its prepared cache (see ``split_rows``).
+
+    Returns:
+        ``{split}_dice``, ``{split}_iou``, ``{split}_hd95``, ``{split}_asd`` and ``{split}_n`` (an engine's
+        ``evaluate`` keys, renamed).
+    """
+    rows = split_rows(trainer, split, num_workers)
+    if isinstance(trainer, Ensemble):
         means = row_means(rows) | {"n": float(len(rows))}
     else:
-        means = trainer.evaluate(loader)
+        sums = trainer.row_sums(rows)
+        means = {k: (v / max(sums["n"], 1.0) if k != "n" else v) for k, v in sums.items()}
     return {k.replace("val_", f"{split}_") if k != "n" else f"{split}_n": v for k, v in means.items()}
 
 

@@ -224,3 +224,29 @@ def test_tiny_protocol_runs_resumes_and_reports(tmp_path, capsys):
     assert "step 2/2" not in out and rec["reused_from"] == "d_fgi-seed0.json"
     assert (rec["arm"], rec["test_rows"], rec["val_rows"]) == ("f_search", fgi["test_rows"], fgi["val_rows"])
     assert "| (f) staged search's exported config | 0 |" in out
+    # the same searched config with test-time flips: d_fgi's run is scored again from its last state, under them
+    flips = tmp_path / "search_flips.yaml"
+    flips.write_text(search.read_text().replace("  tta: none", "  tta: flips"))
+    assert "tta: flips" in flips.read_text()
+    rescored = [a if a != str(search) else str(flips) for a in reused]
+    rescored[rescored.index("--records") + 1] = str(tmp_path / "records_flips")
+    assert pk.main(rescored) == 2  # no saved state under this --out
+    assert f"{tmp_path / 'out_f' / 'd_fgi-seed0' / 'last'}: no saved state of d_fgi-seed0.json" in capsys.readouterr().err
+    rescored[rescored.index("--out") + 1] = str(tmp_path / "out")
+    assert pk.main(rescored) == 0
+    out = capsys.readouterr().out
+    rec = json.loads((tmp_path / "records_flips" / "f_search-seed0.json").read_text())
+    assert "step 2/2" not in out and rec["reused_from"] == "d_fgi-seed0.json"
+    assert rec["rescored"]["keys"] == {"model.tta": {"was": "none", "now": "flips"}}
+    assert rec["config"]["model"]["tta"] == "flips" and rec["curve"] == fgi["curve"]
+    from fgi.checkpoint import read_checkpoint
+    from fgi.config import load_yaml, override
+    from fgi.method.engine import TeacherStudentTrainer
+    from fgi.run.evaluation import evaluate_folder
+
+    last = tmp_path / "out" / "d_fgi-seed0" / "last"
+    trainer = TeacherStudentTrainer(override(load_yaml(last / "config.yaml"), {"model.tta": "flips"}), pk.torch.device("cpu"))
+    trainer.load_state_dict(read_checkpoint(last))
+    expected = evaluate_folder(trainer, json.loads((last / "normalization.json").read_text()), root, names[10:])
+    assert [r["dice"] for r in rec["test_rows"]] == pytest.approx([r["dice"] for r in expected], abs=1e-6)
+    assert sorted(r["id"] for r in rec["val_rows"]) == names[8:10]

@@ -123,3 +123,55 @@ def test_every_dataset_with_files_is_a_choice_and_an_unknown_one_is_named(capsys
     assert "argument --dataset: invalid choice: 'kvasr'" in err
     for name in ("synthetic", "kvasir", "isic", "nci-isbi"):
         assert f"'{name}'" in err
+
+
+def _trained_checkpoint(path, seed):
+    cfg = tiny_config(train={"seed": seed})
+    trainer = TeacherStudentTrainer(cfg, torch.device("cpu"))
+    for batch in make_batches(cfg, "train", 8, 4, seed=seed):
+        trainer.train_step(batch)
+    return write_checkpoint(path, trainer, {}, NORM)
+
+
+def _dice_by_hand(checkpoint, tta, folder, threshold):
+    from fgi.checkpoint import read_checkpoint
+    from fgi.config import override
+    from fgi.data.io import load_image, load_mask
+
+    state = read_checkpoint(checkpoint)
+    trainer = TeacherStudentTrainer(override(tiny_config(), {"model.tta": tta}),
+                                    torch.device("cpu"))
+    trainer.load_state_dict(state)
+    dice = {}
+    for k in range(4):
+        image = load_image(str(folder / "images" / f"img{k:03d}.jpg"), 3)
+        mask = load_mask(str(folder / "masks" / f"img{k:03d}.jpg"), image.shape[:2])
+        dice[f"img{k:03d}"] = image_metrics(predict_full_size(trainer, image, NORM) > threshold, mask)["dice"]
+    return dice
+
+
+def test_tta_modes_are_compared_over_the_runs_averaged_per_image(folder, tmp_path, capsys):
+    runs = [_trained_checkpoint(tmp_path / f"run{s}", s) for s in (0, 1)]
+    out = tmp_path / "tta.json"
+    assert main(["evaluate", "--model", str(runs[0]), "--model", str(runs[1]), "--root", str(folder),
+                 "--threshold", "0.47", "--tta", "none", "flips", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    by_mode = {}
+    for mode in ("none", "flips"):
+        per_run = [_dice_by_hand(r, mode, folder, 0.47) for r in runs]
+        by_mode[mode] = {i: (per_run[0][i] + per_run[1][i]) / 2 for i in per_run[0]}
+        assert figures["modes"][mode]["dice"] == pytest.approx(np.mean(list(by_mode[mode].values())), abs=1e-6)
+    expected_delta = np.mean([by_mode["flips"][i] - by_mode["none"][i] for i in by_mode["none"]])
+    assert expected_delta != 0
+    assert figures["modes"]["flips"]["delta"] == pytest.approx(expected_delta, abs=1e-6)
+    assert figures["modes"]["flips"]["lo"] <= expected_delta <= figures["modes"]["flips"]["hi"]
+    beats = figures["modes"]["flips"]["lo"] > 0
+    assert figures["choice"] == ("flips" if beats else "none")
+    assert printed.strip().splitlines()[-1].startswith(f"choose tta {figures['choice']}:")
+    assert "4 images, 2 run(s) averaged" in printed
+
+
+def test_several_models_without_a_tta_comparison_are_refused(folder, checkpoint, capsys):
+    assert main(["evaluate", "--model", str(checkpoint), "--model", str(checkpoint), "--root", str(folder)]) == 2
+    assert "--model: give one model, or several with two or more --tta modes" in capsys.readouterr().err

@@ -54,3 +54,28 @@ def test_predicts_every_image_of_a_synthetic_export(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{i}_{kind}.png" for i in ids for kind in ("mask", "overlay"))
     for i in ids:
         assert np.asarray(Image.open(out / f"{i}_mask.png")).shape == (40, 40)
+
+
+def test_tta_answers_with_the_flip_averaged_model_whatever_its_config_says(tmp_path):
+    from fgi.config import override
+    from fgi.run.evaluation import predict_full_size
+
+    cfg = tiny_config()
+    trainer = TeacherStudentTrainer(cfg, torch.device("cpu"))
+    ckpt = write_checkpoint(tmp_path / "ckpt", trainer, {}, NORM)
+    images = tmp_path / "images"
+    images.mkdir()
+    image = np.random.default_rng(1).integers(0, 256, (36, 44, 3), dtype=np.uint8)
+    Image.fromarray(image).save(images / "a.png")
+    flips = TeacherStudentTrainer(override(cfg, {"model.tta": "flips"}), torch.device("cpu"))
+    flips.load_state_dict(trainer.state_dict())
+    probs = predict_full_size(flips, image, NORM)
+    threshold = float(np.median(probs))  # a mask with both classes, so the flips can show
+    for tta, source in (("flips", flips), ("none", trainer)):
+        out = tmp_path / tta
+        assert main(["predict", "--model", str(ckpt), "--images", str(images), "--out", str(out), "--tta", tta,
+                     "--threshold", str(threshold)]) == 0
+        mask = np.asarray(Image.open(out / "a_mask.png")) > 0
+        np.testing.assert_array_equal(mask, predict_full_size(source, image, NORM) > threshold)
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "flips" / "a_mask.png")),
+                              np.asarray(Image.open(tmp_path / "none" / "a_mask.png")))

@@ -138,6 +138,39 @@ def test_predictors(predictor):
         assert torch.allclose(probs, (student + teacher) / 2, atol=1e-6)
 
 
+@pytest.mark.parametrize("predictor", ["student", "ensemble"])
+def test_flip_tta_averages_each_models_answers_to_the_flipped_views(predictor):
+    cfg = tiny_config(text={"mode": "none"}, model={"predictor": predictor})
+    trained = TeacherStudentTrainer(cfg, CPU)
+    trained.train_step(make_batches(cfg, "train", 4, 4)[0])
+    image = make_batches(cfg, "val", 2, 2)[0]["image"]
+    flips = TeacherStudentTrainer(tiny_config(text={"mode": "none"}, model={"predictor": predictor, "tta": "flips"}),
+                                  CPU)
+    flips.load_state_dict(trained.state_dict())
+    # the expected answer from the plain predictor on hand-flipped copies, flipped back
+    views = [trained.predict(image.flip(d)).flip(d) if d else trained.predict(image) for d in ((), (3,), (2,), (2, 3))]
+    expected = torch.stack(views).mean(0)
+    assert not torch.allclose(views[0], views[1], atol=1e-4)
+    assert torch.allclose(flips.predict(image), expected, atol=1e-6)
+    hflip = TeacherStudentTrainer(tiny_config(text={"mode": "none"}, model={"predictor": predictor, "tta": "hflip"}),
+                                  CPU)
+    hflip.load_state_dict(trained.state_dict())
+    assert torch.allclose(hflip.predict(image), (views[0] + views[1]) / 2, atol=1e-6)
+    # a flip-averaged model answers a flipped image with the flipped answer
+    assert torch.allclose(flips.predict(image.flip(3)), flips.predict(image).flip(3), atol=1e-5)
+
+
+def test_an_unknown_tta_is_refused_by_name():
+    from fgi.config import TTA_MODES
+    from fgi.method.views import TTA_VIEWS, flip_averaged
+
+    assert set(TTA_VIEWS) == set(TTA_MODES)  # each mode a config accepts has its views
+    with pytest.raises(ValueError, match="tta"):
+        tiny_config(model={"tta": "rotate"})
+    with pytest.raises(ValueError, match="model.tta must be one of"):
+        flip_averaged(torch.sigmoid, torch.zeros(1, 1, 4, 4), "rotate")
+
+
 def test_student_only_has_no_teacher_predictor():
     cfg = tiny_config(train={"method": "student_only"}, model={"predictor": "teacher"})
     trainer = TeacherStudentTrainer(cfg, CPU)
