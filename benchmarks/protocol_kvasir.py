@@ -346,9 +346,10 @@ def reusable(folders: Sequence[Path], cfg: Config) -> Path | None:
     return None
 
 
-def rescore(earlier: Path, cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    """The record ``earlier`` scored again under ``cfg``'s ``INFERENCE_KEYS``: val and test rows from the run's
-    last state, ``--out``/<record name>/last (a released, half-precision state loads too).
+def rescore(earlier: Path, rec: Mapping[str, Any], old: Config, cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    """The record ``rec`` (of config ``old``, read from ``earlier``) scored again under ``cfg``'s
+    ``INFERENCE_KEYS``: val and test rows from the run's last state, ``--out``/<record name>/last (a released,
+    half-precision state loads too).
 
     Raises:
         ProtocolError: naming the folder, when the state is missing or of another run.
@@ -356,7 +357,6 @@ def rescore(earlier: Path, cfg: Config, args: argparse.Namespace) -> dict[str, A
     from fgi.method.engine import TeacherStudentTrainer
     from fgi.run.worker import build_loaders
 
-    rec, old = read_record(earlier)
     last = args.out / earlier.stem / "last"
     if not (last / "config.yaml").is_file():
         raise ProtocolError(f"{last}: no saved state of {earlier.name} to score under "
@@ -547,8 +547,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             earlier = reusable(args.reuse, cfg)
             if earlier is not None:
-                differs = config_changes(read_record(earlier)[1], cfg)
-                rec = rescore(earlier, cfg, args) if differs else json.loads(earlier.read_text())
+                rec, old = read_record(earlier)
+                if config_changes(old, cfg):  # it differs in INFERENCE_KEYS only
+                    rec = rescore(earlier, rec, old, cfg, args)
                 rec.update(arm=arm, seed=seed, reused_from=str(earlier.name))
                 atomic_write_text(done, json.dumps(rec, indent=None))
                 print(f"[{label}] the same run as {earlier}: its record -> {done}", flush=True)

@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from fgi.commands import error_line
-from fgi.commands.predict import MODEL_HELP, THRESHOLD_HELP, TTA_HELP, URI_HELP, check_threshold, load_model
+from fgi.commands.predict import (
+    MODEL_HELP,
+    THRESHOLD_HELP,
+    TTA_HELP,
+    URI_HELP,
+    check_threshold,
+    load_model,
+    set_tta,
+)
 from fgi.config import TTA_MODES
 from fgi.data.errors import DataError
 from fgi.datasets import FILE_DATASETS
@@ -90,18 +98,20 @@ def compare_tta(args: argparse.Namespace) -> int:
     from fgi.search.compare import mean_over_seeds, paired_bootstrap
 
     check_threshold(args.threshold)
+    ids = None
+    if args.root is not None:
+        ids = read_ids(args.split_file) if args.split_file is not None else folder_ids(args.root, args.dataset, args.split)
+    loaded = [load_model(model, args.mlflow_uri) for model in args.model]  # each read once, scored under every mode
+    if ids is None:
+        for trainer, _ in loaded:
+            ensure_prepared(trainer.cfg)
     dice: dict[str, dict[str, float]] = {}
     for mode in args.tta:
         runs = []
-        for model in args.model:
-            trainer, normalization = load_model(model, args.mlflow_uri, mode)
-            if args.root is None:
-                ensure_prepared(trainer.cfg)
-                rows = split_rows(trainer, args.split, num_workers=0)
-            else:
-                ids = (read_ids(args.split_file) if args.split_file is not None
-                       else folder_ids(args.root, args.dataset, args.split))
-                rows = evaluate_folder(trainer, normalization, args.root, ids, args.threshold, args.dataset, args.split)
+        for trainer, normalization in loaded:
+            set_tta(trainer, mode)
+            rows = (split_rows(trainer, args.split, num_workers=0) if ids is None else
+                    evaluate_folder(trainer, normalization, args.root, ids, args.threshold, args.dataset, args.split))
             runs.append({r["id"]: r["dice"] for r in rows})
         dice[mode] = mean_over_seeds(runs)
     first = args.tta[0]
