@@ -10,7 +10,8 @@ from typing import Any
 from fgi.config import Config, ConfigError, load_yaml, override
 from fgi.data.errors import DataError
 from fgi.data.prepare import prepare_cache
-from fgi.data.report import format_report
+from fgi.data.report import format_report, split_report
+from fgi.data.splits import SPLIT_NAMES
 from fgi.datasets import DATASET_NAMES, get_dataset, validate_names
 from fgi.text.templates import TemplateError
 
@@ -33,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
     parser.add_argument("--on-missing-gaze", choices=("skip", "fail"), help="images without fixations")
     parser.add_argument("--report", action="store_true", help="print the Dice of each gaze level against the ground truth")
+    parser.add_argument("--report-split", choices=SPLIT_NAMES, default="",
+                        help="report over this split only (choose gaze levels on val, never on test)")
+    parser.add_argument("--report-levels", type=float, nargs="+", default=(), metavar="LEVEL",
+                        help="report these levels (0.01 steps) instead of data.tight_level and data.loose_level")
     parser.add_argument("--overlays", type=int, default=0, metavar="N", help="write N overlay figures")
     parser.add_argument("--no-text", action="store_true", help="skip lesion descriptions and text embeddings")
     parser.add_argument("--describer", choices=("morphology", "vlm"), help="text.describer")
@@ -53,16 +58,28 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return override(cfg, updates) if updates else cfg
 
 
+def _report(items: dict[str, Any], levels: list[float], split: str) -> str:
+    """The weak-label report, or a ConfigError naming the option that is wrong."""
+    try:
+        return format_report(split_report(items, levels, split))
+    except ValueError as exc:
+        raise ConfigError(f"--report-levels/--report-split: {exc}") from None
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``fgi prepare``; bad input prints one error line and returns 2."""
     try:
         cfg = config_from_args(args)
         validate_names(cfg.data.dataset, cfg.text.template)
+        if (args.report_split or args.report_levels) and not args.report:
+            raise ConfigError("--report-split and --report-levels need --report")
+        levels = list(args.report_levels) or sorted({cfg.data.tight_level, cfg.data.loose_level}, reverse=True)
+        _report({}, levels, "")  # an off-grid level fails before any work
         manifest = prepare_cache(cfg, None, workers=args.workers, progress=not args.no_progress,
                                  text=not args.no_text, overlays=args.overlays)
+        if args.report:
+            print(_report(manifest["items"], levels, args.report_split))
     except (DataError, ConfigError, TemplateError) as exc:
         print(f"fgi prepare: error: {exc}", file=sys.stderr)
         return 2
-    if args.report:
-        print(format_report(manifest["report"]))
     return 0

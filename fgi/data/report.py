@@ -6,6 +6,7 @@ pixels), so the report can give the Dice at any level without reading the maps a
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,46 @@ def dice_report(stats: list[dict[str, Any]], levels: tuple[float, ...]) -> dict[
     return {"n": len(usable), "rows": rows}
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """Markdown table of a Dice report."""
-    lines = [f"Dice of the weak labels against the ground truth ({report['n']} images with masks)", "",
+def split_report(items: Mapping[str, Mapping[str, Any]], levels: Sequence[float], split: str = "") -> dict[str, Any]:
+    """``dice_report`` over a manifest's items of one split (every item when ``split`` is empty).
+
+    Choosing the gaze levels on the val split keeps the test split out of the selection.
+
+    Args:
+        items: the manifest's ``items`` (each with ``split`` and ``stats``).
+        levels: thresholds, multiples of 0.01 (the histograms' bin width).
+        split: "train", "val", "test" or "" for all.
+
+    Raises:
+        ValueError: a level off the 0.01 grid or outside [0, 1], or no item of ``split`` has a mask.
+    """
+    bad = [v for v in levels if not 0.0 <= v <= 1.0 or abs(v * HIST_BINS - round(v * HIST_BINS)) > 1e-9]
+    if bad:
+        raise ValueError(f"levels {bad}: each must lie in [0, 1] on the 0.01 grid of the stored histograms")
+    report = dice_report([r["stats"] for r in items.values() if not split or r["split"] == split], tuple(levels))
+    if split and report["n"] == 0:
+        raise ValueError(f"split {split!r}: no item of the cache has a mask in that split")
+    return {**report, "split": split}
+
+
+def best_levels(report: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """Each map's level with the highest Dice in a report: ``{map: (level, dice)}``."""
+    best: dict[str, tuple[float, float]] = {}
+    for r in report["rows"]:
+        if r["dice"] is not None and (r["map"] not in best or r["dice"] > best[r["map"]][1]):
+            best[r["map"]] = (r["level"], r["dice"])
+    return best
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """Markdown table of a Dice report; with several levels, each map's best one below it."""
+    where = f", {report['split']} split" if report.get("split") else ""
+    lines = [f"Dice of the weak labels against the ground truth ({report['n']} images with masks{where})", "",
              "| pseudo-mask | Dice |", "|---|---|"]
     for r in report["rows"]:
         lines.append(f"| {r['map']} >= {r['level']:g} | {'n/a' if r['dice'] is None else format(r['dice'], '.4f')} |")
+    if len({r["level"] for r in report["rows"]}) > 2:
+        lines += ["", *(f"highest {name}: >= {level:g} ({dice:.4f})" for name, (level, dice) in best_levels(report).items())]
     return "\n".join(lines)
 
 
@@ -104,4 +139,5 @@ def write_overlays(cache_dir: Path, records: dict[str, dict], cfg: Config, n: in
     return out
 
 
-__all__ = ["HIST_BINS", "MAPS", "dice_at", "dice_report", "format_report", "soft_histograms", "write_overlays"]
+__all__ = ["HIST_BINS", "MAPS", "best_levels", "dice_at", "dice_report", "format_report", "soft_histograms", "split_report",
+           "write_overlays"]

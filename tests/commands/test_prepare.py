@@ -53,6 +53,19 @@ def test_report_prints_dice_table(tmp_path, capsys):
     assert "| heatmap >= 0.5 |" in out and "| crf >= 0.3 |" in out and "(6 images with masks)" in out
 
 
+def test_report_over_one_split_at_chosen_levels(tmp_path, capsys):
+    root, csv_path = make_kvasir(tmp_path / "kvasir")
+    common = ["prepare", "--dataset", "kvasir", "--root", str(root), "--fixations", str(csv_path),
+              "--cache-dir", str(tmp_path / "c"), "--image-size", "32", "--workers", "1", "--no-text", "--no-progress"]
+    assert main([*common, "--report", "--report-split", "val", "--report-levels", "0.3", "0.4", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "val split)" in out and "| crf >= 0.4 |" in out and "highest crf: >= " in out
+    assert main([*common, "--report", "--report-levels", "0.355"]) == 2
+    assert "--report-levels/--report-split: levels [0.355]" in capsys.readouterr().err
+    assert main([*common, "--report-split", "val"]) == 2
+    assert "need --report" in capsys.readouterr().err
+
+
 def test_a_config_naming_an_unknown_template_fails_before_any_work(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("text:\n  template: clinicl\n")
