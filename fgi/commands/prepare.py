@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from fgi.config import Config, ConfigError, load_yaml, override
 from fgi.data.errors import DataError
 from fgi.data.prepare import prepare_cache
-from fgi.data.report import format_report, split_report
+from fgi.data.report import check_levels, format_report, split_report
 from fgi.data.splits import SPLIT_NAMES
 from fgi.datasets import DATASET_NAMES, get_dataset, validate_names
 from fgi.text.templates import TemplateError
@@ -58,10 +59,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return override(cfg, updates) if updates else cfg
 
 
-def _report(items: dict[str, Any], levels: list[float], split: str) -> str:
-    """The weak-label report, or a ConfigError naming the option that is wrong."""
+def _report(check: Callable[[], Any]) -> Any:
+    """``check()``, with its ValueError as a ConfigError that names the report options."""
     try:
-        return format_report(split_report(items, levels, split))
+        return check()
     except ValueError as exc:
         raise ConfigError(f"--report-levels/--report-split: {exc}") from None
 
@@ -74,11 +75,11 @@ def main(args: argparse.Namespace) -> int:
         if (args.report_split or args.report_levels) and not args.report:
             raise ConfigError("--report-split and --report-levels need --report")
         levels = list(args.report_levels) or sorted({cfg.data.tight_level, cfg.data.loose_level}, reverse=True)
-        _report({}, levels, "")  # an off-grid level fails before any work
+        _report(lambda: check_levels(levels))  # before any work
         manifest = prepare_cache(cfg, None, workers=args.workers, progress=not args.no_progress,
                                  text=not args.no_text, overlays=args.overlays)
         if args.report:
-            print(_report(manifest["items"], levels, args.report_split))
+            print(format_report(_report(lambda: split_report(manifest["items"], levels, args.report_split))))
     except (DataError, ConfigError, TemplateError) as exc:
         print(f"fgi prepare: error: {exc}", file=sys.stderr)
         return 2

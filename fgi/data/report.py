@@ -63,6 +63,17 @@ def dice_report(stats: list[dict[str, Any]], levels: tuple[float, ...]) -> dict[
     return {"n": len(usable), "rows": rows}
 
 
+def check_levels(levels: Sequence[float]) -> None:
+    """Refuse levels the stored histograms cannot answer exactly.
+
+    Raises:
+        ValueError: a level outside [0, 1] or off the 0.01 grid, named with the others.
+    """
+    bad = [v for v in levels if not 0.0 <= v <= 1.0 or abs(v * HIST_BINS - round(v * HIST_BINS)) > 1e-9]
+    if bad:
+        raise ValueError(f"levels {bad}: each must lie in [0, 1] on the 0.01 grid of the stored histograms")
+
+
 def split_report(items: Mapping[str, Mapping[str, Any]], levels: Sequence[float], split: str = "") -> dict[str, Any]:
     """``dice_report`` over a manifest's items of one split (every item when ``split`` is empty).
 
@@ -76,9 +87,7 @@ def split_report(items: Mapping[str, Mapping[str, Any]], levels: Sequence[float]
     Raises:
         ValueError: a level off the 0.01 grid or outside [0, 1], or no item of ``split`` has a mask.
     """
-    bad = [v for v in levels if not 0.0 <= v <= 1.0 or abs(v * HIST_BINS - round(v * HIST_BINS)) > 1e-9]
-    if bad:
-        raise ValueError(f"levels {bad}: each must lie in [0, 1] on the 0.01 grid of the stored histograms")
+    check_levels(levels)
     report = dice_report([r["stats"] for r in items.values() if not split or r["split"] == split], tuple(levels))
     if split and report["n"] == 0:
         raise ValueError(f"split {split!r}: no item of the cache has a mask in that split")
@@ -139,5 +148,5 @@ def write_overlays(cache_dir: Path, records: dict[str, dict], cfg: Config, n: in
     return out
 
 
-__all__ = ["HIST_BINS", "MAPS", "best_levels", "dice_at", "dice_report", "format_report", "soft_histograms", "split_report",
+__all__ = ["HIST_BINS", "MAPS", "best_levels", "check_levels", "dice_at", "dice_report", "format_report", "soft_histograms", "split_report",
            "write_overlays"]
